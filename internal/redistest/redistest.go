@@ -1,0 +1,51 @@
+// Package redistest gives each test its own key prefix on the machine's
+// Redis and deletes the prefix's keys when the test ends.
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// URL is the Redis tests use; override it with WAGGLE_TEST_REDIS_URL.
+func URL() string {
+	if u := os.Getenv("WAGGLE_TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// New returns a client and a fresh key prefix ("wt:<random>:"). Keys under
+// the prefix are deleted at the end of the test.
+func New(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	opt, err := redis.ParseURL(URL())
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	rdb := redis.NewClient(opt)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("redistest: ping %s: %v (is Redis running? see .ci/run)", URL(), err)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	prefix := "wt:" + hex.EncodeToString(b[:]) + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+		rdb.Close()
+	})
+	return rdb, prefix
+}
