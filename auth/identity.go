@@ -10,6 +10,10 @@ import "context"
 type Identity struct {
 	UserID   string
 	DeviceID string
+	// SessionID is the edge session a command came from, when an edge acts
+	// for a user; the chat service skips that session when it pushes the
+	// command's event, since the command's answer already carries it.
+	SessionID string
 }
 
 type identityKey struct{}
@@ -23,4 +27,21 @@ func WithIdentity(ctx context.Context, id Identity) context.Context {
 func FromContext(ctx context.Context) (Identity, bool) {
 	id, ok := ctx.Value(identityKey{}).(Identity)
 	return id, ok && id.UserID != ""
+}
+
+type internalKey struct{}
+
+// WithInternal marks ctx as a call from a trusted internal caller (an edge or
+// another service), not from an app. The server interceptor sets it for
+// requests carrying the internal credential; in one process, an edge calling
+// handlers directly sets it itself.
+func WithInternal(ctx context.Context) context.Context {
+	return context.WithValue(ctx, internalKey{}, true)
+}
+
+// IsInternal reports whether ctx was marked by WithInternal. Internal-only
+// services (SessionRegistryService, DeliveryService) require it.
+func IsInternal(ctx context.Context) bool {
+	internal, _ := ctx.Value(internalKey{}).(bool)
+	return internal
 }
