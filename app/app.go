@@ -1,0 +1,172 @@
+// Package app builds Waggle's object graph for the chosen roles and runs it:
+// it opens Postgres and Redis when a role needs them, applies migrations,
+// mounts the services on one rpcserver and drains gracefully on stop.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
+	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
+	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
+	"github.com/wagglechat/waggle/gen/go/waggle/edge/v1/edgev1connect"
+	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
+	"github.com/wagglechat/waggle/postgres"
+	"github.com/wagglechat/waggle/rpcserver"
+)
+
+// Run serves cfg.Roles until ctx is done, then drains and returns nil. It
+// returns one error naming what failed if the process cannot start.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	cfg, sec, err := cfg.resolve()
+	if err != nil {
+		return err
+	}
+	signer, err := auth.NewSigner(sec.tokenSeed, 0)
+	if err != nil {
+		return err
+	}
+	interceptor, err := auth.NewInterceptor(auth.InterceptorConfig{
+		Verifier:       signer.Verifier(),
+		InternalSecret: sec.internalSecret,
+		Policy:         auth.DefaultPolicy(),
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := rpcserver.New(rpcserver.Config{
+		Addr:            cfg.Addr,
+		TLSCertFile:     cfg.TLSCertFile,
+		TLSKeyFile:      cfg.TLSKeyFile,
+		ReadMaxBytes:    cfg.MaxMessageBytes,
+		Interceptors:    []connect.Interceptor{interceptor},
+		DrainDelay:      cfg.DrainDelay,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}, log)
+	if err != nil {
+		return err
+	}
+
+	d := deps{cfg: cfg, log: log, signer: signer, internalSecret: sec.internalSecret}
+	defer d.close()
+	if cfg.Roles.needsPostgres() {
+		if d.pg, err = openPostgres(ctx, cfg.PostgresURL); err != nil {
+			return err
+		}
+		if !cfg.SkipMigrate {
+			if err := postgres.Migrate(ctx, d.pg, log); err != nil {
+				return err
+			}
+		}
+	}
+	// Every role uses Redis: edges and chat for the bus, presence for sessions.
+	if d.redis, err = openRedis(ctx, cfg.RedisURL); err != nil {
+		return err
+	}
+
+	if err := mountServices(srv, d); err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	for _, w := range sec.warnings {
+		log.Warn(w)
+	}
+	log.Info("waggle started", "roles", cfg.Roles.String(), "addr", srv.Addr().String(), "edge_id", cfg.EdgeID)
+	if cfg.Ready != nil {
+		cfg.Ready(srv.Addr())
+	}
+	return srv.Serve(ctx)
+}
+
+// Migrate applies the migrations to the database at cfg.PostgresURL.
+func Migrate(ctx context.Context, cfg Config, log *slog.Logger) error {
+	pool, err := openPostgres(ctx, or(cfg.PostgresURL, DefaultPostgresURL))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return postgres.Migrate(ctx, pool, log)
+}
+
+// deps is what services are built from. Fields a role does not need are nil.
+type deps struct {
+	cfg            Config // resolved: defaults applied
+	log            *slog.Logger
+	pg             *pgxpool.Pool
+	redis          *redis.Client
+	signer         *auth.Signer
+	internalSecret string
+}
+
+func (d deps) close() {
+	if d.redis != nil {
+		_ = d.redis.Close()
+	}
+	if d.pg != nil {
+		d.pg.Close()
+	}
+}
+
+// mountServices builds the services of d.cfg.Roles and mounts them on srv.
+//
+// PLACEHOLDERS: each service below is its generated Unimplemented handler
+// until its owner replaces it with the real one, built from d (Postgres,
+// Redis with d.cfg.RedisPrefix, the token signer, the internal secret, and
+// d.cfg.ChatURL/PresenceURL for roles running elsewhere).
+func mountServices(srv *rpcserver.Server, d deps) error {
+	opts := srv.HandlerOptions()
+	roles := d.cfg.Roles
+	if roles.Has(RoleChat) {
+		srv.Handle(accountv1connect.NewAccountServiceHandler(accountv1connect.UnimplementedAccountServiceHandler{}, opts...))
+		srv.Handle(contactv1connect.NewContactServiceHandler(contactv1connect.UnimplementedContactServiceHandler{}, opts...))
+		srv.Handle(chatv1connect.NewConversationServiceHandler(chatv1connect.UnimplementedConversationServiceHandler{}, opts...))
+		srv.Handle(chatv1connect.NewMessageServiceHandler(chatv1connect.UnimplementedMessageServiceHandler{}, opts...))
+		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatv1connect.UnimplementedDeliveryServiceHandler{}, opts...))
+	}
+	if roles.Has(RolePresence) {
+		srv.Handle(presencev1connect.NewPresenceServiceHandler(presencev1connect.UnimplementedPresenceServiceHandler{}, opts...))
+		srv.Handle(presencev1connect.NewSessionRegistryServiceHandler(presencev1connect.UnimplementedSessionRegistryServiceHandler{}, opts...))
+	}
+	if roles.Has(RoleEdge) {
+		srv.Handle(edgev1connect.NewEdgeServiceHandler(edgev1connect.UnimplementedEdgeServiceHandler{}, opts...))
+	}
+	return nil
+}
+
+func openPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pool, err := postgres.Open(ctx, url)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "3D000" { // invalid_catalog_name
+		return nil, fmt.Errorf("%w (create the database first, e.g. with createdb)", err)
+	}
+	return pool, err
+}
+
+// openRedis connects and pings, so an unreachable Redis fails at start.
+func openRedis(ctx context.Context, url string) (*redis.Client, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis: parse url: %w", err)
+	}
+	rdb := redis.NewClient(opt)
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis: cannot reach %s: %w", opt.Addr, err)
+	}
+	return rdb, nil
+}

@@ -1,0 +1,231 @@
+package app
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Config. cmd/waggle shows them in --help.
+const (
+	DefaultAddr            = ":8080"
+	DefaultPostgresURL     = "postgres://postgres@127.0.0.1:5432/waggle?sslmode=disable"
+	DefaultRedisURL        = "redis://127.0.0.1:6379/0"
+	DefaultRedisPrefix     = "waggle:"
+	DefaultMaxMessageBytes = 1 << 20
+	DefaultShutdownTimeout = 15 * time.Second
+)
+
+// Roles is the set of parts one process runs.
+type Roles uint8
+
+// The roles. Chat also serves accounts and contacts: they share its
+// Postgres database.
+const (
+	RoleEdge Roles = 1 << iota
+	RoleChat
+	RolePresence
+
+	// RoleServe runs everything in one process.
+	RoleServe = RoleEdge | RoleChat | RolePresence
+)
+
+// Has reports whether r includes every role in role.
+func (r Roles) Has(role Roles) bool { return r&role == role }
+
+func (r Roles) String() string {
+	if r == RoleServe {
+		return "serve"
+	}
+	var names []string
+	for _, n := range []struct {
+		role Roles
+		name string
+	}{{RoleEdge, "edge"}, {RoleChat, "chat"}, {RolePresence, "presence"}} {
+		if r.Has(n.role) {
+			names = append(names, n.name)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Sprintf("Roles(%d)", uint8(r))
+	}
+	return strings.Join(names, "+")
+}
+
+// needsPostgres reports whether a role stores state in Postgres: only chat
+// (with accounts and contacts) does.
+func (r Roles) needsPostgres() bool { return r.Has(RoleChat) }
+
+// Config configures Run. Each field's zero value means the default given.
+type Config struct {
+	// Roles to run. Default RoleServe (all of them).
+	Roles Roles
+	// Addr is the listen address for every service of this process; ":0"
+	// picks a free port. Default ":8080".
+	Addr string
+	// TLSCertFile and TLSKeyFile are PEM files; set both to serve TLS.
+	// Default: cleartext (HTTP/1.1 and prior-knowledge HTTP/2).
+	TLSCertFile string
+	TLSKeyFile  string
+
+	// PostgresURL is the database of the chat role. Default DefaultPostgresURL.
+	PostgresURL string
+	// SkipMigrate disables applying migrations at start. Default false:
+	// migrations run at start.
+	SkipMigrate bool
+	// RedisURL is the Redis holding sessions and carrying the bus.
+	// Default DefaultRedisURL.
+	RedisURL string
+	// RedisPrefix starts every Redis key and channel, so several
+	// deployments (or tests) share one Redis. Default "waggle:".
+	RedisPrefix string
+
+	// TokenKey is the base64 32-byte Ed25519 seed access tokens are signed
+	// and verified with; every process of a deployment needs the same one.
+	// Default: a random key, allowed with RoleServe only (tokens then die
+	// with the process).
+	TokenKey string
+	// InternalSecret authenticates edges and services to each other.
+	// Default: random, allowed with RoleServe only, where no call leaves
+	// the process.
+	InternalSecret string
+	// ChatURL and PresenceURL are where a process reaches chat and presence
+	// when it does not run them itself, e.g. "http://chat:8080". Default ""
+	// (required when needed; ignored for roles running in this process).
+	ChatURL     string
+	PresenceURL string
+	// EdgeID names this edge node on the bus and in presence; it must be
+	// unique among live edges. Default: hostname plus a random suffix.
+	EdgeID string
+
+	// MaxMessageBytes is the largest RPC message accepted. Default 1 MiB.
+	MaxMessageBytes int
+	// DrainDelay is how long the process reports NOT_SERVING but still
+	// serves after a stop signal, for load balancers to notice. Default 0.
+	DrainDelay time.Duration
+	// ShutdownTimeout bounds the wait for in-flight calls and streams at
+	// shutdown. Default 15s.
+	ShutdownTimeout time.Duration
+
+	// Ready, if set, is called with the bound address once the process
+	// accepts connections. Default nil.
+	Ready func(addr net.Addr)
+}
+
+// secrets are the keys resolved from Config, with warnings to log once the
+// process is up.
+type secrets struct {
+	tokenSeed      []byte
+	internalSecret string
+	warnings       []string
+}
+
+// resolve applies defaults and checks cfg without any I/O, so a
+// misconfiguration fails before anything is contacted.
+func (cfg Config) resolve() (Config, secrets, error) {
+	var s secrets
+	if cfg.Roles == 0 {
+		cfg.Roles = RoleServe
+	}
+	if cfg.Roles&^RoleServe != 0 {
+		return cfg, s, fmt.Errorf("config: unknown roles %v", cfg.Roles)
+	}
+	cfg.Addr = or(cfg.Addr, DefaultAddr)
+	cfg.PostgresURL = or(cfg.PostgresURL, DefaultPostgresURL)
+	cfg.RedisURL = or(cfg.RedisURL, DefaultRedisURL)
+	cfg.RedisPrefix = or(cfg.RedisPrefix, DefaultRedisPrefix)
+	if cfg.MaxMessageBytes == 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.MaxMessageBytes < 0 || cfg.DrainDelay < 0 || cfg.ShutdownTimeout < 0 {
+		return cfg, s, errors.New("config: max message bytes, drain delay and shutdown timeout must not be negative")
+	}
+	if cfg.EdgeID == "" {
+		cfg.EdgeID = defaultEdgeID()
+	}
+
+	// Split roles must agree on keys; one process may invent its own.
+	alone := cfg.Roles == RoleServe
+	switch {
+	case cfg.TokenKey != "":
+		seed, err := base64.StdEncoding.DecodeString(cfg.TokenKey)
+		if err != nil {
+			return cfg, s, fmt.Errorf("config: token key is not base64: %w", err)
+		}
+		if len(seed) != ed25519.SeedSize {
+			return cfg, s, fmt.Errorf("config: token key is %d bytes, want %d (generate one with: head -c32 /dev/urandom | base64)", len(seed), ed25519.SeedSize)
+		}
+		s.tokenSeed = seed
+	case alone:
+		s.tokenSeed = make([]byte, ed25519.SeedSize)
+		_, _ = rand.Read(s.tokenSeed)
+		s.warnings = append(s.warnings, "no token key configured: using an ephemeral one, so tokens stop working when the process restarts (set --token-key or WAGGLE_TOKEN_KEY)")
+	default:
+		return cfg, s, fmt.Errorf("config: roles %v need a token key shared by every process (set --token-key or WAGGLE_TOKEN_KEY; generate one with: head -c32 /dev/urandom | base64)", cfg.Roles)
+	}
+	switch {
+	case cfg.InternalSecret != "":
+		if len(cfg.InternalSecret) < 16 {
+			return cfg, s, errors.New("config: internal secret must be at least 16 characters")
+		}
+		s.internalSecret = cfg.InternalSecret
+	case alone:
+		s.internalSecret = randomHex(32)
+	default:
+		return cfg, s, fmt.Errorf("config: roles %v need an internal secret shared by every process (set --internal-secret or WAGGLE_INTERNAL_SECRET)", cfg.Roles)
+	}
+
+	// Edges call chat and presence; chat calls presence to find sessions.
+	needChat := cfg.Roles.Has(RoleEdge) && !cfg.Roles.Has(RoleChat)
+	needPresence := (cfg.Roles.Has(RoleEdge) || cfg.Roles.Has(RoleChat)) && !cfg.Roles.Has(RolePresence)
+	for _, peer := range []struct {
+		name, url, flag string
+		needed     bool
+	}{
+		{"chat", cfg.ChatURL, "--chat-url or WAGGLE_CHAT_URL", needChat},
+		{"presence", cfg.PresenceURL, "--presence-url or WAGGLE_PRESENCE_URL", needPresence},
+	} {
+		if !peer.needed {
+			continue
+		}
+		if peer.url == "" {
+			return cfg, s, fmt.Errorf("config: roles %v need the %s service's URL (set %s)", cfg.Roles, peer.name, peer.flag)
+		}
+		if u, err := url.Parse(peer.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return cfg, s, fmt.Errorf("config: %s URL %q must look like http://host:port", peer.name, peer.url)
+		}
+	}
+	return cfg, s, nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func defaultEdgeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "edge"
+	}
+	return host + "-" + randomHex(4)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

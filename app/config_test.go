@@ -1,0 +1,97 @@
+package app
+
+import (
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRolesString(t *testing.T) {
+	tests := []struct {
+		roles Roles
+		want  string
+	}{
+		{RoleServe, "serve"},
+		{RoleEdge, "edge"},
+		{RoleChat, "chat"},
+		{RolePresence, "presence"},
+		{RoleEdge | RolePresence, "edge+presence"},
+		{0, "Roles(0)"},
+	}
+	for _, tt := range tests {
+		if got := tt.roles.String(); got != tt.want {
+			t.Errorf("Roles(%d).String() = %q, want %q", uint8(tt.roles), got, tt.want)
+		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	secret := strings.Repeat("s", 16)
+	split := func(roles Roles) Config {
+		return Config{Roles: roles, TokenKey: key, InternalSecret: secret, ChatURL: "http://chat:8080", PresenceURL: "http://presence:8080"}
+	}
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string // "" means success
+		check   func(t *testing.T, cfg Config, s secrets)
+	}{
+		{name: "zero value means serve with defaults", cfg: Config{}, check: func(t *testing.T, cfg Config, s secrets) {
+			if cfg.Roles != RoleServe || cfg.Addr != ":8080" || cfg.PostgresURL != DefaultPostgresURL ||
+				cfg.RedisURL != DefaultRedisURL || cfg.RedisPrefix != "waggle:" ||
+				cfg.MaxMessageBytes != 1<<20 || cfg.ShutdownTimeout != 15*time.Second || cfg.EdgeID == "" {
+				t.Errorf("defaults not applied: %+v", cfg)
+			}
+			if len(s.tokenSeed) != 32 || len(s.internalSecret) < 16 {
+				t.Errorf("serve did not get generated keys: %+v", s)
+			}
+			if len(s.warnings) != 1 || !strings.Contains(s.warnings[0], "ephemeral") {
+				t.Errorf("warnings = %q, want one about the ephemeral token key", s.warnings)
+			}
+		}},
+		{name: "explicit values kept", cfg: Config{Addr: ":9", RedisPrefix: "x:", EdgeID: "e1", TokenKey: key, InternalSecret: secret}, check: func(t *testing.T, cfg Config, s secrets) {
+			if cfg.Addr != ":9" || cfg.RedisPrefix != "x:" || cfg.EdgeID != "e1" || s.internalSecret != secret || len(s.warnings) != 0 {
+				t.Errorf("got %+v %+v", cfg, s)
+			}
+		}},
+		{name: "edge ids differ", cfg: Config{}, check: func(t *testing.T, cfg Config, _ secrets) {
+			other, _, _ := Config{}.resolve()
+			if cfg.EdgeID == other.EdgeID {
+				t.Errorf("two default edge ids are both %q", cfg.EdgeID)
+			}
+		}},
+		{name: "token key not base64", cfg: Config{TokenKey: "!!"}, wantErr: "token key is not base64"},
+		{name: "token key too short", cfg: Config{TokenKey: base64.StdEncoding.EncodeToString(make([]byte, 31))}, wantErr: "token key is 31 bytes, want 32"},
+		{name: "split roles need a token key", cfg: Config{Roles: RolePresence, InternalSecret: secret}, wantErr: "need a token key"},
+		{name: "split roles need an internal secret", cfg: Config{Roles: RolePresence, TokenKey: key}, wantErr: "need an internal secret"},
+		{name: "short internal secret", cfg: Config{InternalSecret: "short"}, wantErr: "at least 16"},
+		{name: "edge needs chat", cfg: Config{Roles: RoleEdge, TokenKey: key, InternalSecret: secret, PresenceURL: "http://p:1"}, wantErr: "need the chat service's URL"},
+		{name: "edge needs presence", cfg: Config{Roles: RoleEdge, TokenKey: key, InternalSecret: secret, ChatURL: "http://c:1"}, wantErr: "need the presence service's URL"},
+		{name: "chat needs presence", cfg: Config{Roles: RoleChat, TokenKey: key, InternalSecret: secret}, wantErr: "need the presence service's URL"},
+		{name: "bad peer url", cfg: Config{Roles: RoleChat, TokenKey: key, InternalSecret: secret, PresenceURL: "presence:8080"}, wantErr: "must look like http://host:port"},
+		{name: "presence needs no peers", cfg: Config{Roles: RolePresence, TokenKey: key, InternalSecret: secret}},
+		{name: "edge with peers", cfg: split(RoleEdge)},
+		{name: "chat with presence", cfg: split(RoleChat)},
+		{name: "unknown role bits", cfg: Config{Roles: 1 << 5}, wantErr: "unknown roles"},
+		{name: "negative limit", cfg: Config{MaxMessageBytes: -1}, wantErr: "must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, s, err := tt.cfg.resolve()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("resolve() error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("resolve() error = %v", err)
+			}
+			if tt.check != nil {
+				tt.check(t, cfg, s)
+			}
+		})
+	}
+}
