@@ -1,0 +1,167 @@
+package bus_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wagglechat/waggle/bus"
+	"github.com/wagglechat/waggle/internal/redistest"
+)
+
+// throwawayRedis is a redis-server child process on its own port, so the
+// test can kill it without touching the machine's shared Redis.
+type throwawayRedis struct {
+	t    *testing.T
+	path string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func startThrowawayRedis(t *testing.T) *throwawayRedis {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not in PATH")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := &throwawayRedis{t: t, path: path, port: port, dir: t.TempDir()}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *throwawayRedis) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+func (r *throwawayRedis) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.path, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", r.dir)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	probe := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
+	defer probe.Close()
+	deadline := time.Now().Add(waitFor)
+	for probe.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("redis-server on %s did not come up", r.addr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *throwawayRedis) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+func TestRedisResubscribesAfterRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts a redis-server")
+	}
+	srv := startThrowawayRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	defer client.Close()
+	resubscribed := make(chan struct{}, 10)
+	b := bus.NewRedis(client, "test:", testLogger(t), bus.RedisConfig{
+		OnResubscribe: func() { resubscribed <- struct{}{} },
+	})
+	defer b.Close()
+
+	in := newInbox()
+	subscribe(t, b, "edge:1", in.handle)
+	publish(t, b, "edge:1", "before")
+	in.expect(t, "before")
+
+	srv.stop()
+	// Subscribing while Redis is down fails and leaves nothing behind.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	_, err := b.Subscribe(ctx, "edge:2", func([]byte) {})
+	cancel()
+	if err == nil {
+		t.Fatal("Subscribe with Redis down succeeded")
+	}
+	if len(resubscribed) != 0 {
+		t.Fatal("OnResubscribe called before Redis came back")
+	}
+
+	srv.start()
+	select {
+	case <-resubscribed:
+	case <-time.After(3 * waitFor):
+		t.Fatal("OnResubscribe not called after Redis restarted")
+	}
+	publish(t, b, "edge:1", "after")
+	in.expect(t, "after")
+
+	in2 := newInbox()
+	subscribe(t, b, "edge:2", in2.handle)
+	publish(t, b, "edge:2", "later")
+	in2.expect(t, "later")
+	in.expectEmpty(t)
+}
+
+// BenchmarkRedisPublish publishes 200-byte payloads to one subscriber and
+// waits until all have arrived, so ns/op is the delivered throughput.
+func BenchmarkRedisPublish(b *testing.B) {
+	for _, batch := range []int{1, 100} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			client, prefix := redistest.New(b)
+			rb := bus.NewRedis(client, prefix, nil, bus.RedisConfig{})
+			defer rb.Close()
+			got := make(chan struct{}, 1)
+			var n atomic.Int64
+			sub, err := rb.Subscribe(b.Context(), "bench", func([]byte) {
+				if n.Add(1) == int64(b.N) {
+					got <- struct{}{}
+				}
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sub.Close()
+			payload := make([]byte, 200)
+			msgs := make([]bus.Message, 0, batch)
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
+			for i := range b.N {
+				if batch == 1 {
+					if err := rb.Publish(b.Context(), "bench", payload); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				msgs = append(msgs, bus.Message{Channel: "bench", Payload: payload})
+				if len(msgs) == batch || i == b.N-1 {
+					if err := rb.PublishBatch(b.Context(), msgs); err != nil {
+						b.Fatal(err)
+					}
+					msgs = msgs[:0]
+				}
+			}
+			select {
+			case <-got:
+			case <-time.After(30 * time.Second):
+				b.Fatalf("delivered %d of %d", n.Load(), b.N)
+			}
+		})
+	}
+}
