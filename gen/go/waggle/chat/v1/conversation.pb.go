@@ -22,56 +22,6 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-type ConversationType int32
-
-const (
-	ConversationType_CONVERSATION_TYPE_UNSPECIFIED ConversationType = 0
-	// Exactly two members, no roles, no title.
-	ConversationType_CONVERSATION_TYPE_DIRECT ConversationType = 1
-	ConversationType_CONVERSATION_TYPE_GROUP  ConversationType = 2
-)
-
-// Enum value maps for ConversationType.
-var (
-	ConversationType_name = map[int32]string{
-		0: "CONVERSATION_TYPE_UNSPECIFIED",
-		1: "CONVERSATION_TYPE_DIRECT",
-		2: "CONVERSATION_TYPE_GROUP",
-	}
-	ConversationType_value = map[string]int32{
-		"CONVERSATION_TYPE_UNSPECIFIED": 0,
-		"CONVERSATION_TYPE_DIRECT":      1,
-		"CONVERSATION_TYPE_GROUP":       2,
-	}
-)
-
-func (x ConversationType) Enum() *ConversationType {
-	p := new(ConversationType)
-	*p = x
-	return p
-}
-
-func (x ConversationType) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (ConversationType) Descriptor() protoreflect.EnumDescriptor {
-	return file_waggle_chat_v1_conversation_proto_enumTypes[0].Descriptor()
-}
-
-func (ConversationType) Type() protoreflect.EnumType {
-	return &file_waggle_chat_v1_conversation_proto_enumTypes[0]
-}
-
-func (x ConversationType) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use ConversationType.Descriptor instead.
-func (ConversationType) EnumDescriptor() ([]byte, []int) {
-	return file_waggle_chat_v1_conversation_proto_rawDescGZIP(), []int{0}
-}
-
 type Conversation struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
@@ -1664,11 +1614,7 @@ const file_waggle_chat_v1_conversation_proto_rawDesc = "" +
 	"\x1cSetConversationMutedResponse\"\x11\n" +
 	"\x0fGetBadgeRequest\"(\n" +
 	"\x10GetBadgeResponse\x12\x14\n" +
-	"\x05badge\x18\x01 \x01(\x04R\x05badge*p\n" +
-	"\x10ConversationType\x12!\n" +
-	"\x1dCONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n" +
-	"\x18CONVERSATION_TYPE_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_TYPE_GROUP\x10\x022\xc7\n" +
+	"\x05badge\x18\x01 \x01(\x04R\x05badge2\xc7\n" +
 	"\n" +
 	"\x13ConversationService\x12}\n" +
 	"\x18CreateDirectConversation\x12/.waggle.chat.v1.CreateDirectConversationRequest\x1a0.waggle.chat.v1.CreateDirectConversationResponse\x12z\n" +
@@ -1699,56 +1645,55 @@ func file_waggle_chat_v1_conversation_proto_rawDescGZIP() []byte {
 	return file_waggle_chat_v1_conversation_proto_rawDescData
 }
 
-var file_waggle_chat_v1_conversation_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_waggle_chat_v1_conversation_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_waggle_chat_v1_conversation_proto_goTypes = []any{
-	(ConversationType)(0),                    // 0: waggle.chat.v1.ConversationType
-	(*Conversation)(nil),                     // 1: waggle.chat.v1.Conversation
-	(*Member)(nil),                           // 2: waggle.chat.v1.Member
-	(*CreateDirectConversationRequest)(nil),  // 3: waggle.chat.v1.CreateDirectConversationRequest
-	(*CreateDirectConversationResponse)(nil), // 4: waggle.chat.v1.CreateDirectConversationResponse
-	(*CreateGroupConversationRequest)(nil),   // 5: waggle.chat.v1.CreateGroupConversationRequest
-	(*CreateGroupConversationResponse)(nil),  // 6: waggle.chat.v1.CreateGroupConversationResponse
-	(*GetConversationRequest)(nil),           // 7: waggle.chat.v1.GetConversationRequest
-	(*GetConversationResponse)(nil),          // 8: waggle.chat.v1.GetConversationResponse
-	(*ListConversationsRequest)(nil),         // 9: waggle.chat.v1.ListConversationsRequest
-	(*ListConversationsResponse)(nil),        // 10: waggle.chat.v1.ListConversationsResponse
-	(*UpdateConversationRequest)(nil),        // 11: waggle.chat.v1.UpdateConversationRequest
-	(*UpdateConversationResponse)(nil),       // 12: waggle.chat.v1.UpdateConversationResponse
-	(*AddMembersRequest)(nil),                // 13: waggle.chat.v1.AddMembersRequest
-	(*AddMembersResponse)(nil),               // 14: waggle.chat.v1.AddMembersResponse
-	(*RemoveMemberRequest)(nil),              // 15: waggle.chat.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),             // 16: waggle.chat.v1.RemoveMemberResponse
-	(*LeaveConversationRequest)(nil),         // 17: waggle.chat.v1.LeaveConversationRequest
-	(*LeaveConversationResponse)(nil),        // 18: waggle.chat.v1.LeaveConversationResponse
-	(*SetMemberRoleRequest)(nil),             // 19: waggle.chat.v1.SetMemberRoleRequest
-	(*SetMemberRoleResponse)(nil),            // 20: waggle.chat.v1.SetMemberRoleResponse
-	(*TransferOwnershipRequest)(nil),         // 21: waggle.chat.v1.TransferOwnershipRequest
-	(*TransferOwnershipResponse)(nil),        // 22: waggle.chat.v1.TransferOwnershipResponse
-	(*ListMembersRequest)(nil),               // 23: waggle.chat.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),              // 24: waggle.chat.v1.ListMembersResponse
-	(*SetConversationMutedRequest)(nil),      // 25: waggle.chat.v1.SetConversationMutedRequest
-	(*SetConversationMutedResponse)(nil),     // 26: waggle.chat.v1.SetConversationMutedResponse
-	(*GetBadgeRequest)(nil),                  // 27: waggle.chat.v1.GetBadgeRequest
-	(*GetBadgeResponse)(nil),                 // 28: waggle.chat.v1.GetBadgeResponse
+	(*Conversation)(nil),                     // 0: waggle.chat.v1.Conversation
+	(*Member)(nil),                           // 1: waggle.chat.v1.Member
+	(*CreateDirectConversationRequest)(nil),  // 2: waggle.chat.v1.CreateDirectConversationRequest
+	(*CreateDirectConversationResponse)(nil), // 3: waggle.chat.v1.CreateDirectConversationResponse
+	(*CreateGroupConversationRequest)(nil),   // 4: waggle.chat.v1.CreateGroupConversationRequest
+	(*CreateGroupConversationResponse)(nil),  // 5: waggle.chat.v1.CreateGroupConversationResponse
+	(*GetConversationRequest)(nil),           // 6: waggle.chat.v1.GetConversationRequest
+	(*GetConversationResponse)(nil),          // 7: waggle.chat.v1.GetConversationResponse
+	(*ListConversationsRequest)(nil),         // 8: waggle.chat.v1.ListConversationsRequest
+	(*ListConversationsResponse)(nil),        // 9: waggle.chat.v1.ListConversationsResponse
+	(*UpdateConversationRequest)(nil),        // 10: waggle.chat.v1.UpdateConversationRequest
+	(*UpdateConversationResponse)(nil),       // 11: waggle.chat.v1.UpdateConversationResponse
+	(*AddMembersRequest)(nil),                // 12: waggle.chat.v1.AddMembersRequest
+	(*AddMembersResponse)(nil),               // 13: waggle.chat.v1.AddMembersResponse
+	(*RemoveMemberRequest)(nil),              // 14: waggle.chat.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),             // 15: waggle.chat.v1.RemoveMemberResponse
+	(*LeaveConversationRequest)(nil),         // 16: waggle.chat.v1.LeaveConversationRequest
+	(*LeaveConversationResponse)(nil),        // 17: waggle.chat.v1.LeaveConversationResponse
+	(*SetMemberRoleRequest)(nil),             // 18: waggle.chat.v1.SetMemberRoleRequest
+	(*SetMemberRoleResponse)(nil),            // 19: waggle.chat.v1.SetMemberRoleResponse
+	(*TransferOwnershipRequest)(nil),         // 20: waggle.chat.v1.TransferOwnershipRequest
+	(*TransferOwnershipResponse)(nil),        // 21: waggle.chat.v1.TransferOwnershipResponse
+	(*ListMembersRequest)(nil),               // 22: waggle.chat.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),              // 23: waggle.chat.v1.ListMembersResponse
+	(*SetConversationMutedRequest)(nil),      // 24: waggle.chat.v1.SetConversationMutedRequest
+	(*SetConversationMutedResponse)(nil),     // 25: waggle.chat.v1.SetConversationMutedResponse
+	(*GetBadgeRequest)(nil),                  // 26: waggle.chat.v1.GetBadgeRequest
+	(*GetBadgeResponse)(nil),                 // 27: waggle.chat.v1.GetBadgeResponse
+	(ConversationType)(0),                    // 28: waggle.chat.v1.ConversationType
 	(*timestamppb.Timestamp)(nil),            // 29: google.protobuf.Timestamp
 	(*Message)(nil),                          // 30: waggle.chat.v1.Message
 	(MemberRole)(0),                          // 31: waggle.chat.v1.MemberRole
 	(*Event)(nil),                            // 32: waggle.chat.v1.Event
 }
 var file_waggle_chat_v1_conversation_proto_depIdxs = []int32{
-	0,  // 0: waggle.chat.v1.Conversation.type:type_name -> waggle.chat.v1.ConversationType
+	28, // 0: waggle.chat.v1.Conversation.type:type_name -> waggle.chat.v1.ConversationType
 	29, // 1: waggle.chat.v1.Conversation.create_time:type_name -> google.protobuf.Timestamp
 	29, // 2: waggle.chat.v1.Conversation.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 3: waggle.chat.v1.Conversation.self:type_name -> waggle.chat.v1.Member
+	1,  // 3: waggle.chat.v1.Conversation.self:type_name -> waggle.chat.v1.Member
 	30, // 4: waggle.chat.v1.Conversation.last_message:type_name -> waggle.chat.v1.Message
 	31, // 5: waggle.chat.v1.Member.role:type_name -> waggle.chat.v1.MemberRole
 	29, // 6: waggle.chat.v1.Member.join_time:type_name -> google.protobuf.Timestamp
-	1,  // 7: waggle.chat.v1.CreateDirectConversationResponse.conversation:type_name -> waggle.chat.v1.Conversation
-	1,  // 8: waggle.chat.v1.CreateGroupConversationResponse.conversation:type_name -> waggle.chat.v1.Conversation
-	1,  // 9: waggle.chat.v1.GetConversationResponse.conversation:type_name -> waggle.chat.v1.Conversation
-	1,  // 10: waggle.chat.v1.ListConversationsResponse.conversations:type_name -> waggle.chat.v1.Conversation
-	1,  // 11: waggle.chat.v1.UpdateConversationResponse.conversation:type_name -> waggle.chat.v1.Conversation
+	0,  // 7: waggle.chat.v1.CreateDirectConversationResponse.conversation:type_name -> waggle.chat.v1.Conversation
+	0,  // 8: waggle.chat.v1.CreateGroupConversationResponse.conversation:type_name -> waggle.chat.v1.Conversation
+	0,  // 9: waggle.chat.v1.GetConversationResponse.conversation:type_name -> waggle.chat.v1.Conversation
+	0,  // 10: waggle.chat.v1.ListConversationsResponse.conversations:type_name -> waggle.chat.v1.Conversation
+	0,  // 11: waggle.chat.v1.UpdateConversationResponse.conversation:type_name -> waggle.chat.v1.Conversation
 	32, // 12: waggle.chat.v1.UpdateConversationResponse.event:type_name -> waggle.chat.v1.Event
 	32, // 13: waggle.chat.v1.AddMembersResponse.event:type_name -> waggle.chat.v1.Event
 	32, // 14: waggle.chat.v1.RemoveMemberResponse.event:type_name -> waggle.chat.v1.Event
@@ -1756,33 +1701,33 @@ var file_waggle_chat_v1_conversation_proto_depIdxs = []int32{
 	31, // 16: waggle.chat.v1.SetMemberRoleRequest.role:type_name -> waggle.chat.v1.MemberRole
 	32, // 17: waggle.chat.v1.SetMemberRoleResponse.event:type_name -> waggle.chat.v1.Event
 	32, // 18: waggle.chat.v1.TransferOwnershipResponse.event:type_name -> waggle.chat.v1.Event
-	2,  // 19: waggle.chat.v1.ListMembersResponse.members:type_name -> waggle.chat.v1.Member
-	3,  // 20: waggle.chat.v1.ConversationService.CreateDirectConversation:input_type -> waggle.chat.v1.CreateDirectConversationRequest
-	5,  // 21: waggle.chat.v1.ConversationService.CreateGroupConversation:input_type -> waggle.chat.v1.CreateGroupConversationRequest
-	7,  // 22: waggle.chat.v1.ConversationService.GetConversation:input_type -> waggle.chat.v1.GetConversationRequest
-	9,  // 23: waggle.chat.v1.ConversationService.ListConversations:input_type -> waggle.chat.v1.ListConversationsRequest
-	11, // 24: waggle.chat.v1.ConversationService.UpdateConversation:input_type -> waggle.chat.v1.UpdateConversationRequest
-	13, // 25: waggle.chat.v1.ConversationService.AddMembers:input_type -> waggle.chat.v1.AddMembersRequest
-	15, // 26: waggle.chat.v1.ConversationService.RemoveMember:input_type -> waggle.chat.v1.RemoveMemberRequest
-	17, // 27: waggle.chat.v1.ConversationService.LeaveConversation:input_type -> waggle.chat.v1.LeaveConversationRequest
-	19, // 28: waggle.chat.v1.ConversationService.SetMemberRole:input_type -> waggle.chat.v1.SetMemberRoleRequest
-	21, // 29: waggle.chat.v1.ConversationService.TransferOwnership:input_type -> waggle.chat.v1.TransferOwnershipRequest
-	23, // 30: waggle.chat.v1.ConversationService.ListMembers:input_type -> waggle.chat.v1.ListMembersRequest
-	25, // 31: waggle.chat.v1.ConversationService.SetConversationMuted:input_type -> waggle.chat.v1.SetConversationMutedRequest
-	27, // 32: waggle.chat.v1.ConversationService.GetBadge:input_type -> waggle.chat.v1.GetBadgeRequest
-	4,  // 33: waggle.chat.v1.ConversationService.CreateDirectConversation:output_type -> waggle.chat.v1.CreateDirectConversationResponse
-	6,  // 34: waggle.chat.v1.ConversationService.CreateGroupConversation:output_type -> waggle.chat.v1.CreateGroupConversationResponse
-	8,  // 35: waggle.chat.v1.ConversationService.GetConversation:output_type -> waggle.chat.v1.GetConversationResponse
-	10, // 36: waggle.chat.v1.ConversationService.ListConversations:output_type -> waggle.chat.v1.ListConversationsResponse
-	12, // 37: waggle.chat.v1.ConversationService.UpdateConversation:output_type -> waggle.chat.v1.UpdateConversationResponse
-	14, // 38: waggle.chat.v1.ConversationService.AddMembers:output_type -> waggle.chat.v1.AddMembersResponse
-	16, // 39: waggle.chat.v1.ConversationService.RemoveMember:output_type -> waggle.chat.v1.RemoveMemberResponse
-	18, // 40: waggle.chat.v1.ConversationService.LeaveConversation:output_type -> waggle.chat.v1.LeaveConversationResponse
-	20, // 41: waggle.chat.v1.ConversationService.SetMemberRole:output_type -> waggle.chat.v1.SetMemberRoleResponse
-	22, // 42: waggle.chat.v1.ConversationService.TransferOwnership:output_type -> waggle.chat.v1.TransferOwnershipResponse
-	24, // 43: waggle.chat.v1.ConversationService.ListMembers:output_type -> waggle.chat.v1.ListMembersResponse
-	26, // 44: waggle.chat.v1.ConversationService.SetConversationMuted:output_type -> waggle.chat.v1.SetConversationMutedResponse
-	28, // 45: waggle.chat.v1.ConversationService.GetBadge:output_type -> waggle.chat.v1.GetBadgeResponse
+	1,  // 19: waggle.chat.v1.ListMembersResponse.members:type_name -> waggle.chat.v1.Member
+	2,  // 20: waggle.chat.v1.ConversationService.CreateDirectConversation:input_type -> waggle.chat.v1.CreateDirectConversationRequest
+	4,  // 21: waggle.chat.v1.ConversationService.CreateGroupConversation:input_type -> waggle.chat.v1.CreateGroupConversationRequest
+	6,  // 22: waggle.chat.v1.ConversationService.GetConversation:input_type -> waggle.chat.v1.GetConversationRequest
+	8,  // 23: waggle.chat.v1.ConversationService.ListConversations:input_type -> waggle.chat.v1.ListConversationsRequest
+	10, // 24: waggle.chat.v1.ConversationService.UpdateConversation:input_type -> waggle.chat.v1.UpdateConversationRequest
+	12, // 25: waggle.chat.v1.ConversationService.AddMembers:input_type -> waggle.chat.v1.AddMembersRequest
+	14, // 26: waggle.chat.v1.ConversationService.RemoveMember:input_type -> waggle.chat.v1.RemoveMemberRequest
+	16, // 27: waggle.chat.v1.ConversationService.LeaveConversation:input_type -> waggle.chat.v1.LeaveConversationRequest
+	18, // 28: waggle.chat.v1.ConversationService.SetMemberRole:input_type -> waggle.chat.v1.SetMemberRoleRequest
+	20, // 29: waggle.chat.v1.ConversationService.TransferOwnership:input_type -> waggle.chat.v1.TransferOwnershipRequest
+	22, // 30: waggle.chat.v1.ConversationService.ListMembers:input_type -> waggle.chat.v1.ListMembersRequest
+	24, // 31: waggle.chat.v1.ConversationService.SetConversationMuted:input_type -> waggle.chat.v1.SetConversationMutedRequest
+	26, // 32: waggle.chat.v1.ConversationService.GetBadge:input_type -> waggle.chat.v1.GetBadgeRequest
+	3,  // 33: waggle.chat.v1.ConversationService.CreateDirectConversation:output_type -> waggle.chat.v1.CreateDirectConversationResponse
+	5,  // 34: waggle.chat.v1.ConversationService.CreateGroupConversation:output_type -> waggle.chat.v1.CreateGroupConversationResponse
+	7,  // 35: waggle.chat.v1.ConversationService.GetConversation:output_type -> waggle.chat.v1.GetConversationResponse
+	9,  // 36: waggle.chat.v1.ConversationService.ListConversations:output_type -> waggle.chat.v1.ListConversationsResponse
+	11, // 37: waggle.chat.v1.ConversationService.UpdateConversation:output_type -> waggle.chat.v1.UpdateConversationResponse
+	13, // 38: waggle.chat.v1.ConversationService.AddMembers:output_type -> waggle.chat.v1.AddMembersResponse
+	15, // 39: waggle.chat.v1.ConversationService.RemoveMember:output_type -> waggle.chat.v1.RemoveMemberResponse
+	17, // 40: waggle.chat.v1.ConversationService.LeaveConversation:output_type -> waggle.chat.v1.LeaveConversationResponse
+	19, // 41: waggle.chat.v1.ConversationService.SetMemberRole:output_type -> waggle.chat.v1.SetMemberRoleResponse
+	21, // 42: waggle.chat.v1.ConversationService.TransferOwnership:output_type -> waggle.chat.v1.TransferOwnershipResponse
+	23, // 43: waggle.chat.v1.ConversationService.ListMembers:output_type -> waggle.chat.v1.ListMembersResponse
+	25, // 44: waggle.chat.v1.ConversationService.SetConversationMuted:output_type -> waggle.chat.v1.SetConversationMutedResponse
+	27, // 45: waggle.chat.v1.ConversationService.GetBadge:output_type -> waggle.chat.v1.GetBadgeResponse
 	33, // [33:46] is the sub-list for method output_type
 	20, // [20:33] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
@@ -1801,14 +1746,13 @@ func file_waggle_chat_v1_conversation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_waggle_chat_v1_conversation_proto_rawDesc), len(file_waggle_chat_v1_conversation_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      0,
 			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_waggle_chat_v1_conversation_proto_goTypes,
 		DependencyIndexes: file_waggle_chat_v1_conversation_proto_depIdxs,
-		EnumInfos:         file_waggle_chat_v1_conversation_proto_enumTypes,
 		MessageInfos:      file_waggle_chat_v1_conversation_proto_msgTypes,
 	}.Build()
 	File_waggle_chat_v1_conversation_proto = out.File

@@ -22,6 +22,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ConversationType int32
+
+const (
+	ConversationType_CONVERSATION_TYPE_UNSPECIFIED ConversationType = 0
+	// Exactly two members, no roles, no title.
+	ConversationType_CONVERSATION_TYPE_DIRECT ConversationType = 1
+	ConversationType_CONVERSATION_TYPE_GROUP  ConversationType = 2
+)
+
+// Enum value maps for ConversationType.
+var (
+	ConversationType_name = map[int32]string{
+		0: "CONVERSATION_TYPE_UNSPECIFIED",
+		1: "CONVERSATION_TYPE_DIRECT",
+		2: "CONVERSATION_TYPE_GROUP",
+	}
+	ConversationType_value = map[string]int32{
+		"CONVERSATION_TYPE_UNSPECIFIED": 0,
+		"CONVERSATION_TYPE_DIRECT":      1,
+		"CONVERSATION_TYPE_GROUP":       2,
+	}
+)
+
+func (x ConversationType) Enum() *ConversationType {
+	p := new(ConversationType)
+	*p = x
+	return p
+}
+
+func (x ConversationType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConversationType) Descriptor() protoreflect.EnumDescriptor {
+	return file_waggle_chat_v1_event_proto_enumTypes[0].Descriptor()
+}
+
+func (ConversationType) Type() protoreflect.EnumType {
+	return &file_waggle_chat_v1_event_proto_enumTypes[0]
+}
+
+func (x ConversationType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConversationType.Descriptor instead.
+func (ConversationType) EnumDescriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_event_proto_rawDescGZIP(), []int{0}
+}
+
 type RemovalReason int32
 
 const (
@@ -55,11 +105,11 @@ func (x RemovalReason) String() string {
 }
 
 func (RemovalReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_waggle_chat_v1_event_proto_enumTypes[0].Descriptor()
+	return file_waggle_chat_v1_event_proto_enumTypes[1].Descriptor()
 }
 
 func (RemovalReason) Type() protoreflect.EnumType {
-	return &file_waggle_chat_v1_event_proto_enumTypes[0]
+	return &file_waggle_chat_v1_event_proto_enumTypes[1]
 }
 
 func (x RemovalReason) Number() protoreflect.EnumNumber {
@@ -68,7 +118,7 @@ func (x RemovalReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RemovalReason.Descriptor instead.
 func (RemovalReason) EnumDescriptor() ([]byte, []int) {
-	return file_waggle_chat_v1_event_proto_rawDescGZIP(), []int{0}
+	return file_waggle_chat_v1_event_proto_rawDescGZIP(), []int{1}
 }
 
 type MemberRole int32
@@ -107,11 +157,11 @@ func (x MemberRole) String() string {
 }
 
 func (MemberRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_waggle_chat_v1_event_proto_enumTypes[1].Descriptor()
+	return file_waggle_chat_v1_event_proto_enumTypes[2].Descriptor()
 }
 
 func (MemberRole) Type() protoreflect.EnumType {
-	return &file_waggle_chat_v1_event_proto_enumTypes[1]
+	return &file_waggle_chat_v1_event_proto_enumTypes[2]
 }
 
 func (x MemberRole) Number() protoreflect.EnumNumber {
@@ -120,7 +170,7 @@ func (x MemberRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MemberRole.Descriptor instead.
 func (MemberRole) EnumDescriptor() ([]byte, []int) {
-	return file_waggle_chat_v1_event_proto_rawDescGZIP(), []int{1}
+	return file_waggle_chat_v1_event_proto_rawDescGZIP(), []int{2}
 }
 
 // Message is one chat message as a member sees it now: the latest text after
@@ -988,8 +1038,11 @@ func (x *ReactionRemoved) GetEmoji() string {
 }
 
 type ConversationCreated struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Title         string                 `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  ConversationType       `protobuf:"varint,1,opt,name=type,proto3,enum=waggle.chat.v1.ConversationType" json:"type,omitempty"`
+	Title string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	// Every member at creation, the creator included.
+	MemberUserIds []string `protobuf:"bytes,3,rep,name=member_user_ids,json=memberUserIds,proto3" json:"member_user_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1024,11 +1077,25 @@ func (*ConversationCreated) Descriptor() ([]byte, []int) {
 	return file_waggle_chat_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
+func (x *ConversationCreated) GetType() ConversationType {
+	if x != nil {
+		return x.Type
+	}
+	return ConversationType_CONVERSATION_TYPE_UNSPECIFIED
+}
+
 func (x *ConversationCreated) GetTitle() string {
 	if x != nil {
 		return x.Title
 	}
 	return ""
+}
+
+func (x *ConversationCreated) GetMemberUserIds() []string {
+	if x != nil {
+		return x.MemberUserIds
+	}
+	return nil
 }
 
 type MembersAdded struct {
@@ -1789,9 +1856,11 @@ const file_waggle_chat_v1_event_proto_rawDesc = "" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1f\n" +
 	"\vmessage_seq\x18\x02 \x01(\x04R\n" +
 	"messageSeq\x12\x14\n" +
-	"\x05emoji\x18\x03 \x01(\tR\x05emoji\"+\n" +
-	"\x13ConversationCreated\x12\x14\n" +
-	"\x05title\x18\x01 \x01(\tR\x05title\")\n" +
+	"\x05emoji\x18\x03 \x01(\tR\x05emoji\"\x89\x01\n" +
+	"\x13ConversationCreated\x124\n" +
+	"\x04type\x18\x01 \x01(\x0e2 .waggle.chat.v1.ConversationTypeR\x04type\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12&\n" +
+	"\x0fmember_user_ids\x18\x03 \x03(\tR\rmemberUserIds\")\n" +
 	"\fMembersAdded\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\"_\n" +
 	"\rMemberRemoved\x12\x17\n" +
@@ -1838,7 +1907,11 @@ const file_waggle_chat_v1_event_proto_rawDesc = "" +
 	"\rUnreadChanged\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12!\n" +
 	"\funread_count\x18\x02 \x01(\x04R\vunreadCount\x12\x14\n" +
-	"\x05badge\x18\x03 \x01(\x04R\x05badge*d\n" +
+	"\x05badge\x18\x03 \x01(\x04R\x05badge*p\n" +
+	"\x10ConversationType\x12!\n" +
+	"\x1dCONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18CONVERSATION_TYPE_DIRECT\x10\x01\x12\x1b\n" +
+	"\x17CONVERSATION_TYPE_GROUP\x10\x02*d\n" +
 	"\rRemovalReason\x12\x1e\n" +
 	"\x1aREMOVAL_REASON_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16REMOVAL_REASON_REMOVED\x10\x01\x12\x17\n" +
@@ -1864,68 +1937,70 @@ func file_waggle_chat_v1_event_proto_rawDescGZIP() []byte {
 	return file_waggle_chat_v1_event_proto_rawDescData
 }
 
-var file_waggle_chat_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_waggle_chat_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_waggle_chat_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_waggle_chat_v1_event_proto_goTypes = []any{
-	(RemovalReason)(0),            // 0: waggle.chat.v1.RemovalReason
-	(MemberRole)(0),               // 1: waggle.chat.v1.MemberRole
-	(*Message)(nil),               // 2: waggle.chat.v1.Message
-	(*MessageContent)(nil),        // 3: waggle.chat.v1.MessageContent
-	(*Text)(nil),                  // 4: waggle.chat.v1.Text
-	(*Custom)(nil),                // 5: waggle.chat.v1.Custom
-	(*ReactionSummary)(nil),       // 6: waggle.chat.v1.ReactionSummary
-	(*Event)(nil),                 // 7: waggle.chat.v1.Event
-	(*MessageEdited)(nil),         // 8: waggle.chat.v1.MessageEdited
-	(*MessageRecalled)(nil),       // 9: waggle.chat.v1.MessageRecalled
-	(*ReactionAdded)(nil),         // 10: waggle.chat.v1.ReactionAdded
-	(*ReactionRemoved)(nil),       // 11: waggle.chat.v1.ReactionRemoved
-	(*ConversationCreated)(nil),   // 12: waggle.chat.v1.ConversationCreated
-	(*MembersAdded)(nil),          // 13: waggle.chat.v1.MembersAdded
-	(*MemberRemoved)(nil),         // 14: waggle.chat.v1.MemberRemoved
-	(*ConversationRenamed)(nil),   // 15: waggle.chat.v1.ConversationRenamed
-	(*MemberRoleChanged)(nil),     // 16: waggle.chat.v1.MemberRoleChanged
-	(*UserEvent)(nil),             // 17: waggle.chat.v1.UserEvent
-	(*ReadMarker)(nil),            // 18: waggle.chat.v1.ReadMarker
-	(*MessagesDeleted)(nil),       // 19: waggle.chat.v1.MessagesDeleted
-	(*ConversationMuted)(nil),     // 20: waggle.chat.v1.ConversationMuted
-	(*ContactChanged)(nil),        // 21: waggle.chat.v1.ContactChanged
-	(*TypingEvent)(nil),           // 22: waggle.chat.v1.TypingEvent
-	(*UnreadChanged)(nil),         // 23: waggle.chat.v1.UnreadChanged
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(ConversationType)(0),         // 0: waggle.chat.v1.ConversationType
+	(RemovalReason)(0),            // 1: waggle.chat.v1.RemovalReason
+	(MemberRole)(0),               // 2: waggle.chat.v1.MemberRole
+	(*Message)(nil),               // 3: waggle.chat.v1.Message
+	(*MessageContent)(nil),        // 4: waggle.chat.v1.MessageContent
+	(*Text)(nil),                  // 5: waggle.chat.v1.Text
+	(*Custom)(nil),                // 6: waggle.chat.v1.Custom
+	(*ReactionSummary)(nil),       // 7: waggle.chat.v1.ReactionSummary
+	(*Event)(nil),                 // 8: waggle.chat.v1.Event
+	(*MessageEdited)(nil),         // 9: waggle.chat.v1.MessageEdited
+	(*MessageRecalled)(nil),       // 10: waggle.chat.v1.MessageRecalled
+	(*ReactionAdded)(nil),         // 11: waggle.chat.v1.ReactionAdded
+	(*ReactionRemoved)(nil),       // 12: waggle.chat.v1.ReactionRemoved
+	(*ConversationCreated)(nil),   // 13: waggle.chat.v1.ConversationCreated
+	(*MembersAdded)(nil),          // 14: waggle.chat.v1.MembersAdded
+	(*MemberRemoved)(nil),         // 15: waggle.chat.v1.MemberRemoved
+	(*ConversationRenamed)(nil),   // 16: waggle.chat.v1.ConversationRenamed
+	(*MemberRoleChanged)(nil),     // 17: waggle.chat.v1.MemberRoleChanged
+	(*UserEvent)(nil),             // 18: waggle.chat.v1.UserEvent
+	(*ReadMarker)(nil),            // 19: waggle.chat.v1.ReadMarker
+	(*MessagesDeleted)(nil),       // 20: waggle.chat.v1.MessagesDeleted
+	(*ConversationMuted)(nil),     // 21: waggle.chat.v1.ConversationMuted
+	(*ContactChanged)(nil),        // 22: waggle.chat.v1.ContactChanged
+	(*TypingEvent)(nil),           // 23: waggle.chat.v1.TypingEvent
+	(*UnreadChanged)(nil),         // 24: waggle.chat.v1.UnreadChanged
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_waggle_chat_v1_event_proto_depIdxs = []int32{
-	3,  // 0: waggle.chat.v1.Message.content:type_name -> waggle.chat.v1.MessageContent
-	24, // 1: waggle.chat.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	24, // 2: waggle.chat.v1.Message.edit_time:type_name -> google.protobuf.Timestamp
-	24, // 3: waggle.chat.v1.Message.recall_time:type_name -> google.protobuf.Timestamp
-	6,  // 4: waggle.chat.v1.Message.reactions:type_name -> waggle.chat.v1.ReactionSummary
-	4,  // 5: waggle.chat.v1.MessageContent.text:type_name -> waggle.chat.v1.Text
-	5,  // 6: waggle.chat.v1.MessageContent.custom:type_name -> waggle.chat.v1.Custom
-	24, // 7: waggle.chat.v1.Event.create_time:type_name -> google.protobuf.Timestamp
-	2,  // 8: waggle.chat.v1.Event.message:type_name -> waggle.chat.v1.Message
-	8,  // 9: waggle.chat.v1.Event.message_edited:type_name -> waggle.chat.v1.MessageEdited
-	9,  // 10: waggle.chat.v1.Event.message_recalled:type_name -> waggle.chat.v1.MessageRecalled
-	10, // 11: waggle.chat.v1.Event.reaction_added:type_name -> waggle.chat.v1.ReactionAdded
-	11, // 12: waggle.chat.v1.Event.reaction_removed:type_name -> waggle.chat.v1.ReactionRemoved
-	12, // 13: waggle.chat.v1.Event.conversation_created:type_name -> waggle.chat.v1.ConversationCreated
-	13, // 14: waggle.chat.v1.Event.members_added:type_name -> waggle.chat.v1.MembersAdded
-	14, // 15: waggle.chat.v1.Event.member_removed:type_name -> waggle.chat.v1.MemberRemoved
-	15, // 16: waggle.chat.v1.Event.conversation_renamed:type_name -> waggle.chat.v1.ConversationRenamed
-	16, // 17: waggle.chat.v1.Event.member_role_changed:type_name -> waggle.chat.v1.MemberRoleChanged
-	3,  // 18: waggle.chat.v1.MessageEdited.content:type_name -> waggle.chat.v1.MessageContent
-	0,  // 19: waggle.chat.v1.MemberRemoved.reason:type_name -> waggle.chat.v1.RemovalReason
-	1,  // 20: waggle.chat.v1.MemberRoleChanged.role:type_name -> waggle.chat.v1.MemberRole
-	24, // 21: waggle.chat.v1.UserEvent.create_time:type_name -> google.protobuf.Timestamp
-	18, // 22: waggle.chat.v1.UserEvent.read_marker:type_name -> waggle.chat.v1.ReadMarker
-	19, // 23: waggle.chat.v1.UserEvent.messages_deleted:type_name -> waggle.chat.v1.MessagesDeleted
-	20, // 24: waggle.chat.v1.UserEvent.conversation_muted:type_name -> waggle.chat.v1.ConversationMuted
-	21, // 25: waggle.chat.v1.UserEvent.contact_changed:type_name -> waggle.chat.v1.ContactChanged
-	24, // 26: waggle.chat.v1.ReadMarker.update_time:type_name -> google.protobuf.Timestamp
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	4,  // 0: waggle.chat.v1.Message.content:type_name -> waggle.chat.v1.MessageContent
+	25, // 1: waggle.chat.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	25, // 2: waggle.chat.v1.Message.edit_time:type_name -> google.protobuf.Timestamp
+	25, // 3: waggle.chat.v1.Message.recall_time:type_name -> google.protobuf.Timestamp
+	7,  // 4: waggle.chat.v1.Message.reactions:type_name -> waggle.chat.v1.ReactionSummary
+	5,  // 5: waggle.chat.v1.MessageContent.text:type_name -> waggle.chat.v1.Text
+	6,  // 6: waggle.chat.v1.MessageContent.custom:type_name -> waggle.chat.v1.Custom
+	25, // 7: waggle.chat.v1.Event.create_time:type_name -> google.protobuf.Timestamp
+	3,  // 8: waggle.chat.v1.Event.message:type_name -> waggle.chat.v1.Message
+	9,  // 9: waggle.chat.v1.Event.message_edited:type_name -> waggle.chat.v1.MessageEdited
+	10, // 10: waggle.chat.v1.Event.message_recalled:type_name -> waggle.chat.v1.MessageRecalled
+	11, // 11: waggle.chat.v1.Event.reaction_added:type_name -> waggle.chat.v1.ReactionAdded
+	12, // 12: waggle.chat.v1.Event.reaction_removed:type_name -> waggle.chat.v1.ReactionRemoved
+	13, // 13: waggle.chat.v1.Event.conversation_created:type_name -> waggle.chat.v1.ConversationCreated
+	14, // 14: waggle.chat.v1.Event.members_added:type_name -> waggle.chat.v1.MembersAdded
+	15, // 15: waggle.chat.v1.Event.member_removed:type_name -> waggle.chat.v1.MemberRemoved
+	16, // 16: waggle.chat.v1.Event.conversation_renamed:type_name -> waggle.chat.v1.ConversationRenamed
+	17, // 17: waggle.chat.v1.Event.member_role_changed:type_name -> waggle.chat.v1.MemberRoleChanged
+	4,  // 18: waggle.chat.v1.MessageEdited.content:type_name -> waggle.chat.v1.MessageContent
+	0,  // 19: waggle.chat.v1.ConversationCreated.type:type_name -> waggle.chat.v1.ConversationType
+	1,  // 20: waggle.chat.v1.MemberRemoved.reason:type_name -> waggle.chat.v1.RemovalReason
+	2,  // 21: waggle.chat.v1.MemberRoleChanged.role:type_name -> waggle.chat.v1.MemberRole
+	25, // 22: waggle.chat.v1.UserEvent.create_time:type_name -> google.protobuf.Timestamp
+	19, // 23: waggle.chat.v1.UserEvent.read_marker:type_name -> waggle.chat.v1.ReadMarker
+	20, // 24: waggle.chat.v1.UserEvent.messages_deleted:type_name -> waggle.chat.v1.MessagesDeleted
+	21, // 25: waggle.chat.v1.UserEvent.conversation_muted:type_name -> waggle.chat.v1.ConversationMuted
+	22, // 26: waggle.chat.v1.UserEvent.contact_changed:type_name -> waggle.chat.v1.ContactChanged
+	25, // 27: waggle.chat.v1.ReadMarker.update_time:type_name -> google.protobuf.Timestamp
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_waggle_chat_v1_event_proto_init() }
@@ -1960,7 +2035,7 @@ func file_waggle_chat_v1_event_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_waggle_chat_v1_event_proto_rawDesc), len(file_waggle_chat_v1_event_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,

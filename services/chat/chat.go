@@ -1,0 +1,148 @@
+// Package chat is the chat service: conversations, members, messages, their
+// gap-free event sequences, sync and history. It is stateless over Postgres;
+// after each commit it hands the new event to the fanout, which finds the
+// recipients' edges through presence and publishes on the bus.
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
+)
+
+// Config tunes the chat service. Zero values take the defaults noted.
+type Config struct {
+	// MaxContentBytes caps a message's encoded content. Default 16 KiB.
+	MaxContentBytes int
+	// MaxTextChars caps a text body in characters. Default 4096.
+	MaxTextChars int
+	// MaxGroupMembers caps a group's size. Default 10,000.
+	MaxGroupMembers int
+	// RecallWindow is how long a sender may recall a message. Default 24 h.
+	RecallWindow time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxContentBytes == 0 {
+		c.MaxContentBytes = 16 << 10
+	}
+	if c.MaxTextChars == 0 {
+		c.MaxTextChars = 4096
+	}
+	if c.MaxGroupMembers == 0 {
+		c.MaxGroupMembers = 10_000
+	}
+	if c.RecallWindow == 0 {
+		c.RecallWindow = 24 * time.Hour
+	}
+	return c
+}
+
+// Notifier is told about every committed event, in seq order per
+// conversation, so it can deliver it. Fanout is the real one.
+type Notifier interface {
+	Notify(ev Committed)
+}
+
+// Service implements ConversationService, MessageService and
+// DeliveryService.
+type Service struct {
+	// Read state, reactions, edits and recalls arrive with the conversation
+	// features; until then they answer Unimplemented.
+	chatv1connect.UnimplementedMessageServiceHandler
+	chatv1connect.UnimplementedDeliveryServiceHandler
+
+	cfg    Config
+	db     *pgxpool.Pool
+	notify Notifier
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a chat service on db. notify may be nil (nothing is pushed;
+// clients still get everything through sync).
+func New(cfg Config, db *pgxpool.Pool, notify Notifier, log *slog.Logger) *Service {
+	if notify == nil {
+		notify = discard{}
+	}
+	return &Service{cfg: cfg.withDefaults(), db: db, notify: notify, log: log, now: time.Now}
+}
+
+type discard struct{}
+
+func (discard) Notify(Committed) {}
+
+// caller returns the authenticated identity; the interceptor guarantees one
+// on every non-public procedure, so its absence is a wiring bug.
+var (
+	_ chatv1connect.ConversationServiceHandler = (*Service)(nil)
+	_ chatv1connect.MessageServiceHandler      = (*Service)(nil)
+	_ chatv1connect.DeliveryServiceHandler     = (*Service)(nil)
+)
+
+func caller(ctx context.Context) (auth.Identity, uuid.UUID, error) {
+	id, ok := auth.FromContext(ctx)
+	if !ok {
+		return auth.Identity{}, uuid.Nil, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials"))
+	}
+	uid, err := uuid.Parse(id.UserID)
+	if err != nil {
+		return auth.Identity{}, uuid.Nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid user in credentials"))
+	}
+	return id, uid, nil
+}
+
+// parseID parses a UUID from a request field, naming the field on error.
+func parseID(field, s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, invalid("%s is required", field)
+	}
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, invalid("%s %q is not a valid id", field, s)
+	}
+	return id, nil
+}
+
+func invalid(format string, args ...any) error {
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
+}
+
+// errNoConversation is returned for conversations the caller cannot see,
+// whether or not they exist, so ids cannot be probed.
+var errNoConversation = connect.NewError(connect.CodeNotFound, errors.New("conversation not found"))
+
+// internal logs err and hides its details from the caller.
+func (s *Service) internal(ctx context.Context, op string, err error) error {
+	if ce := new(connect.Error); errors.As(err, &ce) {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	}
+	s.log.ErrorContext(ctx, "chat: "+op, "err", err)
+	return connect.NewError(connect.CodeInternal, fmt.Errorf("%s failed", op))
+}
+
+// inTx runs fn in a transaction, committing when it returns nil.
+func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.db, fn)
+}
+
+func sessionID(ctx context.Context) string {
+	id, _ := auth.FromContext(ctx)
+	return id.SessionID
+}

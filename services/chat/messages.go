@@ -1,0 +1,242 @@
+package chat
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+)
+
+const maxClientMsgIDLen = 64
+
+// SendMessage stores the message first and only then hands it to the fanout:
+// once the sender has its answer, the message is durable.
+func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageRequest) (*chatv1.SendMessageResponse, error) {
+	id, uid, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	convID, err := parseID("conversation_id", req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	if n := len(req.GetClientMsgId()); n == 0 || n > maxClientMsgIDLen {
+		return nil, invalid("client_msg_id must be 1 to %d bytes", maxClientMsgIDLen)
+	}
+	content, err := s.encodeContent(req.GetContent())
+	if err != nil {
+		return nil, err
+	}
+
+	// A retry after a lost answer is common: serve it without taking the
+	// conversation's lock.
+	if m, err := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId()); err != nil {
+		return nil, s.internal(ctx, "send message", err)
+	} else if m != nil {
+		return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
+	}
+
+	var ev *chatv1.Event
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		seq, at, err := nextSeq(ctx, tx, convID, uid, true)
+		if err != nil {
+			return err
+		}
+		msgID, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body, message_id, client_msg_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			ON CONFLICT (conversation_id, actor_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING`,
+			convID, seq, kindMessage, uid, nullUUID(id.DeviceID), at, content, msgID, req.GetClientMsgId())
+		if err != nil {
+			return fmt.Errorf("insert message: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return errDuplicate // a concurrent retry won; roll back our seq
+		}
+		row := eventRow{convID: convID, seq: seq, kind: kindMessage, actor: uid, device: nullUUID(id.DeviceID),
+			created: at, body: content, messageID: &msgID, clientMsgID: &req.ClientMsgId}
+		ev, err = row.event()
+		return err
+	})
+	if errors.Is(err, errDuplicate) {
+		m, err := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId())
+		if err != nil || m == nil {
+			return nil, s.internal(ctx, "send message", fmt.Errorf("duplicate vanished: %w", err))
+		}
+		return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
+	}
+	if err != nil {
+		return nil, s.internal(ctx, "send message", err)
+	}
+	s.notify.Notify(Committed{Event: ev, SenderSessionID: sessionID(ctx)})
+	return &chatv1.SendMessageResponse{Message: ev.GetMessage()}, nil
+}
+
+var errDuplicate = errors.New("duplicate client_msg_id")
+
+// messageByClientID returns the message this sender already sent with
+// clientMsgID, or nil.
+func (s *Service) messageByClientID(ctx context.Context, convID, sender uuid.UUID, clientMsgID string) (*chatv1.Message, error) {
+	var r eventRow
+	err := r.scan(s.db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events e
+		WHERE e.conversation_id = $1 AND e.actor_id = $2 AND e.client_msg_id = $3`, convID, sender, clientMsgID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find client_msg_id: %w", err)
+	}
+	return r.message()
+}
+
+// encodeContent validates content and returns its stored form.
+func (s *Service) encodeContent(c *chatv1.MessageContent) ([]byte, error) {
+	switch body := c.GetBody().(type) {
+	case *chatv1.MessageContent_Text:
+		text := body.Text.GetBody()
+		if strings.TrimSpace(text) == "" {
+			return nil, invalid("text message is empty")
+		}
+		if n := utf8.RuneCountInString(text); n > s.cfg.MaxTextChars {
+			return nil, invalid("text has %d characters, the limit is %d", n, s.cfg.MaxTextChars)
+		}
+		for _, m := range body.Text.GetMentionUserIds() {
+			if _, err := parseID("mention_user_ids", m); err != nil {
+				return nil, err
+			}
+		}
+	case *chatv1.MessageContent_Custom:
+		if t := body.Custom.GetType(); t == "" || len(t) > 64 {
+			return nil, invalid("custom content type must be 1 to 64 bytes")
+		}
+	default:
+		return nil, invalid("content must be text or custom")
+	}
+	encoded, err := proto.Marshal(c)
+	if err != nil {
+		return nil, invalid("content: %v", err)
+	}
+	if len(encoded) > s.cfg.MaxContentBytes {
+		return nil, invalid("content is %d bytes, the limit is %d", len(encoded), s.cfg.MaxContentBytes)
+	}
+	return encoded, nil
+}
+
+// ListMessages pages through the messages the caller may see: from its join,
+// up to its removal if it was removed.
+func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequest) (*chatv1.ListMessagesResponse, error) {
+	_, uid, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	convID, err := parseID("conversation_id", req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	size, err := pageSize(req.GetPageSize(), 50, 200)
+	if err != nil {
+		return nil, err
+	}
+	forward := req.GetDirection() == chatv1.Direction_DIRECTION_FORWARD
+	start := int64(req.GetStartSeq())
+	if req.GetPageToken() != "" {
+		if start, err = decodeHistoryToken(req.GetPageToken(), convID, forward); err != nil {
+			return nil, err
+		}
+	}
+
+	var joined int64
+	var left *int64
+	err = s.db.QueryRow(ctx, `SELECT joined_seq, left_seq FROM members WHERE conversation_id = $1 AND user_id = $2`,
+		convID, uid).Scan(&joined, &left)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errNoConversation
+	}
+	if err != nil {
+		return nil, s.internal(ctx, "list messages", err)
+	}
+	const upper = int64(1<<63 - 1)
+	lo, hi := joined+1, upper
+	if left != nil {
+		hi = *left
+	}
+	query := `SELECT ` + eventColumns + ` FROM events e WHERE e.conversation_id = $1 AND e.kind = 1
+		AND e.seq BETWEEN $2 AND $3 ORDER BY e.seq DESC LIMIT $4`
+	if forward {
+		if start > lo {
+			lo = start
+		}
+		query = strings.Replace(query, "DESC", "ASC", 1)
+	} else if start > 0 && start < hi {
+		hi = start
+	}
+	rows, err := s.db.Query(ctx, query, convID, lo, hi, size+1)
+	if err != nil {
+		return nil, s.internal(ctx, "list messages", err)
+	}
+	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatv1.Message, error) {
+		var r eventRow
+		if err := r.scan(row); err != nil {
+			return nil, err
+		}
+		return r.message()
+	})
+	if err != nil {
+		return nil, s.internal(ctx, "list messages", err)
+	}
+	res := &chatv1.ListMessagesResponse{Messages: msgs}
+	if len(msgs) > size {
+		next := msgs[size].GetSeq()
+		res.Messages = msgs[:size]
+		res.NextPageToken = encodeHistoryToken(convID, forward, next)
+	}
+	return res, nil
+}
+
+// History page tokens name the conversation and direction they belong to,
+// so a token cannot be replayed against another conversation.
+func encodeHistoryToken(conv uuid.UUID, forward bool, seq uint64) string {
+	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "%s/%t/%d", conv, forward, seq))
+}
+
+func decodeHistoryToken(tok string, conv uuid.UUID, forward bool) (int64, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return 0, invalid("malformed page_token")
+	}
+	parts := strings.Split(string(raw), "/")
+	if len(parts) != 3 || parts[0] != conv.String() || parts[1] != strconv.FormatBool(forward) {
+		return 0, invalid("page_token belongs to another query")
+	}
+	seq, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil || seq < 1 {
+		return 0, invalid("malformed page_token")
+	}
+	return seq, nil
+}
+
+// pageSize applies a list call's default and maximum page size.
+func pageSize(requested int32, def, max int) (int, error) {
+	switch {
+	case requested < 0:
+		return 0, invalid("page_size must not be negative")
+	case requested == 0:
+		return def, nil
+	case int(requested) > max:
+		return max, nil
+	}
+	return int(requested), nil
+}

@@ -1,0 +1,255 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"strconv"
+
+	"github.com/google/uuid"
+
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+)
+
+// How sync finds what a device lacks without a row per member per message
+// and without a per-conversation loop:
+//
+// Every event row records the transaction id (xid8) that wrote it, and every
+// conversation the xid of its newest event. A cursor holds a watermark W:
+// the oldest transaction still running when the previous sync started (the
+// xmin of its snapshot). Every transaction that committed after that snapshot
+// has an xid >= W, so the events a device may lack are exactly those with
+// xid >= W, in conversations whose change_xid >= W. The work is one index
+// probe per conversation of the user that changed since the cursor.
+//
+// Events at or above the new watermark that this sync did send (their
+// transaction committed before the snapshot while an older one was still
+// running) would be found again; the cursor carries the highest seq sent in
+// such conversations so they are not. known_positions lets a client say what
+// it got live, so that is not sent again either.
+
+// syncCursor is the decoded form of the opaque sync cursor.
+type syncCursor struct {
+	// watermark: events with xid >= watermark may be unseen.
+	watermark uint64
+	// next is the watermark to hand out once this sync's pages are done.
+	next uint64
+	// Position of the last event sent in a paged sync.
+	conv uuid.UUID
+	seq  int64
+	// sent holds, for conversations where this sync sent events at or above
+	// next, the highest seq sent, so the next sync does not send them again.
+	// Events of a conversation commit in seq order, so everything up to it
+	// has been sent.
+	sent map[uuid.UUID]int64
+}
+
+// maxCursorPositions bounds the cursor's size. Past it, positions are left
+// out and the next sync may repeat events, which clients drop by seq.
+const maxCursorPositions = 1000
+
+const cursorVersion = 1
+
+func (c syncCursor) encode() string {
+	b := []byte{cursorVersion}
+	b = binary.AppendUvarint(b, c.watermark)
+	b = binary.AppendUvarint(b, c.next)
+	b = append(b, c.conv[:]...)
+	b = binary.AppendUvarint(b, uint64(c.seq))
+	b = binary.AppendUvarint(b, uint64(len(c.sent)))
+	for conv, seq := range c.sent {
+		b = append(b, conv[:]...)
+		b = binary.AppendUvarint(b, uint64(seq))
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeSyncCursor(s string) (syncCursor, error) {
+	c := syncCursor{sent: map[uuid.UUID]int64{}}
+	if s == "" {
+		return c, nil
+	}
+	bad := invalid("malformed sync cursor")
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) == 0 || b[0] != cursorVersion {
+		return syncCursor{}, bad
+	}
+	r := bytes.NewReader(b[1:])
+	seqOf := func() (int64, error) {
+		v, err := binary.ReadUvarint(r)
+		if err != nil || v > math.MaxInt64 {
+			return 0, bad
+		}
+		return int64(v), nil
+	}
+	if c.watermark, err = binary.ReadUvarint(r); err != nil {
+		return syncCursor{}, bad
+	}
+	if c.next, err = binary.ReadUvarint(r); err != nil {
+		return syncCursor{}, bad
+	}
+	if _, err := io.ReadFull(r, c.conv[:]); err != nil {
+		return syncCursor{}, bad
+	}
+	if c.seq, err = seqOf(); err != nil {
+		return syncCursor{}, bad
+	}
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > maxCursorPositions {
+		return syncCursor{}, bad
+	}
+	for range n {
+		var conv uuid.UUID
+		if _, err := io.ReadFull(r, conv[:]); err != nil {
+			return syncCursor{}, bad
+		}
+		if c.sent[conv], err = seqOf(); err != nil {
+			return syncCursor{}, bad
+		}
+	}
+	if r.Len() != 0 {
+		return syncCursor{}, bad
+	}
+	return c, nil
+}
+
+// snapshotXmin is the watermark for a sync starting now.
+func (s *Service) snapshotXmin(ctx context.Context) (uint64, error) {
+	var xmin string
+	if err := s.db.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&xmin); err != nil {
+		return 0, fmt.Errorf("snapshot xmin: %w", err)
+	}
+	return strconv.ParseUint(xmin, 10, 64)
+}
+
+// currentCursor is a cursor from which sync returns everything changed from
+// now on.
+func (s *Service) currentCursor(ctx context.Context) (string, error) {
+	w, err := s.snapshotXmin(ctx)
+	if err != nil {
+		return "", err
+	}
+	return syncCursor{watermark: w}.encode(), nil
+}
+
+const syncQuery = `
+	WITH conv AS (
+		SELECT m.conversation_id AS id, m.joined_seq, m.left_seq, coalesce(k.seq, 0) AS known
+		FROM members m
+		JOIN conversations c ON c.id = m.conversation_id
+		LEFT JOIN unnest($5::uuid[], $6::bigint[]) AS k(cid, seq) ON k.cid = m.conversation_id
+		WHERE m.user_id = $1 AND c.change_xid >= $2::text::xid8 AND m.conversation_id >= $3
+	)
+	SELECT ` + eventColumns + `, e.xid::text FROM conv
+	CROSS JOIN LATERAL (
+		SELECT * FROM events e
+		WHERE e.conversation_id = conv.id
+			AND e.seq > greatest(conv.joined_seq, conv.known, CASE WHEN conv.id = $3 THEN $4 ELSE 0 END)
+			AND e.seq <= coalesce(conv.left_seq, 9223372036854775807)
+			%s
+		ORDER BY e.seq LIMIT $7
+	) e
+	ORDER BY e.conversation_id, e.seq
+	LIMIT $7`
+
+// The first event a device may lack in a conversation; events before it
+// committed before the watermark.
+const sinceWatermark = `AND e.seq >= (SELECT coalesce(min(x.seq), 9223372036854775807) FROM events x
+	WHERE x.conversation_id = conv.id AND x.xid >= $2::text::xid8)`
+
+var (
+	syncAllQuery   = fmt.Sprintf(syncQuery, "")
+	syncSinceQuery = fmt.Sprintf(syncQuery, sinceWatermark)
+)
+
+// Sync returns one page of the events the device lacks across all of the
+// user's conversations, grouped by conversation in seq order.
+func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.SyncResponse, error) {
+	_, uid, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := decodeSyncCursor(req.GetCursor())
+	if err != nil {
+		return nil, err
+	}
+	size, err := pageSize(req.GetPageSize(), 500, 2000)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetKnownPositions()) > 10_000 {
+		return nil, invalid("at most 10000 known_positions")
+	}
+	known := maps.Clone(cur.sent)
+	for _, p := range req.GetKnownPositions() {
+		id, err := parseID("known_positions.conversation_id", p.GetConversationId())
+		if err != nil {
+			return nil, err
+		}
+		known[id] = max(known[id], int64(p.GetSeq()))
+	}
+	knownConv := make([]uuid.UUID, 0, len(known))
+	knownSeq := make([]int64, 0, len(known))
+	for id, seq := range known {
+		knownConv, knownSeq = append(knownConv, id), append(knownSeq, seq)
+	}
+
+	firstPage := cur.conv == uuid.Nil && cur.seq == 0
+	if firstPage {
+		// Taken before reading: anything this read misses has an xid >= it.
+		if cur.next, err = s.snapshotXmin(ctx); err != nil {
+			return nil, s.internal(ctx, "sync", err)
+		}
+	}
+	query := syncSinceQuery
+	if cur.watermark == 0 {
+		query = syncAllQuery
+	}
+	rows, err := s.db.Query(ctx, query, uid, strconv.FormatUint(cur.watermark, 10), cur.conv, cur.seq,
+		knownConv, knownSeq, size)
+	if err != nil {
+		return nil, s.internal(ctx, "sync", err)
+	}
+	if firstPage {
+		cur.sent = map[uuid.UUID]int64{}
+	}
+	var events []*chatv1.Event
+	for rows.Next() {
+		var r eventRow
+		var xid string
+		if err := rows.Scan(r.fields(&xid)...); err != nil {
+			rows.Close()
+			return nil, s.internal(ctx, "sync", err)
+		}
+		ev, err := r.event()
+		if err != nil {
+			rows.Close()
+			return nil, s.internal(ctx, "sync", err)
+		}
+		events = append(events, ev)
+		// Sent now but at or above the next watermark: the next sync would
+		// find it again unless the cursor remembers it.
+		if x, _ := strconv.ParseUint(xid, 10, 64); x >= cur.next && (len(cur.sent) < maxCursorPositions || cur.sent[r.convID] > 0) {
+			cur.sent[r.convID] = max(cur.sent[r.convID], r.seq)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.internal(ctx, "sync", err)
+	}
+
+	res := &chatv1.SyncResponse{Events: events}
+	if len(events) == size {
+		last := events[len(events)-1]
+		cur.conv, cur.seq = uuid.MustParse(last.GetConversationId()), int64(last.GetSeq())
+		res.HasMore = true
+		res.NextCursor = cur.encode()
+	} else {
+		res.NextCursor = syncCursor{watermark: cur.next, sent: cur.sent}.encode()
+	}
+	return res, nil
+}
