@@ -1,0 +1,125 @@
+// Package account implements AccountService: registration, login, token
+// refresh and logout, and public profiles, over Postgres.
+package account
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
+)
+
+// DefaultRefreshTTL is how long a refresh token lives. Every refresh starts a
+// new period, so a device used at least monthly stays logged in.
+const DefaultRefreshTTL = 30 * 24 * time.Hour
+
+// DeviceRevoker closes the live sessions of a device that logged out. The app
+// wires it to the edges; AccountService only revokes the device's tokens.
+type DeviceRevoker interface {
+	RevokeDevice(ctx context.Context, device auth.Identity) error
+}
+
+// Options tunes a Service. The zero value is production's defaults.
+type Options struct {
+	// RefreshTTL defaults to DefaultRefreshTTL.
+	RefreshTTL time.Duration
+	// Passwords defaults to auth.DefaultPasswordParams with one concurrent
+	// hash per GOMAXPROCS.
+	Passwords *auth.Passwords
+	// Revoker, if set, closes a logged-out device's sessions.
+	Revoker DeviceRevoker
+	// Now is the clock; defaults to time.Now.
+	Now func() time.Time
+}
+
+// Service implements accountv1connect.AccountServiceHandler.
+type Service struct {
+	pool       *pgxpool.Pool
+	signer     *auth.Signer
+	log        *slog.Logger
+	passwords  *auth.Passwords
+	revoker    DeviceRevoker
+	refreshTTL time.Duration
+	now        func() time.Time
+}
+
+var _ accountv1connect.AccountServiceHandler = (*Service)(nil)
+
+// New returns the service. signer issues the access tokens it hands out; a
+// nil log discards.
+func New(pool *pgxpool.Pool, signer *auth.Signer, log *slog.Logger, opts Options) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{
+		pool:       pool,
+		signer:     signer,
+		log:        log,
+		passwords:  opts.Passwords,
+		revoker:    opts.Revoker,
+		refreshTTL: opts.RefreshTTL,
+		now:        opts.Now,
+	}
+	if s.passwords == nil {
+		s.passwords = auth.NewPasswords(auth.DefaultPasswordParams, 0)
+	}
+	if s.refreshTTL <= 0 {
+		s.refreshTTL = DefaultRefreshTTL
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+// clock returns the current time at Postgres's precision, so what a call
+// returns equals what a later read returns.
+func (s *Service) clock() time.Time {
+	return s.now().UTC().Truncate(time.Microsecond)
+}
+
+// caller is the authenticated user and device of a call.
+type caller struct {
+	userID, deviceID uuid.UUID
+}
+
+func (c caller) identity() auth.Identity {
+	return auth.Identity{UserID: c.userID.String(), DeviceID: c.deviceID.String()}
+}
+
+func callerOf(ctx context.Context) (caller, error) {
+	id, ok := auth.FromContext(ctx)
+	if !ok {
+		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials"))
+	}
+	userID, uerr := uuid.Parse(id.UserID)
+	deviceID, derr := uuid.Parse(id.DeviceID)
+	if uerr != nil || derr != nil {
+		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("caller identity is not a user and device id"))
+	}
+	return caller{userID: userID, deviceID: deviceID}, nil
+}
+
+// fail turns an error from storage or hashing into what the client sees.
+// Errors already given a code pass through; others are logged and reported
+// as Internal without their text, which may hold SQL or hashes.
+func (s *Service) fail(ctx context.Context, op string, err error) error {
+	var cerr *connect.Error
+	switch {
+	case errors.As(err, &cerr):
+		return cerr
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	s.log.ErrorContext(ctx, "account: "+op, "err", err)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}

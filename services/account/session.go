@@ -1,0 +1,191 @@
+package account
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wagglechat/waggle/auth"
+	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
+)
+
+// Client-facing failures of the token lifecycle. Login gives one message for
+// an unknown user and a wrong password so usernames cannot be probed.
+var (
+	errBadLogin       = errors.New("invalid username or password")
+	errUsernameTaken  = errors.New("username is already taken")
+	errBadRefresh     = errors.New("invalid refresh token")
+	errRefreshExpired = errors.New("refresh token expired")
+	errDeviceRevoked  = errors.New("refresh token revoked: the device logged out")
+)
+
+func unauthenticated(err error) error {
+	return connect.NewError(connect.CodeUnauthenticated, err)
+}
+
+// Register creates a user and logs its first device in, in one transaction.
+func (s *Service) Register(ctx context.Context, req *accountv1.RegisterRequest) (*accountv1.RegisterResponse, error) {
+	username, err := normalizeUsername(req.GetUsername())
+	if err != nil {
+		return nil, err
+	}
+	if err := validatePassword(req.GetPassword()); err != nil {
+		return nil, err
+	}
+	if err := validateLabel("display name", req.GetDisplayName()); err != nil {
+		return nil, err
+	}
+	if err := validateLabel("device name", req.GetDeviceName()); err != nil {
+		return nil, err
+	}
+	// Hash before the transaction: it is slow and needs no database.
+	hash, err := s.passwords.Hash(ctx, req.GetPassword())
+	if err != nil {
+		return nil, s.fail(ctx, "register: hash password", err)
+	}
+	now := s.clock()
+	u := user{id: uuid.New(), username: username, displayName: req.GetDisplayName(), createTime: now}
+	var (
+		deviceID uuid.UUID
+		tokens   *accountv1.Tokens
+	)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO users (id, username, display_name, password_hash, create_time)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (username) DO NOTHING`,
+			u.id, u.username, u.displayName, hash, u.createTime)
+		if err != nil {
+			return fmt.Errorf("insert user: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return connect.NewError(connect.CodeAlreadyExists, errUsernameTaken)
+		}
+		deviceID, tokens, err = s.addDevice(ctx, tx, u.id, req.GetDeviceName(), now)
+		return err
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "register", err)
+	}
+	s.log.InfoContext(ctx, "user registered", "user_id", u.id, "device_id", deviceID)
+	return &accountv1.RegisterResponse{User: u.proto(), DeviceId: deviceID.String(), Tokens: tokens}, nil
+}
+
+// Login checks the password and logs a new device in.
+func (s *Service) Login(ctx context.Context, req *accountv1.LoginRequest) (*accountv1.LoginResponse, error) {
+	if req.GetUsername() == "" || req.GetPassword() == "" {
+		return nil, invalid("username and password are required")
+	}
+	if len(req.GetPassword()) > maxPasswordLen {
+		return nil, invalid("password must be at most %d bytes", maxPasswordLen)
+	}
+	if err := validateLabel("device name", req.GetDeviceName()); err != nil {
+		return nil, err
+	}
+	u, hash, err := s.userByName(ctx, req.GetUsername())
+	if errors.Is(err, errNoUser) {
+		// Spend a hash's time anyway, so timing does not reveal which
+		// usernames exist.
+		if err := s.passwords.CheckUnknown(ctx, req.GetPassword()); err != nil {
+			return nil, s.fail(ctx, "login: dummy hash", err)
+		}
+		return nil, unauthenticated(errBadLogin)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, "login", err)
+	}
+	ok, err := s.passwords.Check(ctx, hash, req.GetPassword())
+	if err != nil {
+		return nil, s.fail(ctx, "login: check password", err)
+	}
+	if !ok {
+		return nil, unauthenticated(errBadLogin)
+	}
+	deviceID, tokens, err := s.addDevice(ctx, s.pool, u.id, req.GetDeviceName(), s.clock())
+	if err != nil {
+		return nil, s.fail(ctx, "login", err)
+	}
+	s.log.InfoContext(ctx, "device logged in", "user_id", u.id, "device_id", deviceID)
+	return &accountv1.LoginResponse{User: u.proto(), DeviceId: deviceID.String(), Tokens: tokens}, nil
+}
+
+// RefreshToken rotates the device's refresh token: the presented one stops
+// working in the same transaction that stores its successor, and the row lock
+// makes two concurrent uses of one token yield one new pair, not two.
+func (s *Service) RefreshToken(ctx context.Context, req *accountv1.RefreshTokenRequest) (*accountv1.RefreshTokenResponse, error) {
+	if req.GetRefreshToken() == "" {
+		return nil, invalid("refresh token is required")
+	}
+	now := s.clock()
+	var tokens *accountv1.Tokens
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var (
+			deviceID, userID uuid.UUID
+			expire           time.Time
+			revoked          *time.Time
+		)
+		err := tx.QueryRow(ctx, `
+			SELECT id, user_id, refresh_expire_time, revoke_time FROM devices
+			WHERE refresh_hash = $1 FOR UPDATE`,
+			auth.HashRefreshToken(req.GetRefreshToken())).Scan(&deviceID, &userID, &expire, &revoked)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			// Unknown, or already rotated away.
+			return unauthenticated(errBadRefresh)
+		case err != nil:
+			return fmt.Errorf("find device: %w", err)
+		case revoked != nil:
+			return unauthenticated(errDeviceRevoked)
+		case !now.Before(expire):
+			return unauthenticated(errRefreshExpired)
+		}
+		g, err := s.grant(auth.Identity{UserID: userID.String(), DeviceID: deviceID.String()}, now)
+		if err != nil {
+			return fmt.Errorf("issue tokens: %w", err)
+		}
+		_, err = tx.Exec(ctx, `
+			UPDATE devices SET refresh_hash = $2, refresh_expire_time = $3, last_refresh_time = $4
+			WHERE id = $1`,
+			deviceID, g.refreshHash, g.refreshExpire, now)
+		if err != nil {
+			return fmt.Errorf("rotate refresh token: %w", err)
+		}
+		tokens = g.tokens
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "refresh token", err)
+	}
+	return &accountv1.RefreshTokenResponse{Tokens: tokens}, nil
+}
+
+// Logout revokes the calling device, then has its live sessions closed. It is
+// idempotent, so a client whose sessions could not be closed retries it.
+// Access tokens already issued stay valid until they expire (at most the
+// access TTL): they are verified without the database.
+func (s *Service) Logout(ctx context.Context, _ *accountv1.LogoutRequest) (*accountv1.LogoutResponse, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.pool.Exec(ctx, `
+		UPDATE devices SET revoke_time = $3
+		WHERE id = $1 AND user_id = $2 AND revoke_time IS NULL`,
+		c.deviceID, c.userID, s.clock())
+	if err != nil {
+		return nil, s.fail(ctx, "logout: revoke device", err)
+	}
+	if s.revoker != nil {
+		if err := s.revoker.RevokeDevice(ctx, c.identity()); err != nil {
+			s.log.WarnContext(ctx, "logout: closing sessions failed", "user_id", c.userID, "device_id", c.deviceID, "err", err)
+			return nil, connect.NewError(connect.CodeUnavailable, errors.New("device logged out but its live sessions could not be closed; retry"))
+		}
+	}
+	s.log.InfoContext(ctx, "device logged out", "user_id", c.userID, "device_id", c.deviceID)
+	return &accountv1.LogoutResponse{}, nil
+}
