@@ -84,7 +84,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	for _, w := range sec.warnings {
 		log.Warn(w)
 	}
-	log.Info("waggle started", "roles", cfg.Roles.String(), "addr", srv.Addr().String(), "edge_id", cfg.EdgeID)
+	log.Info("waggle started", "roles", cfg.Roles.String(), "edge_id", cfg.EdgeID)
 	if cfg.Ready != nil {
 		cfg.Ready(srv.Addr())
 	}
