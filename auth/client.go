@@ -46,5 +46,8 @@ func (c internalClient) setHeaders(ctx context.Context, h http.Header) {
 	if id, ok := FromContext(ctx); ok {
 		h.Set(HeaderUserID, id.UserID)
 		h.Set(HeaderDeviceID, id.DeviceID)
+		if id.SessionID != "" {
+			h.Set(HeaderSessionID, id.SessionID)
+		}
 	}
 }

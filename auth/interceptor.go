@@ -18,6 +18,8 @@ const (
 	HeaderInternalToken = "Waggle-Internal-Token"
 	HeaderUserID        = "Waggle-User-Id"
 	HeaderDeviceID      = "Waggle-Device-Id"
+	// HeaderSessionID names the edge session a command came from (optional).
+	HeaderSessionID = "Waggle-Session-Id"
 )
 
 var (
@@ -152,11 +154,11 @@ func (i *Interceptor) internal(ctx context.Context, procedure, token string, h h
 		return nil, connect.NewError(connect.CodeUnauthenticated, errBadInternal)
 	}
 	ctx = WithInternal(ctx)
-	id := Identity{UserID: h.Get(HeaderUserID), DeviceID: h.Get(HeaderDeviceID)}
+	id := Identity{UserID: h.Get(HeaderUserID), DeviceID: h.Get(HeaderDeviceID), SessionID: h.Get(HeaderSessionID)}
 	switch {
 	case id.UserID != "" && id.DeviceID != "":
 		return WithIdentity(ctx, id), nil
-	case need == accessInternal && id == Identity{}:
+	case need == accessInternal && id.UserID == "" && id.DeviceID == "":
 		// An edge acting for itself, such as registering its sessions.
 		return ctx, nil
 	default:

@@ -34,7 +34,11 @@ const (
 // whoami describes what the handler saw in its context.
 func whoami(ctx context.Context) *wrapperspb.StringValue {
 	id, _ := FromContext(ctx)
-	return wrapperspb.String(fmt.Sprintf("%s/%s internal=%t", id.UserID, id.DeviceID, IsInternal(ctx)))
+	desc := fmt.Sprintf("%s/%s internal=%t", id.UserID, id.DeviceID, IsInternal(ctx))
+	if id.SessionID != "" {
+		desc += " session=" + id.SessionID
+	}
+	return wrapperspb.String(desc)
 }
 
 // newAuthServer serves one unary handler per policy kind plus a server stream
@@ -224,6 +228,8 @@ func TestInternalClientInterceptor(t *testing.T) {
 		wantCode connect.Code
 	}{
 		{name: "acts for the context's user", secret: secret, ctx: asAlice, proc: userProc, want: aliceSeen},
+		{name: "passes the edge session along", secret: secret, proc: userProc, want: aliceSeen + " session=s-1",
+			ctx: WithIdentity(context.Background(), Identity{UserID: alice.UserID, DeviceID: alice.DeviceID, SessionID: "s-1"})},
 		{name: "internal-only without a user", secret: secret, ctx: context.Background(), proc: internalProc, want: "/ internal=true"},
 		{name: "user procedure needs a user", secret: secret, ctx: context.Background(), proc: userProc, wantCode: connect.CodeUnauthenticated},
 		{name: "wrong secret", secret: "guess", ctx: asAlice, proc: userProc, wantCode: connect.CodeUnauthenticated},
