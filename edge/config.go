@@ -1,0 +1,128 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ProtocolVersion is the session protocol this edge speaks (Hello and
+// SubscribeRequest protocol_version).
+const ProtocolVersion = 1
+
+// Config tunes an Edge. Every zero field takes the default in its comment.
+type Config struct {
+	// EdgeID names this edge in the session registry and in its bus channel
+	// (see BusChannel). Default: a random UUID, new at every start, which is
+	// what routing needs: a restarted edge holds none of its old sessions.
+	EdgeID string
+	// HeartbeatInterval is how often clients are told (in Welcome) to send a
+	// frame, a Ping if nothing else. Default 25 s.
+	HeartbeatInterval time.Duration
+	// SessionTimeout closes a session that sent nothing for this long, and
+	// a stream that sends no Hello within it. Default 60 s.
+	SessionTimeout time.Duration
+	// AckTimeout is how long a push may stay unacknowledged before it is
+	// sent again with the same push_id. Default 10 s.
+	AckTimeout time.Duration
+	// MaxResends is how many times an unacknowledged push is resent; one
+	// more AckTimeout after the last resend the session is closed
+	// (deadline_exceeded), so the client reconnects and syncs. Default 3.
+	MaxResends int
+	// QueueLimit caps the pushes a session holds: queued for writing plus
+	// written and not yet acknowledged (control frames count too). A
+	// session passing it is closed as too slow (resource_exhausted).
+	// Default 1024.
+	QueueLimit int
+	// MaxFrameBytes is the largest encoded ClientFrame accepted; larger
+	// frames end the stream with resource_exhausted. Told to clients in
+	// Welcome. Default 64 KiB.
+	MaxFrameBytes int
+	// RenewInterval is how often the edge renews the registry TTL of all of
+	// its sessions, in one batched call. Default 20 s.
+	RenewInterval time.Duration
+	// CommandTimeout bounds every call the edge makes to a service: a
+	// session's commands, registry calls, presence lookups and delivery
+	// reports. Default 10 s.
+	CommandTimeout time.Duration
+	// DeliveryFlushInterval is how often acknowledged events are reported to
+	// the DeliveryService; it happens sooner once 5000 are pending.
+	// Default 1 s.
+	DeliveryFlushInterval time.Duration
+	// CloseTimeout is how long a closed session may take to write its last
+	// frame (a Goaway) before its stream is reset, so a client that stopped
+	// reading cannot hold a writer forever. Default 5 s.
+	CloseTimeout time.Duration
+}
+
+const (
+	defaultHeartbeatInterval     = 25 * time.Second
+	defaultSessionTimeout        = 60 * time.Second
+	defaultAckTimeout            = 10 * time.Second
+	defaultMaxResends            = 3
+	defaultQueueLimit            = 1024
+	defaultMaxFrameBytes         = 64 << 10
+	defaultRenewInterval         = 20 * time.Second
+	defaultCommandTimeout        = 10 * time.Second
+	defaultDeliveryFlushInterval = time.Second
+	defaultCloseTimeout          = 5 * time.Second
+)
+
+// withDefaults fills zero fields and rejects negative ones.
+func (c Config) withDefaults() (Config, error) {
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"HeartbeatInterval", &c.HeartbeatInterval, defaultHeartbeatInterval},
+		{"SessionTimeout", &c.SessionTimeout, defaultSessionTimeout},
+		{"AckTimeout", &c.AckTimeout, defaultAckTimeout},
+		{"RenewInterval", &c.RenewInterval, defaultRenewInterval},
+		{"CommandTimeout", &c.CommandTimeout, defaultCommandTimeout},
+		{"DeliveryFlushInterval", &c.DeliveryFlushInterval, defaultDeliveryFlushInterval},
+		{"CloseTimeout", &c.CloseTimeout, defaultCloseTimeout},
+	}
+	var errs []error
+	for _, d := range durations {
+		switch {
+		case *d.v < 0:
+			errs = append(errs, fmt.Errorf("%s is negative (%v)", d.name, *d.v))
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	ints := []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"MaxResends", &c.MaxResends, defaultMaxResends},
+		{"QueueLimit", &c.QueueLimit, defaultQueueLimit},
+		{"MaxFrameBytes", &c.MaxFrameBytes, defaultMaxFrameBytes},
+	}
+	for _, n := range ints {
+		switch {
+		case *n.v < 0:
+			errs = append(errs, fmt.Errorf("%s is negative (%d)", n.name, *n.v))
+		case *n.v == 0:
+			*n.v = n.def
+		}
+	}
+	if c.EdgeID == "" {
+		c.EdgeID = uuid.NewString()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("edge: config: %w", err)
+	}
+	return c, nil
+}
+
+// sweepInterval is how often sessions are checked for silence and overdue
+// acks: often enough that neither fires much later than configured.
+func (c Config) sweepInterval() time.Duration {
+	d := min(c.SessionTimeout, c.AckTimeout) / 4
+	return max(min(d, time.Second), time.Millisecond)
+}

@@ -1,0 +1,159 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/wagglechat/waggle/auth"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	"github.com/wagglechat/waggle/gen/go/waggle/edge/v1/edgev1connect"
+)
+
+// compressMinBytes keeps typical pushes and answers uncompressed: gzip cost
+// ~10x the CPU of the write itself for a 200-byte push (ENGINEERING.md),
+// while large Sync results still shrink.
+const compressMinBytes = 4 << 10
+
+// NewHandler returns the path and HTTP handler of EdgeService, served by e
+// over connect-go (Connect, gRPC and gRPC-Web). It applies
+// e.HandlerOptions, then opts (the app's interceptors: the unary calls
+// expect auth.Identity in their context).
+//
+// The handler also lets the edge reset a stream whose client stopped
+// reading (Config.CloseTimeout), which mounting
+// edgev1connect.NewEdgeServiceHandler directly would lose.
+func NewHandler(e *Edge, opts ...connect.HandlerOption) (string, http.Handler) {
+	path, h := edgev1connect.NewEdgeServiceHandler(connectService{e}, append(e.HandlerOptions(), opts...)...)
+	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case edgev1connect.EdgeServiceConnectProcedure, edgev1connect.EdgeServiceSubscribeProcedure:
+			r = r.WithContext(context.WithValue(r.Context(), responseControllerKey{}, http.NewResponseController(w)))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// HandlerOptions are the connect handler options EdgeService needs: the
+// frame size limit (an oversized frame ends its stream with
+// resource_exhausted, an undecodable one with invalid_argument, before the
+// session sees it) and no compression of small messages.
+func (e *Edge) HandlerOptions() []connect.HandlerOption {
+	// A ConnectRequest is its ClientFrame plus a tag and a length prefix.
+	overhead := 1 + protowire.SizeVarint(uint64(e.cfg.MaxFrameBytes))
+	return []connect.HandlerOption{
+		connect.WithReadMaxBytes(e.cfg.MaxFrameBytes + overhead),
+		connect.WithCompressMinBytes(compressMinBytes),
+	}
+}
+
+type responseControllerKey struct{}
+
+// streamAborter resets a stream by setting a write deadline in the past,
+// which makes a blocked write return.
+type streamAborter struct{ rc *http.ResponseController }
+
+func abortFromContext(ctx context.Context) streamAborter {
+	rc, _ := ctx.Value(responseControllerKey{}).(*http.ResponseController)
+	return streamAborter{rc}
+}
+
+func (a streamAborter) Abort() {
+	if a.rc != nil {
+		_ = a.rc.SetWriteDeadline(time.Unix(1, 0))
+	}
+}
+
+// connectService implements edgev1connect.EdgeServiceHandler over the core.
+type connectService struct{ e *Edge }
+
+var _ edgev1connect.EdgeServiceHandler = connectService{}
+
+func (c connectService) Connect(ctx context.Context, stream *connect.BidiStream[edgev1.ConnectRequest, edgev1.ConnectResponse]) error {
+	return c.e.Serve(&connectBidiConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx)})
+}
+
+func (c connectService) Subscribe(ctx context.Context, req *edgev1.SubscribeRequest, stream *connect.ServerStream[edgev1.SubscribeResponse]) error {
+	var header http.Header
+	if info, ok := connect.CallInfoForHandlerContext(ctx); ok {
+		header = info.RequestHeader()
+	}
+	token, ok := bearerToken(header)
+	if !ok {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token in the Authorization header"))
+	}
+	return c.e.ServeSubscribe(
+		&connectServerConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx)},
+		&edgev1.Hello{ProtocolVersion: req.GetProtocolVersion(), AccessToken: token, ClientName: req.GetClientName()},
+	)
+}
+
+func (c connectService) Ack(ctx context.Context, req *edgev1.AckRequest) (*edgev1.AckResponse, error) {
+	caller, ok := auth.FromContext(ctx)
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no caller identity"))
+	}
+	if err := c.e.Ack(caller, req.GetSessionId(), req.GetPushId()); err != nil {
+		return nil, err
+	}
+	return &edgev1.AckResponse{}, nil
+}
+
+func (c connectService) UpdatePresenceSubscription(ctx context.Context, req *edgev1.UpdatePresenceSubscriptionRequest) (*edgev1.UpdatePresenceSubscriptionResponse, error) {
+	caller, ok := auth.FromContext(ctx)
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no caller identity"))
+	}
+	snap, err := c.e.UpdatePresenceSubscription(ctx, caller, req.GetSessionId(), req.GetSubscription())
+	if err != nil {
+		return nil, err
+	}
+	return &edgev1.UpdatePresenceSubscriptionResponse{Snapshot: snap}, nil
+}
+
+func bearerToken(h http.Header) (string, bool) {
+	scheme, token, ok := strings.Cut(h.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	return token, true
+}
+
+// connectBidiConn adapts connect-go's bidi stream to FrameConn.
+type connectBidiConn struct {
+	ctx    context.Context
+	stream *connect.BidiStream[edgev1.ConnectRequest, edgev1.ConnectResponse]
+	streamAborter
+}
+
+func (c *connectBidiConn) Context() context.Context { return c.ctx }
+
+func (c *connectBidiConn) Recv() (*edgev1.ClientFrame, error) {
+	req, err := c.stream.Receive()
+	if err != nil {
+		return nil, err
+	}
+	return req.GetFrame(), nil
+}
+
+func (c *connectBidiConn) Send(f *edgev1.ServerFrame) error {
+	return c.stream.Send(&edgev1.ConnectResponse{Frame: f})
+}
+
+// connectServerConn adapts connect-go's server stream to FrameSender.
+type connectServerConn struct {
+	ctx    context.Context
+	stream *connect.ServerStream[edgev1.SubscribeResponse]
+	streamAborter
+}
+
+func (c *connectServerConn) Context() context.Context { return c.ctx }
+
+func (c *connectServerConn) Send(f *edgev1.ServerFrame) error {
+	return c.stream.Send(&edgev1.SubscribeResponse{Frame: f})
+}

@@ -1,0 +1,126 @@
+package edge
+
+import (
+	"context"
+	"errors"
+
+	"github.com/wagglechat/waggle/auth"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+)
+
+// The edge's dependencies are declared here, where they are used, and kept
+// to the methods the edge calls. The service methods have the signatures of
+// the handlers generated with the connect "simple" option, so both the
+// in-process handler and a generated Connect client satisfy them.
+
+// TokenVerifier checks an access token locally and says whose it is.
+type TokenVerifier interface {
+	Verify(token string) (auth.Identity, error)
+}
+
+// MessageService is the part of the chat service's MessageService that
+// session commands are forwarded to. Calls carry the session's identity
+// (auth.FromContext) and session id (SessionIDFromContext).
+type MessageService interface {
+	SendMessage(context.Context, *chatv1.SendMessageRequest) (*chatv1.SendMessageResponse, error)
+	Sync(context.Context, *chatv1.SyncRequest) (*chatv1.SyncResponse, error)
+	MarkRead(context.Context, *chatv1.MarkReadRequest) (*chatv1.MarkReadResponse, error)
+	SendTyping(context.Context, *chatv1.SendTypingRequest) (*chatv1.SendTypingResponse, error)
+	AddReaction(context.Context, *chatv1.AddReactionRequest) (*chatv1.AddReactionResponse, error)
+	RemoveReaction(context.Context, *chatv1.RemoveReactionRequest) (*chatv1.RemoveReactionResponse, error)
+	EditMessage(context.Context, *chatv1.EditMessageRequest) (*chatv1.EditMessageResponse, error)
+	DeleteMessagesForMe(context.Context, *chatv1.DeleteMessagesForMeRequest) (*chatv1.DeleteMessagesForMeResponse, error)
+	RecallMessage(context.Context, *chatv1.RecallMessageRequest) (*chatv1.RecallMessageResponse, error)
+}
+
+// DeliveryReporter receives the events sessions acknowledged.
+type DeliveryReporter interface {
+	ReportDeliveries(context.Context, *chatv1.ReportDeliveriesRequest) (*chatv1.ReportDeliveriesResponse, error)
+}
+
+// SessionRegistry is where the edge records its live sessions, so services
+// can find which edge holds a user.
+type SessionRegistry interface {
+	RegisterSessions(context.Context, *presencev1.RegisterSessionsRequest) (*presencev1.RegisterSessionsResponse, error)
+	RenewSessions(context.Context, *presencev1.RenewSessionsRequest) (*presencev1.RenewSessionsResponse, error)
+	UnregisterSessions(context.Context, *presencev1.UnregisterSessionsRequest) (*presencev1.UnregisterSessionsResponse, error)
+}
+
+// PresenceReader answers presence subscriptions with a snapshot.
+type PresenceReader interface {
+	GetPresence(context.Context, *presencev1.GetPresenceRequest) (*presencev1.GetPresenceResponse, error)
+}
+
+// Bus is the subscribing side of the bus. Handlers must not block; the edge
+// only decodes and enqueues in them. Use BusOf to adapt package bus.
+type Bus interface {
+	Subscribe(ctx context.Context, channel string, handle func(payload []byte)) (Subscription, error)
+}
+
+// Subscription ends a Bus subscription.
+type Subscription interface {
+	Close() error
+}
+
+// subscriber is any bus whose Subscribe returns its own subscription type,
+// such as bus.Bus with bus.Subscription.
+type subscriber[S Subscription] interface {
+	Subscribe(ctx context.Context, channel string, handle func(payload []byte)) (S, error)
+}
+
+// BusOf adapts a bus whose Subscribe returns its own subscription type (Go
+// interfaces are not covariant in return types): edge.BusOf(b) for a bus.Bus.
+func BusOf[S Subscription](b subscriber[S]) Bus {
+	return busAdapter[S]{b}
+}
+
+type busAdapter[S Subscription] struct{ b subscriber[S] }
+
+func (a busAdapter[S]) Subscribe(ctx context.Context, channel string, handle func([]byte)) (Subscription, error) {
+	return a.b.Subscribe(ctx, channel, handle)
+}
+
+// Deps are the services an Edge talks to. All are required.
+type Deps struct {
+	Tokens     TokenVerifier
+	Messages   MessageService
+	Deliveries DeliveryReporter
+	Registry   SessionRegistry
+	Presence   PresenceReader
+	Bus        Bus
+}
+
+func (d Deps) validate() error {
+	var errs []error
+	for _, dep := range []struct {
+		name string
+		set  bool
+	}{
+		{"Tokens", d.Tokens != nil},
+		{"Messages", d.Messages != nil},
+		{"Deliveries", d.Deliveries != nil},
+		{"Registry", d.Registry != nil},
+		{"Presence", d.Presence != nil},
+		{"Bus", d.Bus != nil},
+	} {
+		if !dep.set {
+			errs = append(errs, errors.New("edge: Deps."+dep.name+" is nil"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type sessionIDKey struct{}
+
+func withSessionID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, sessionIDKey{}, id)
+}
+
+// SessionIDFromContext returns the id of the edge session a forwarded command
+// came from. A service called in-process uses it to keep the sender's own
+// session out of the push that follows (Envelope.exclude_session_ids).
+func SessionIDFromContext(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(sessionIDKey{}).(string)
+	return id, ok && id != ""
+}

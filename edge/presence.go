@@ -1,0 +1,65 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+
+	"connectrpc.com/connect"
+
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+)
+
+const (
+	// maxPresenceSubscriptions bounds the users one session follows.
+	maxPresenceSubscriptions = 1000
+	// maxPresenceLookup is GetPresence's limit on user ids per call.
+	maxPresenceLookup = 500
+)
+
+// updatePresenceSubscription applies removals, then additions, to the users
+// whose presence the session follows, and returns the added users'
+// presence. The set is kept so live presence changes can be routed to it.
+func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.PresenceSubscription) (*edgev1.PresenceSnapshot, error) {
+	s.mu.Lock()
+	if s.presenceSubs == nil {
+		s.presenceSubs = make(map[string]struct{})
+	}
+	for _, id := range sub.GetRemoveUserIds() {
+		delete(s.presenceSubs, id)
+	}
+	var added []string
+	seen := make(map[string]bool, len(sub.GetAddUserIds()))
+	for _, id := range sub.GetAddUserIds() {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			added = append(added, id)
+		}
+	}
+	fresh := 0
+	for _, id := range added {
+		if _, ok := s.presenceSubs[id]; !ok {
+			fresh++
+		}
+	}
+	if len(s.presenceSubs)+fresh > maxPresenceSubscriptions {
+		s.mu.Unlock()
+		return nil, connect.NewError(connect.CodeResourceExhausted,
+			fmt.Errorf("a session follows at most %d users' presence", maxPresenceSubscriptions))
+	}
+	for _, id := range added {
+		s.presenceSubs[id] = struct{}{}
+	}
+	s.mu.Unlock()
+
+	snap := &edgev1.PresenceSnapshot{}
+	for start := 0; start < len(added); start += maxPresenceLookup {
+		batch := added[start:min(start+maxPresenceLookup, len(added))]
+		res, err := s.e.deps.Presence.GetPresence(ctx, &presencev1.GetPresenceRequest{UserIds: batch})
+		if err != nil {
+			return nil, err
+		}
+		snap.Presences = append(snap.Presences, res.GetPresences()...)
+	}
+	return snap, nil
+}

@@ -1,0 +1,324 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/wagglechat/waggle/auth"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+)
+
+// session is one authenticated stream of one device.
+//
+// Goroutines: the serving call writes (writeLoop; the only caller of Send),
+// a reader goroutine handles incoming frames (bidi streams only), and a
+// command goroutine exists while commands are queued. Bus deliveries,
+// unary Acks and the sweeper touch the session under mu.
+type session struct {
+	e          *Edge
+	id         string
+	ident      auth.Identity
+	clientName string
+	loginTime  time.Time
+	info       *presencev1.Session // its registry record; read-only
+	conn       FrameSender
+
+	ctx    context.Context // done once the session is closed
+	cancel context.CancelFunc
+	wake   chan struct{} // pokes the writer
+
+	lastSeen   atomic.Int64 // unix nanoseconds of the last sign of life
+	writerDone atomic.Bool
+
+	mu       sync.Mutex
+	closed   bool
+	closeErr error  // what the stream ends with; nil for a clean end
+	goaway   string // Goaway reason written before the end, if any
+	abort    *time.Timer
+
+	outbox // outgoing frames, unacknowledged pushes (queue.go)
+
+	commands        []*edgev1.ClientFrame
+	commandsRunning bool
+	commandsDone    sync.WaitGroup
+
+	presenceSubs map[string]struct{} // users whose presence this session follows
+}
+
+// Serve runs a session on a bidirectional stream until it ends, and returns
+// the error the transport should end the stream with (nil for a clean end).
+// The first frame must be a Hello.
+func (e *Edge) Serve(conn FrameConn) error {
+	type received struct {
+		frame *edgev1.ClientFrame
+		err   error
+	}
+	first := make(chan received, 1)
+	start := make(chan *session, 1)
+	started := false
+	defer func() {
+		if !started {
+			start <- nil
+		}
+	}()
+	// One reader goroutine for the stream's life: it reads the Hello, then
+	// waits to learn whether a session was opened.
+	go func() {
+		f, err := conn.Recv()
+		first <- received{f, err}
+		if err != nil {
+			return
+		}
+		if s := <-start; s != nil {
+			s.readLoop(conn)
+		}
+	}()
+
+	timer := time.NewTimer(e.cfg.SessionTimeout)
+	defer timer.Stop()
+	var r received
+	select {
+	case r = <-first:
+	case <-timer.C:
+		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no hello within %v", e.cfg.SessionTimeout))
+	case <-conn.Context().Done():
+		return connect.NewError(connect.CodeCanceled, errors.New("stream ended before hello"))
+	}
+	if r.err != nil {
+		if errors.Is(r.err, io.EOF) {
+			return connect.NewError(connect.CodeUnauthenticated, errors.New("stream ended before hello"))
+		}
+		return r.err
+	}
+	hello := r.frame.GetHello()
+	if hello == nil {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
+	}
+	s, err := e.open(conn, hello)
+	if err != nil {
+		return err
+	}
+	start <- s
+	started = true
+	return s.run()
+}
+
+// ServeSubscribe runs a push-only session (EdgeService.Subscribe, for
+// browsers) until it ends. hello carries what the transport learned from the
+// request: protocol version, client name and the bearer token. The session
+// is kept alive by Ack calls (see Edge.Ack).
+func (e *Edge) ServeSubscribe(conn FrameSender, hello *edgev1.Hello) error {
+	s, err := e.open(conn, hello)
+	if err != nil {
+		return err
+	}
+	return s.run()
+}
+
+// open authenticates a Hello, records and registers the session, and sends
+// the Welcome. Pushes routed to the session from the moment it is in the
+// hub are queued and written after the Welcome.
+func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
+	if v := hello.GetProtocolVersion(); v != ProtocolVersion {
+		return nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("unsupported protocol version %d: this edge speaks %d", v, ProtocolVersion))
+	}
+	ident, err := e.deps.Tokens.Verify(hello.GetAccessToken())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("access token: %w", err))
+	}
+	if ident.UserID == "" {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("access token names no user"))
+	}
+	if err := e.beginSession(); err != nil {
+		return nil, err
+	}
+	s := e.newSession(conn, ident, hello.GetClientName())
+	e.hub.add(s)
+	if err := e.register.do(s.info); err != nil {
+		e.hub.remove(s)
+		s.cancel()
+		e.sessions.Done()
+		e.log.Error("edge: register session", "session_id", s.id, "user_id", ident.UserID, "err", err)
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("cannot register the session: try again"))
+	}
+	welcome := &edgev1.ServerFrame{Kind: &edgev1.ServerFrame_Welcome{Welcome: &edgev1.Welcome{
+		SessionId:         s.id,
+		ProtocolVersion:   ProtocolVersion,
+		HeartbeatInterval: durationpb.New(e.cfg.HeartbeatInterval),
+		SessionTimeout:    durationpb.New(e.cfg.SessionTimeout),
+		EdgeId:            e.cfg.EdgeID,
+		MaxFrameBytes:     uint32(e.cfg.MaxFrameBytes),
+	}}}
+	if err := conn.Send(welcome); err != nil {
+		s.close(fmt.Errorf("edge: send welcome: %w", err), "")
+		s.writerDone.Store(true)
+		return nil, s.finish()
+	}
+	// Shutdown may have listed the hub before this session joined it.
+	if e.isDraining() {
+		s.close(nil, "edge is shutting down")
+	}
+	e.log.Debug("edge: session opened", "session_id", s.id, "user_id", ident.UserID,
+		"device_id", ident.DeviceID, "client", s.clientName)
+	return s, nil
+}
+
+func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName string) *session {
+	now := time.Now()
+	s := &session{
+		e:          e,
+		id:         uuid.NewString(),
+		ident:      ident,
+		clientName: clientName,
+		loginTime:  now,
+		conn:       conn,
+		wake:       make(chan struct{}, 1),
+	}
+	s.info = &presencev1.Session{
+		SessionId: s.id,
+		UserId:    ident.UserID,
+		DeviceId:  ident.DeviceID,
+		EdgeId:    e.cfg.EdgeID,
+		LoginTime: timestamppb.New(now),
+	}
+	s.ctx, s.cancel = context.WithCancel(conn.Context())
+	s.touch()
+	return s
+}
+
+// run writes until the session closes, then tears it down and returns the
+// error the stream ends with.
+func (s *session) run() error {
+	s.writeLoop()
+	s.writerDone.Store(true)
+	return s.finish()
+}
+
+// finish waits for the session's command goroutine, removes and unregisters
+// the session, and returns its close error.
+func (s *session) finish() error {
+	s.commandsDone.Wait()
+	s.e.hub.remove(s)
+	if err := s.e.unregister.do(s.info); err != nil {
+		// Its registry entry expires with its TTL.
+		s.e.log.Warn("edge: unregister session", "session_id", s.id, "err", err)
+	}
+	s.mu.Lock()
+	if s.abort != nil {
+		s.abort.Stop()
+	}
+	err := s.closeErr
+	s.mu.Unlock()
+	s.e.sessions.Done()
+	s.e.log.Debug("edge: session closed", "session_id", s.id, "user_id", s.ident.UserID, "err", err)
+	return err
+}
+
+// close ends the session: err is what the stream ends with (nil for a clean
+// end), goaway, if set, the reason of a Goaway written first. The first call
+// wins.
+func (s *session) close(err error, goaway string) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.closeErr = err
+	s.goaway = goaway
+	if a, ok := s.conn.(Aborter); ok {
+		s.abort = time.AfterFunc(s.e.cfg.CloseTimeout, func() {
+			if !s.writerDone.Load() {
+				a.Abort()
+			}
+		})
+	}
+	s.mu.Unlock()
+	s.cancel()
+	if code := connect.CodeOf(err); err != nil && code != connect.CodeCanceled {
+		s.e.log.Info("edge: closing session", "session_id", s.id, "user_id", s.ident.UserID, "code", code, "err", err)
+	}
+}
+
+func (s *session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
+
+// readLoop handles the client's frames until the stream fails or ends.
+func (s *session) readLoop(conn FrameConn) {
+	for {
+		f, err := conn.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil // the client closed its side: a clean end
+			}
+			s.close(err, "")
+			return
+		}
+		s.handle(f)
+	}
+}
+
+// handle acts on one client frame. It never blocks on the network: answers
+// are queued for the writer and commands for the command goroutine.
+func (s *session) handle(f *edgev1.ClientFrame) {
+	s.touch()
+	switch k := f.GetKind().(type) {
+	case *edgev1.ClientFrame_Ping:
+		s.enqueueControl(&edgev1.ServerFrame{Id: f.GetId(), Kind: &edgev1.ServerFrame_Pong{Pong: &edgev1.Pong{}}})
+	case *edgev1.ClientFrame_Ack:
+		s.ack(k.Ack.GetPushId())
+	case *edgev1.ClientFrame_Hello:
+		s.enqueueError(f.GetId(), connect.CodeFailedPrecondition, "the session already said hello")
+	case nil:
+		s.enqueueError(f.GetId(), connect.CodeUnimplemented, "unknown frame kind")
+	default:
+		if f.GetId() == 0 {
+			s.enqueueError(0, connect.CodeInvalidArgument, "a command needs a non-zero id")
+			return
+		}
+		s.enqueueCommand(f)
+	}
+}
+
+// sweep closes the session if it has been silent too long or stopped
+// acknowledging, and has the writer resend overdue pushes.
+func (s *session) sweep(now time.Time) {
+	cfg := &s.e.cfg
+	if silent := now.Sub(time.Unix(0, s.lastSeen.Load())); silent > cfg.SessionTimeout {
+		s.close(connect.NewError(connect.CodeDeadlineExceeded,
+			fmt.Errorf("session timed out: nothing received for %v", silent.Round(time.Millisecond))), "")
+		return
+	}
+	s.mu.Lock()
+	var giveUp, due bool
+	if len(s.window) > 0 && !s.closed {
+		oldest := s.window[0]
+		giveUp = now.Sub(oldest.firstSentAt) >= cfg.AckTimeout*time.Duration(cfg.MaxResends+1)
+		due = !giveUp && now.Sub(oldest.sentAt) >= cfg.AckTimeout
+		s.resendDue = s.resendDue || due
+	}
+	s.mu.Unlock()
+	switch {
+	case giveUp:
+		s.close(connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
+			"client stopped acknowledging: push not acknowledged after %d resends; reconnect and sync", cfg.MaxResends)), "")
+	case due:
+		s.poke()
+	}
+}
+
+// belongsTo reports whether the session is the caller's own.
+func (s *session) belongsTo(id auth.Identity) bool {
+	return s.ident == id
+}
