@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
@@ -24,9 +25,9 @@ type SessionLocator interface {
 	LookupSessions(context.Context, *presencev1.LookupSessionsRequest) (*presencev1.LookupSessionsResponse, error)
 }
 
-// Publisher puts a payload on a bus channel.
+// Publisher puts payloads on bus channels in one round trip.
 type Publisher interface {
-	Publish(ctx context.Context, channel string, payload []byte) error
+	PublishBatch(ctx context.Context, msgs []bus.Message) error
 }
 
 // EdgeChannel is the bus channel an edge node listens on.
@@ -137,6 +138,7 @@ func (f *Fanout) deliver(ctx context.Context, ev Committed) error {
 		}
 		byEdge[s.GetEdgeId()] = append(byEdge[s.GetEdgeId()], s.GetUserId())
 	}
+	msgs := make([]bus.Message, 0, len(byEdge))
 	for edge, users := range byEdge {
 		env := &busv1.Envelope{
 			UserIds: dedupe(users),
@@ -149,9 +151,13 @@ func (f *Fanout) deliver(ctx context.Context, ev Committed) error {
 		if err != nil {
 			return fmt.Errorf("encode envelope: %w", err)
 		}
-		if err := f.publish.Publish(ctx, EdgeChannel(edge), payload); err != nil {
-			return fmt.Errorf("publish to edge %s: %w", edge, err)
-		}
+		msgs = append(msgs, bus.Message{Channel: EdgeChannel(edge), Payload: payload})
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := f.publish.PublishBatch(ctx, msgs); err != nil {
+		return fmt.Errorf("publish to %d edges: %w", len(msgs), err)
 	}
 	return nil
 }

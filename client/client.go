@@ -1,0 +1,391 @@
+// Package client is Waggle's Go SDK for the edge stream: it holds a session
+// with heartbeats, reconnects with jittered backoff, syncs from its cursor
+// after every (re)connect, acks pushes, drops duplicates, repairs gaps and
+// resends its own unanswered sends with the same client_msg_id.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+)
+
+// Config configures a Client. Zero values take the defaults noted.
+type Config struct {
+	// Dialers are the edges to use; each reconnect tries the next one.
+	Dialers []Dialer
+	// Token returns a valid access token for Hello.
+	Token func(ctx context.Context) (string, error)
+	// OnEvent receives every conversation event once, in seq order per
+	// conversation. It runs on the client's reader goroutine: keep it short.
+	OnEvent func(*chatv1.Event)
+	// Store persists the cursor and positions. Default: in memory.
+	Store Store
+	// SyncPageSize is the page size of syncs. Default 500.
+	SyncPageSize int32
+	// MinBackoff and MaxBackoff bound the reconnect delay. Defaults 100 ms
+	// and 5 s.
+	MinBackoff, MaxBackoff time.Duration
+	// ClientName is sent in Hello for the server's logs.
+	ClientName string
+	Logger     *slog.Logger
+}
+
+// Stats counts what the client has repaired; tests and apps' diagnostics
+// read it.
+type Stats struct {
+	Sessions   int64 // sessions established (1 + reconnects)
+	Syncs      int64 // sync calls made
+	Duplicates int64 // events dropped as already applied
+	Gaps       int64 // gaps detected in pushes
+	Resends    int64 // sends repeated after a reconnect
+}
+
+// Client holds one device's session. Create it with New, run it with Run.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	state    State
+	dirty    map[string]bool // positions moved by pushes since the last sync
+	session  *session        // nil while disconnected
+	ready    chan struct{}   // closed when session is set
+	outbox   map[string]*outgoing
+	syncing  bool
+	resync   bool
+	nextID   atomic.Uint64
+	stats    Stats
+	welcomed *edgev1.Welcome
+}
+
+// outgoing is a send that has no answer yet. It keeps its client_msg_id
+// across reconnects, so the server stores it once however often it is sent.
+type outgoing struct {
+	req  *chatv1.SendMessageRequest
+	done chan result
+}
+
+type result struct {
+	frame *edgev1.ServerFrame
+	err   error
+}
+
+// New returns a client; it connects when Run is called.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Dialers) == 0 || cfg.Token == nil {
+		return nil, errors.New("client: Dialers and Token are required")
+	}
+	if cfg.Store == nil {
+		cfg.Store = &MemoryStore{}
+	}
+	if cfg.SyncPageSize == 0 {
+		cfg.SyncPageSize = 500
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.OnEvent == nil {
+		cfg.OnEvent = func(*chatv1.Event) {}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Client{cfg: cfg, log: log, ready: make(chan struct{}), outbox: map[string]*outgoing{}, dirty: map[string]bool{}}, nil
+}
+
+// Run keeps a session open until ctx is done, reconnecting as needed.
+func (c *Client) Run(ctx context.Context) error {
+	st, err := c.cfg.Store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("client: load state: %w", err)
+	}
+	if st.Seqs == nil {
+		st.Seqs = map[string]uint64{}
+	}
+	c.mu.Lock()
+	c.state = st
+	c.mu.Unlock()
+
+	backoff := c.cfg.MinBackoff
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		dialer := c.cfg.Dialers[attempt%len(c.cfg.Dialers)]
+		started := time.Now()
+		err := c.runSession(ctx, dialer)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > 10*time.Second {
+			backoff = c.cfg.MinBackoff // it worked for a while: retry soon
+		}
+		// Full jitter: spread a crowd of clients reconnecting after an edge died.
+		delay := time.Duration(rand.Int64N(int64(backoff))) + c.cfg.MinBackoff/2
+		c.log.Info("client: session ended, reconnecting", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
+	}
+	return nil
+}
+
+// session is one live stream.
+type session struct {
+	stream  Stream
+	sendMu  sync.Mutex
+	pending sync.Map // frame id -> chan result
+	closed  chan struct{}
+}
+
+func (s *session) send(f *edgev1.ClientFrame) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.stream.Send(f)
+}
+
+func (c *Client) runSession(ctx context.Context, dialer Dialer) error {
+	token, err := c.cfg.Token(ctx)
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	stream, err := dialer.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer stream.Close()
+	if err := stream.Send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Hello{Hello: &edgev1.Hello{
+		ProtocolVersion: 1, AccessToken: token, ClientName: c.cfg.ClientName}}}); err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	welcome := first.GetWelcome()
+	if welcome == nil {
+		return fmt.Errorf("hello answered with %v", first)
+	}
+
+	s := &session{stream: stream, closed: make(chan struct{})}
+	defer close(s.closed)
+	c.mu.Lock()
+	c.session, c.welcomed = s, welcome
+	c.stats.Sessions++
+	close(c.ready)
+	outbox := make([]*outgoing, 0, len(c.outbox))
+	for _, o := range c.outbox {
+		outbox = append(outbox, o)
+	}
+	c.stats.Resends += int64(len(outbox))
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.session, c.ready = nil, make(chan struct{})
+		c.syncing = false
+		c.mu.Unlock()
+		s.pending.Range(func(_, v any) bool {
+			v.(chan result) <- result{err: connect.NewError(connect.CodeUnavailable, errors.New("session closed"))}
+			return true
+		})
+	}()
+
+	// Catch up first, then repeat what may not have been stored.
+	c.startSync(s)
+	for _, o := range outbox {
+		c.transmit(s, o)
+	}
+
+	sessionCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.heartbeat(sessionCtx, s, welcome.GetHeartbeatInterval().AsDuration())
+	go func() {
+		<-sessionCtx.Done()
+		stream.Close() // unblocks Recv when ctx ends
+	}()
+	for {
+		f, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		c.handle(s, f)
+	}
+}
+
+func (c *Client) heartbeat(ctx context.Context, s *session, every time.Duration) {
+	if every <= 0 {
+		every = 25 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Ping{Ping: &edgev1.Ping{}}}); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (c *Client) handle(s *session, f *edgev1.ServerFrame) {
+	switch k := f.GetKind().(type) {
+	case *edgev1.ServerFrame_Push:
+		c.applyPush(s, k.Push)
+	case *edgev1.ServerFrame_Result, *edgev1.ServerFrame_Error:
+		if ch, ok := s.pending.LoadAndDelete(f.GetId()); ok {
+			ch.(chan result) <- result{frame: f}
+		}
+	case *edgev1.ServerFrame_Goaway:
+		_ = s.stream.Close()
+	}
+}
+
+// call sends a command on s and returns a channel for its answer.
+func (c *Client) call(s *session, f *edgev1.ClientFrame) chan result {
+	f.Id = c.nextID.Add(1)
+	ch := make(chan result, 1)
+	s.pending.Store(f.Id, ch)
+	if err := s.send(f); err != nil {
+		if _, ok := s.pending.LoadAndDelete(f.Id); ok {
+			ch <- result{err: connect.NewError(connect.CodeUnavailable, err)}
+		}
+	}
+	return ch
+}
+
+// Send sends a message and returns it as stored. It waits for a session and
+// survives reconnects: the same client_msg_id is sent again until the
+// server answers, so the message is stored exactly once.
+func (c *Client) Send(ctx context.Context, conversationID string, content *chatv1.MessageContent) (*chatv1.Message, error) {
+	o := &outgoing{
+		req:  &chatv1.SendMessageRequest{ConversationId: conversationID, ClientMsgId: uuid.NewString(), Content: content},
+		done: make(chan result, 1),
+	}
+	c.mu.Lock()
+	c.outbox[o.req.ClientMsgId] = o
+	s := c.session
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.outbox, o.req.ClientMsgId)
+		c.mu.Unlock()
+	}()
+	if s != nil {
+		c.transmit(s, o)
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-o.done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if e := r.frame.GetError(); e != nil {
+			return nil, frameError(e)
+		}
+		return r.frame.GetResult().GetSendMessage().GetMessage(), nil
+	}
+}
+
+// transmit sends o on s; an answer completes o, a lost session leaves it in
+// the outbox for the next one.
+func (c *Client) transmit(s *session, o *outgoing) {
+	ch := c.call(s, &edgev1.ClientFrame{Kind: &edgev1.ClientFrame_SendMessage{SendMessage: o.req}})
+	go func() {
+		r := <-ch
+		if r.err != nil {
+			return // session lost; the next session resends
+		}
+		if e := r.frame.GetError(); e != nil && retryable(e.GetCode()) {
+			select {
+			case <-s.closed: // the next session resends
+			case <-time.After(time.Second):
+				c.transmit(s, o)
+			}
+			return
+		}
+		if m := r.frame.GetResult().GetSendMessage().GetMessage(); m != nil {
+			// The edge does not push our own message back to this session:
+			// its answer is our copy of the event.
+			ev := &chatv1.Event{ConversationId: m.GetConversationId(), Seq: m.GetSeq(), CreateTime: m.GetCreateTime(),
+				ActorUserId: m.GetSenderUserId(), Kind: &chatv1.Event_Message{Message: m}}
+			c.mu.Lock()
+			gap := c.offer(ev)
+			c.mu.Unlock()
+			if gap {
+				c.startSync(s)
+			}
+		}
+		select {
+		case o.done <- r:
+		default:
+		}
+	}()
+}
+
+func retryable(code string) bool {
+	var c connect.Code
+	if err := c.UnmarshalText([]byte(code)); err != nil {
+		return false
+	}
+	return c == connect.CodeUnavailable || c == connect.CodeDeadlineExceeded || c == connect.CodeAborted
+}
+
+func frameError(e *edgev1.Error) error {
+	var code connect.Code
+	if err := code.UnmarshalText([]byte(e.GetCode())); err != nil {
+		code = connect.CodeUnknown
+	}
+	return connect.NewError(code, errors.New(e.GetMessage()))
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+// Positions returns the highest seq applied per conversation.
+func (c *Client) Positions() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]uint64, len(c.state.Seqs))
+	for k, v := range c.state.Seqs {
+		out[k] = v
+	}
+	return out
+}
+
+// WaitConnected blocks until a session is up.
+func (c *Client) WaitConnected(ctx context.Context) error {
+	c.mu.Lock()
+	ready := c.ready
+	c.mu.Unlock()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
