@@ -1,0 +1,58 @@
+# Waggle's developer tasks. `make help` lists them; .ci/run is the full CI.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BUF := node_modules/.bin/buf
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The development database `make serve` uses, created on first use.
+DEV_DB ?= waggle
+PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+# buf and protoc-gen-es are pinned in package-lock.json.
+$(BUF):
+	npm ci --no-audit --no-fund
+
+.PHONY: generate
+generate: $(BUF) ## regenerate gen/go and gen/ts from proto/
+	$(BUF) generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## fail if generated code is stale or the tree is dirty
+	@if [ -n "$$(git status --porcelain)" ]; then \
+		echo "The working tree is not clean after 'make generate'. Run 'make generate' and commit the result:"; \
+		git status --porcelain; \
+		git --no-pager diff --stat; \
+		git --no-pager diff | head -200; \
+		exit 1; \
+	fi
+
+.PHONY: lint
+lint: $(BUF) ## buf lint, buf format check, go vet
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+	go vet ./...
+
+.PHONY: test
+test: ## run every test (needs Postgres and Redis: make deps)
+	go test -count=1 ./...
+
+.PHONY: build
+build: ## build bin/waggle
+	go build -ldflags "-X main.version=$(VERSION)" -o bin/waggle ./cmd/waggle
+
+.PHONY: deps
+deps: ## start this machine's Postgres and Redis if they are down
+	bash tools/start-deps.sh
+
+.PHONY: db
+db: ## create the development database if it does not exist
+	@psql "$(PG_ADMIN_URL)" -tAc "SELECT 1 FROM pg_database WHERE datname = '$(DEV_DB)'" | grep -q 1 \
+		|| psql "$(PG_ADMIN_URL)" -qc 'CREATE DATABASE "$(DEV_DB)"'
+
+.PHONY: serve
+serve: build db ## build and run every role on :8080 (ARGS="--addr :9090" to pass flags)
+	./bin/waggle serve $(ARGS)
