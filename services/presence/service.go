@@ -1,0 +1,116 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/wagglechat/waggle/auth"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
+)
+
+// MaxPresenceUsers bounds GetPresence.
+const MaxPresenceUsers = 500
+
+// Visibility decides whose presence a viewer may see; blocking and privacy
+// rules plug in here. Hidden users look offline with no last-seen time, as
+// if never seen, so a viewer cannot tell they are hidden.
+type Visibility interface {
+	// Hidden returns the subset of userIDs hidden from viewerID. A
+	// *connect.Error keeps its code; other errors become Unavailable.
+	Hidden(ctx context.Context, viewerID string, userIDs []string) (map[string]bool, error)
+}
+
+// ServiceConfig tunes [NewService]. The zero value is usable.
+type ServiceConfig struct {
+	// Visibility filters what a viewer sees. Zero: every authenticated
+	// caller sees everyone's presence.
+	Visibility Visibility
+}
+
+// Service implements the public PresenceService.
+type Service struct {
+	reg        *Registry
+	log        *slog.Logger
+	visibility Visibility
+}
+
+var _ presencev1connect.PresenceServiceHandler = (*Service)(nil)
+
+// NewService answers presence questions from reg. A nil logger discards logs.
+func NewService(reg *Registry, logger *slog.Logger, cfg ServiceConfig) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{reg: reg, log: logger, visibility: cfg.Visibility}
+}
+
+// GetPresence tells, for up to MaxPresenceUsers users in one round trip,
+// whether each is online (with their number of live devices) or offline
+// (with when they were last seen, if known). Users are answered once each,
+// in request order.
+func (s *Service) GetPresence(ctx context.Context, req *presencev1.GetPresenceRequest) (*presencev1.GetPresenceResponse, error) {
+	viewer, ok := auth.FromContext(ctx)
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("presence: no caller identity"))
+	}
+	ids, err := checkUserIDs(req.GetUserIds(), MaxPresenceUsers)
+	if err != nil {
+		return nil, err
+	}
+	res := &presencev1.GetPresenceResponse{Presences: make([]*presencev1.UserPresence, 0, len(ids))}
+	if len(ids) == 0 {
+		return res, nil
+	}
+	var hidden map[string]bool
+	if s.visibility != nil {
+		if hidden, err = s.visibility.Hidden(ctx, viewer.UserID, ids); err != nil {
+			if ce := new(connect.Error); errors.As(err, &ce) {
+				return nil, ce
+			}
+			s.log.Error("presence: visibility check failed", "viewer", viewer.UserID, "err", err)
+			return nil, connect.NewError(connect.CodeUnavailable, errors.New("presence is unavailable"))
+		}
+	}
+	visible := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if !hidden[id] {
+			visible = append(visible, id)
+		}
+	}
+	states, err := s.reg.load(ctx, visible, true)
+	if err != nil {
+		// Apps get the code, not Redis's details.
+		s.log.Error("presence: load presence", "users", len(visible), "err", err)
+		return nil, connect.NewError(storeCode(err), errors.New("presence is unavailable"))
+	}
+	byUser := make(map[string]userState, len(states))
+	for _, st := range states {
+		byUser[st.userID] = st
+	}
+	for _, id := range ids {
+		p := &presencev1.UserPresence{UserId: id, Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE}
+		st := byUser[id] // zero for hidden users
+		switch {
+		case len(st.sessions) > 0:
+			p.Status = presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE
+			p.DeviceCount = uint32(countDevices(st.sessions))
+		case !st.lastSeen.IsZero():
+			p.LastSeenTime = timestamppb.New(st.lastSeen)
+		}
+		res.Presences = append(res.Presences, p)
+	}
+	return res, nil
+}
+
+func countDevices(sessions []*presencev1.Session) int {
+	devices := make(map[string]struct{}, len(sessions))
+	for _, s := range sessions {
+		devices[s.GetDeviceId()] = struct{}{}
+	}
+	return len(devices)
+}
