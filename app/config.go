@@ -191,7 +191,7 @@ func (cfg Config) resolve() (Config, secrets, error) {
 	needPresence := (cfg.Roles.Has(RoleEdge) || cfg.Roles.Has(RoleChat)) && !cfg.Roles.Has(RolePresence)
 	for _, peer := range []struct {
 		name, url, flag string
-		needed     bool
+		needed          bool
 	}{
 		{"chat", cfg.ChatURL, "--chat-url or WAGGLE_CHAT_URL", needChat},
 		{"presence", cfg.PresenceURL, "--presence-url or WAGGLE_PRESENCE_URL", needPresence},
