@@ -16,11 +16,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wagglechat/waggle/auth"
-	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
-	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
-	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
-	"github.com/wagglechat/waggle/gen/go/waggle/edge/v1/edgev1connect"
-	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/rpcserver"
 )
@@ -75,9 +70,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	if err := mountServices(srv, d); err != nil {
+	g, err := build(srv, d)
+	if err != nil {
 		return err
 	}
+	defer g.close()
 	if err := srv.Listen(); err != nil {
 		return err
 	}
@@ -88,7 +85,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.Ready != nil {
 		cfg.Ready(srv.Addr())
 	}
-	return srv.Serve(ctx)
+	workers, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	done := g.start(workers)
+	err = srv.Serve(ctx)
+	// Background work (fanout, edge loops) stops after the listener has
+	// drained, so requests in flight can still deliver.
+	stopWorkers()
+	<-done
+	return err
 }
 
 // Migrate applies the migrations to the database at cfg.PostgresURL.
@@ -118,32 +122,6 @@ func (d deps) close() {
 	if d.pg != nil {
 		d.pg.Close()
 	}
-}
-
-// mountServices builds the services of d.cfg.Roles and mounts them on srv.
-//
-// PLACEHOLDERS: each service below is its generated Unimplemented handler
-// until its owner replaces it with the real one, built from d (Postgres,
-// Redis with d.cfg.RedisPrefix, the token signer, the internal secret, and
-// d.cfg.ChatURL/PresenceURL for roles running elsewhere).
-func mountServices(srv *rpcserver.Server, d deps) error {
-	opts := srv.HandlerOptions()
-	roles := d.cfg.Roles
-	if roles.Has(RoleChat) {
-		srv.Handle(accountv1connect.NewAccountServiceHandler(accountv1connect.UnimplementedAccountServiceHandler{}, opts...))
-		srv.Handle(contactv1connect.NewContactServiceHandler(contactv1connect.UnimplementedContactServiceHandler{}, opts...))
-		srv.Handle(chatv1connect.NewConversationServiceHandler(chatv1connect.UnimplementedConversationServiceHandler{}, opts...))
-		srv.Handle(chatv1connect.NewMessageServiceHandler(chatv1connect.UnimplementedMessageServiceHandler{}, opts...))
-		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatv1connect.UnimplementedDeliveryServiceHandler{}, opts...))
-	}
-	if roles.Has(RolePresence) {
-		srv.Handle(presencev1connect.NewPresenceServiceHandler(presencev1connect.UnimplementedPresenceServiceHandler{}, opts...))
-		srv.Handle(presencev1connect.NewSessionRegistryServiceHandler(presencev1connect.UnimplementedSessionRegistryServiceHandler{}, opts...))
-	}
-	if roles.Has(RoleEdge) {
-		srv.Handle(edgev1connect.NewEdgeServiceHandler(edgev1connect.UnimplementedEdgeServiceHandler{}, opts...))
-	}
-	return nil
 }
 
 func openPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {

@@ -1,0 +1,148 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/bus"
+	"github.com/wagglechat/waggle/edge"
+	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
+	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
+	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
+	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
+	"github.com/wagglechat/waggle/rpcserver"
+	"github.com/wagglechat/waggle/services/account"
+	"github.com/wagglechat/waggle/services/chat"
+	"github.com/wagglechat/waggle/services/presence"
+)
+
+// graph is the services of this process and their background work.
+type graph struct {
+	runners []func(context.Context)
+	closers []func()
+}
+
+// start runs the background work; the channel closes when all of it ended.
+func (g *graph) start(ctx context.Context) <-chan struct{} {
+	var wg sync.WaitGroup
+	for _, run := range g.runners {
+		wg.Go(func() { run(ctx) })
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
+
+func (g *graph) close() {
+	for _, c := range g.closers {
+		c()
+	}
+}
+
+// build creates the services of d.cfg.Roles and mounts them on srv. A role
+// running in this process is called directly; one running elsewhere is
+// reached over Connect at its configured URL, with the internal credential.
+func build(srv *rpcserver.Server, d deps) (*graph, error) {
+	g := &graph{}
+	opts := srv.HandlerOptions()
+	roles := d.cfg.Roles
+	b := bus.NewRedis(d.redis, d.cfg.RedisPrefix, d.log, bus.RedisConfig{})
+	g.closers = append(g.closers, func() { _ = b.Close() })
+
+	// Presence: in this process, or a client of the presence role.
+	var registry interface {
+		chat.SessionLocator
+		edge.SessionRegistry
+	}
+	var presenceReader edge.PresenceReader
+	if roles.Has(RolePresence) {
+		reg := presence.NewRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{})
+		svc := presence.NewService(reg, d.log, presence.ServiceConfig{})
+		srv.Handle(presencev1connect.NewSessionRegistryServiceHandler(reg, opts...))
+		srv.Handle(presencev1connect.NewPresenceServiceHandler(svc, opts...))
+		registry, presenceReader = reg, svc
+	} else if roles.Has(RoleChat) || roles.Has(RoleEdge) {
+		hc, url := rpcClient(d.cfg.PresenceURL)
+		internal := connect.WithInterceptors(auth.InternalClientInterceptor(d.internalSecret))
+		registry = presencev1connect.NewSessionRegistryServiceClient(hc, url, internal)
+		presenceReader = presencev1connect.NewPresenceServiceClient(hc, url, internal)
+	}
+
+	var messages interface {
+		edge.MessageService
+		edge.DeliveryReporter
+	}
+	if roles.Has(RoleChat) {
+		fanout := chat.NewFanout(chat.FanoutConfig{}, d.pg, registry, b, d.log)
+		g.runners = append(g.runners, fanout.Run)
+		chatSvc := chat.New(chat.Config{}, d.pg, fanout, d.log)
+		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{}), opts...))
+		srv.Handle(contactv1connect.NewContactServiceHandler(contactv1connect.UnimplementedContactServiceHandler{}, opts...))
+		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
+		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))
+		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatSvc, opts...))
+		messages = chatSvc
+	} else if roles.Has(RoleEdge) {
+		hc, url := rpcClient(d.cfg.ChatURL)
+		internal := connect.WithInterceptors(auth.InternalClientInterceptor(d.internalSecret))
+		messages = struct {
+			chatv1connect.MessageServiceClient
+			chatv1connect.DeliveryServiceClient
+		}{chatv1connect.NewMessageServiceClient(hc, url, internal), chatv1connect.NewDeliveryServiceClient(hc, url, internal)}
+	}
+
+	if roles.Has(RoleEdge) {
+		e, err := edge.New(edge.Config{EdgeID: d.cfg.EdgeID}, edge.Deps{
+			Tokens:     d.signer.Verifier(),
+			Messages:   messages,
+			Deliveries: messages,
+			Registry:   registry,
+			Presence:   presenceReader,
+			Bus:        edge.BusOf[bus.Subscription](b),
+		}, d.log)
+		if err != nil {
+			return nil, err
+		}
+		srv.Handle(edge.NewHandler(e, opts...))
+		g.runners = append(g.runners, func(ctx context.Context) {
+			if err := e.Run(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("edge stopped", "err", err)
+			}
+		})
+		// Goaway to every session when the listener starts draining, so
+		// clients move to another edge instead of waiting for a reset.
+		srv.OnShutdown(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+			defer cancel()
+			if err := e.Shutdown(ctx); err != nil {
+				d.log.Warn("edge shutdown", "err", err)
+			}
+		})
+	}
+	return g, nil
+}
+
+// rpcClient returns an HTTP client for a Connect URL: HTTP/2 with prior
+// knowledge for http:// (so streams and many calls share a connection), and
+// ordinary TLS for https://.
+func rpcClient(url string) (*http.Client, string) {
+	url = strings.TrimSuffix(url, "/")
+	if strings.HasPrefix(url, "https://") {
+		return &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}}, url
+	}
+	t := &http.Transport{
+		DialContext:     (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		IdleConnTimeout: 90 * time.Second,
+	}
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: t}, url
+}
