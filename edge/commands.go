@@ -72,9 +72,10 @@ func (s *session) runCommand(f *edgev1.ClientFrame) *edgev1.ServerFrame {
 }
 
 // callContext is the context of calls made for the session: it ends with
-// the session and carries its identity and id.
+// the session, carries its identity and id, and is marked internal, as an
+// edge calling handlers in-process must (auth.WithInternal).
 func (s *session) callContext() context.Context {
-	return withSessionID(auth.WithIdentity(s.ctx, s.ident), s.id)
+	return auth.WithInternal(auth.WithIdentity(s.ctx, s.ident))
 }
 
 func (s *session) execute(ctx context.Context, f *edgev1.ClientFrame) (*edgev1.Result, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,15 +22,15 @@ import (
 const compressMinBytes = 4 << 10
 
 // NewHandler returns the path and HTTP handler of EdgeService, served by e
-// over connect-go (Connect, gRPC and gRPC-Web). It applies
-// e.HandlerOptions, then opts (the app's interceptors: the unary calls
-// expect auth.Identity in their context).
+// over connect-go (Connect, gRPC and gRPC-Web). It applies opts (the app's
+// interceptors: the unary calls expect auth.Identity in their context),
+// then e.HandlerOptions, which win over a general message size limit.
 //
 // The handler also lets the edge reset a stream whose client stopped
 // reading (Config.CloseTimeout), which mounting
 // edgev1connect.NewEdgeServiceHandler directly would lose.
 func NewHandler(e *Edge, opts ...connect.HandlerOption) (string, http.Handler) {
-	path, h := edgev1connect.NewEdgeServiceHandler(connectService{e}, append(e.HandlerOptions(), opts...)...)
+	path, h := edgev1connect.NewEdgeServiceHandler(connectService{e}, append(slices.Clone(opts), e.HandlerOptions()...)...)
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case edgev1connect.EdgeServiceConnectProcedure, edgev1connect.EdgeServiceSubscribeProcedure:

@@ -106,7 +106,7 @@ func (e *Edge) flushDeliveries() {
 		batch := acks[:n]
 		acks = acks[n:]
 		// Not the loop's context: the final flush runs after it is done.
-		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.CommandTimeout)
+		ctx, cancel := context.WithTimeout(auth.WithInternal(context.Background()), e.cfg.CommandTimeout)
 		_, err := e.deps.Deliveries.ReportDeliveries(ctx, &chatv1.ReportDeliveriesRequest{Acks: batch})
 		cancel()
 		if err != nil {

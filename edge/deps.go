@@ -20,8 +20,9 @@ type TokenVerifier interface {
 }
 
 // MessageService is the part of the chat service's MessageService that
-// session commands are forwarded to. Calls carry the session's identity
-// (auth.FromContext) and session id (SessionIDFromContext).
+// session commands are forwarded to. Calls carry the session's identity,
+// session id included (auth.FromContext), and are marked internal
+// (auth.IsInternal).
 type MessageService interface {
 	SendMessage(context.Context, *chatv1.SendMessageRequest) (*chatv1.SendMessageResponse, error)
 	Sync(context.Context, *chatv1.SyncRequest) (*chatv1.SyncResponse, error)
@@ -109,18 +110,4 @@ func (d Deps) validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-type sessionIDKey struct{}
-
-func withSessionID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, sessionIDKey{}, id)
-}
-
-// SessionIDFromContext returns the id of the edge session a forwarded command
-// came from. A service called in-process uses it to keep the sender's own
-// session out of the push that follows (Envelope.exclude_session_ids).
-func SessionIDFromContext(ctx context.Context) (string, bool) {
-	id, ok := ctx.Value(sessionIDKey{}).(string)
-	return id, ok && id != ""
 }

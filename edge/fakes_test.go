@@ -41,7 +41,7 @@ type call struct {
 	method       string
 	conversation string
 	ident        auth.Identity
-	sessionID    string
+	internal     bool
 }
 
 // fakeMessages answers every command. Conversation ids steer it: "missing"
@@ -64,9 +64,8 @@ func (f *fakeMessages) called() []call {
 
 func (f *fakeMessages) do(ctx context.Context, method, conversation string) error {
 	id, _ := auth.FromContext(ctx)
-	sid, _ := SessionIDFromContext(ctx)
 	f.mu.Lock()
-	f.calls = append(f.calls, call{method, conversation, id, sid})
+	f.calls = append(f.calls, call{method, conversation, id, auth.IsInternal(ctx)})
 	f.mu.Unlock()
 	switch conversation {
 	case "missing":
@@ -148,7 +147,12 @@ type fakeDeliveries struct {
 	acks []*chatv1.DeliveryAck
 }
 
-func (f *fakeDeliveries) ReportDeliveries(_ context.Context, r *chatv1.ReportDeliveriesRequest) (*chatv1.ReportDeliveriesResponse, error) {
+var errNotInternal = connect.NewError(connect.CodePermissionDenied, errors.New("procedure is internal-only"))
+
+func (f *fakeDeliveries) ReportDeliveries(ctx context.Context, r *chatv1.ReportDeliveriesRequest) (*chatv1.ReportDeliveriesResponse, error) {
+	if !auth.IsInternal(ctx) {
+		return nil, errNotInternal
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.acks = append(f.acks, r.GetAcks()...)
@@ -173,7 +177,10 @@ func newFakeRegistry() *fakeRegistry {
 	return &fakeRegistry{live: make(map[string]*presencev1.Session)}
 }
 
-func (f *fakeRegistry) RegisterSessions(_ context.Context, r *presencev1.RegisterSessionsRequest) (*presencev1.RegisterSessionsResponse, error) {
+func (f *fakeRegistry) RegisterSessions(ctx context.Context, r *presencev1.RegisterSessionsRequest) (*presencev1.RegisterSessionsResponse, error) {
+	if !auth.IsInternal(ctx) {
+		return nil, errNotInternal
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail {
@@ -185,7 +192,10 @@ func (f *fakeRegistry) RegisterSessions(_ context.Context, r *presencev1.Registe
 	return &presencev1.RegisterSessionsResponse{}, nil
 }
 
-func (f *fakeRegistry) RenewSessions(_ context.Context, r *presencev1.RenewSessionsRequest) (*presencev1.RenewSessionsResponse, error) {
+func (f *fakeRegistry) RenewSessions(ctx context.Context, r *presencev1.RenewSessionsRequest) (*presencev1.RenewSessionsResponse, error) {
+	if !auth.IsInternal(ctx) {
+		return nil, errNotInternal
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var ids []string
@@ -196,7 +206,10 @@ func (f *fakeRegistry) RenewSessions(_ context.Context, r *presencev1.RenewSessi
 	return &presencev1.RenewSessionsResponse{}, nil
 }
 
-func (f *fakeRegistry) UnregisterSessions(_ context.Context, r *presencev1.UnregisterSessionsRequest) (*presencev1.UnregisterSessionsResponse, error) {
+func (f *fakeRegistry) UnregisterSessions(ctx context.Context, r *presencev1.UnregisterSessionsRequest) (*presencev1.UnregisterSessionsResponse, error) {
+	if !auth.IsInternal(ctx) {
+		return nil, errNotInternal
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, s := range r.GetSessions() {

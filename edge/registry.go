@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wagglechat/waggle/auth"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 )
 
@@ -69,7 +70,7 @@ func (b *batcher) flush(batch []batchItem) {
 		sessions[i] = it.session
 	}
 	// Not the caller's context: the batch serves other sessions too.
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	ctx, cancel := context.WithTimeout(auth.WithInternal(context.Background()), b.timeout)
 	defer cancel()
 	err := b.call(ctx, sessions)
 	if err != nil {
@@ -103,7 +104,7 @@ func (e *Edge) renew(ctx context.Context) {
 	}
 	for len(sessions) > 0 {
 		n := min(len(sessions), maxRegistryBatch)
-		callCtx, cancel := context.WithTimeout(ctx, e.cfg.CommandTimeout)
+		callCtx, cancel := context.WithTimeout(auth.WithInternal(ctx), e.cfg.CommandTimeout)
 		res, err := e.deps.Registry.RenewSessions(callCtx, &presencev1.RenewSessionsRequest{
 			EdgeId:   e.cfg.EdgeID,
 			Sessions: sessions[:n],

@@ -28,7 +28,7 @@ import (
 type session struct {
 	e          *Edge
 	id         string
-	ident      auth.Identity
+	ident      auth.Identity // SessionID is id
 	clientName string
 	loginTime  time.Time
 	info       *presencev1.Session // its registry record; read-only
@@ -136,7 +136,12 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 	}
 	ident, err := e.deps.Tokens.Verify(hello.GetAccessToken())
 	if err != nil {
-		return nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("access token: %w", err))
+		// Only expiry is worth telling (the client refreshes); other detail
+		// helps attackers more than apps.
+		if errors.Is(err, auth.ErrTokenExpired) {
+			return nil, connect.NewError(connect.CodeUnauthenticated, auth.ErrTokenExpired)
+		}
+		return nil, connect.NewError(connect.CodeUnauthenticated, auth.ErrInvalidToken)
 	}
 	if ident.UserID == "" {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("access token names no user"))
@@ -177,9 +182,10 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 
 func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName string) *session {
 	now := time.Now()
+	ident.SessionID = uuid.NewString()
 	s := &session{
 		e:          e,
-		id:         uuid.NewString(),
+		id:         ident.SessionID,
 		ident:      ident,
 		clientName: clientName,
 		loginTime:  now,
@@ -246,10 +252,10 @@ func (s *session) close(err error, goaway string) {
 		})
 	}
 	s.mu.Unlock()
-	s.cancel()
 	if code := connect.CodeOf(err); err != nil && code != connect.CodeCanceled {
 		s.e.log.Info("edge: closing session", "session_id", s.id, "user_id", s.ident.UserID, "code", code, "err", err)
 	}
+	s.cancel()
 }
 
 func (s *session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
@@ -320,5 +326,5 @@ func (s *session) sweep(now time.Time) {
 
 // belongsTo reports whether the session is the caller's own.
 func (s *session) belongsTo(id auth.Identity) bool {
-	return s.ident == id
+	return s.ident.UserID == id.UserID && s.ident.DeviceID == id.DeviceID
 }

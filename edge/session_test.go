@@ -81,7 +81,7 @@ func TestWelcomeRegistersSession(t *testing.T) {
 		t.Fatal("session not registered when the Welcome arrived")
 	}
 	s := te.hub.get(w.GetSessionId())
-	if s == nil || s.ident != (auth.Identity{UserID: "u1", DeviceID: "d1"}) || s.loginTime.IsZero() {
+	if s == nil || s.ident != (auth.Identity{UserID: "u1", DeviceID: "d1", SessionID: w.GetSessionId()}) || s.loginTime.IsZero() {
 		t.Fatalf("session map entry %+v", s)
 	}
 
@@ -153,7 +153,7 @@ func TestCommandsForwarded(t *testing.T) {
 			}
 			calls := te.messages.called()
 			last := calls[len(calls)-1]
-			want := call{tt.method, "c1", auth.Identity{UserID: "u1", DeviceID: "d1"}, c.welcome.GetSessionId()}
+			want := call{tt.method, "c1", auth.Identity{UserID: "u1", DeviceID: "d1", SessionID: c.welcome.GetSessionId()}, true}
 			if last != want {
 				t.Fatalf("service saw %+v, want %+v", last, want)
 			}

@@ -36,9 +36,9 @@ func (e *Edge) UpdatePresenceSubscription(ctx context.Context, caller auth.Ident
 		return nil, err
 	}
 	s.touch()
-	ctx, cancel := context.WithTimeout(auth.WithIdentity(ctx, caller), e.cfg.CommandTimeout)
+	ctx, cancel := context.WithTimeout(auth.WithInternal(auth.WithIdentity(ctx, s.ident)), e.cfg.CommandTimeout)
 	defer cancel()
-	return s.updatePresenceSubscription(withSessionID(ctx, s.id), sub)
+	return s.updatePresenceSubscription(ctx, sub)
 }
 
 // callerSession finds a live session of the caller. Someone else's session
