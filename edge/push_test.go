@@ -182,6 +182,7 @@ func TestAckStopsResends(t *testing.T) {
 		t.Fatalf("push %v", p)
 	}
 	c.ack(1)
+	c.ping(2)
 	time.Sleep(5 * cfg.AckTimeout)
 	if before := c.ping(1); len(before) != 0 {
 		t.Fatalf("acknowledged push resent: %v", before)
@@ -201,6 +202,7 @@ func TestQueueOverflowClosesOnlySlowSession(t *testing.T) {
 			t.Fatalf("fast session got %v", p)
 		}
 		fast.ack(seq)
+		fast.ping(seq) // the ack is handled before the next push
 	}
 	// The slow writer is stuck in Send; the stream is reset after
 	// CloseTimeout and the session ends as too slow.
@@ -230,7 +232,7 @@ func TestCloseDevices(t *testing.T) {
 
 func TestSubscribeSessionWithUnaryAcks(t *testing.T) {
 	cfg := testConfig()
-	cfg.SessionTimeout = 80 * time.Millisecond
+	cfg.SessionTimeout = 200 * time.Millisecond
 	te := newTestEdge(t, cfg)
 	te.run(t)
 	conn := newMemConn(16)

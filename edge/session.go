@@ -227,8 +227,8 @@ func (s *session) finish() error {
 	}
 	err := s.closeErr
 	s.mu.Unlock()
-	s.e.sessions.Done()
 	s.e.log.Debug("edge: session closed", "session_id", s.id, "user_id", s.ident.UserID, "err", err)
+	s.e.sessions.Done()
 	return err
 }
 

@@ -301,13 +301,13 @@ func TestPresenceSubscription(t *testing.T) {
 
 func TestSessionTimeout(t *testing.T) {
 	cfg := testConfig()
-	cfg.SessionTimeout = 60 * time.Millisecond
+	cfg.SessionTimeout = 150 * time.Millisecond
 	te := newTestEdge(t, cfg)
 	te.run(t)
 	alive := te.connect(t, "tok:u1:d1")
 	silent := te.connect(t, "tok:u2:d1")
 	// alive pings more often than the timeout; silent says nothing.
-	deadline := time.Now().Add(200 * time.Millisecond)
+	deadline := time.Now().Add(3 * cfg.SessionTimeout)
 	for i := uint64(1); time.Now().Before(deadline); i++ {
 		alive.ping(i)
 		time.Sleep(10 * time.Millisecond)
