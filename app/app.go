@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -66,7 +67,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}
 	// Every role uses Redis: edges and chat for the bus, presence for sessions.
-	if d.redis, err = openRedis(ctx, cfg.RedisURL); err != nil {
+	// The connection name shows up in Redis CLIENT LIST, so operators (and
+	// the failure tests) can tell which node holds which connection.
+	if d.redis, err = openRedis(ctx, cfg.RedisURL, "waggle-"+strings.ReplaceAll(cfg.Roles.String(), "+", "-")+"-"+cfg.EdgeID); err != nil {
 		return err
 	}
 
@@ -134,11 +137,17 @@ func openPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {
 }
 
 // openRedis connects and pings, so an unreachable Redis fails at start.
-func openRedis(ctx context.Context, url string) (*redis.Client, error) {
+func openRedis(ctx context.Context, url, name string) (*redis.Client, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis: parse url: %w", err)
 	}
+	opt.ClientName = strings.Map(func(r rune) rune {
+		if r <= ' ' || r > '~' {
+			return '_'
+		}
+		return r
+	}, name)
 	rdb := redis.NewClient(opt)
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -3,32 +3,31 @@ package client
 import (
 	"context"
 	"maps"
+	"time"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
-// applyPush applies a push's events in order, then acks it. A gap (a seq
-// beyond the next expected one) means the bus lost something: the event is
-// dropped and a sync fetches it together with what was missed.
+// applyPush applies a push's events in order, then acks it.
 func (c *Client) applyPush(s *session, p *edgev1.Push) {
 	c.mu.Lock()
-	gap := false
 	for _, ev := range p.GetEvents() {
-		gap = c.offer(ev) || gap
+		c.offer(s, ev)
 	}
 	c.mu.Unlock()
 	if p.GetPushId() > 0 {
 		_ = s.send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Ack{Ack: &edgev1.Ack{PushId: p.GetPushId()}}})
 	}
-	if gap {
-		c.startSync(s)
-	}
 }
 
 // offer applies a live event (pushed, or the answer to our own send) if it
-// is the next one of its conversation, and reports a gap. c.mu is held.
-func (c *Client) offer(ev *chatv1.Event) (gap bool) {
+// is the next one of its conversation. An event beyond the next is held for
+// GapWait: events published by different senders can overtake each other on
+// the way, and the missing one usually follows at once. If it does not, the
+// held events are dropped and a sync fetches everything (see gapExpired).
+// c.mu is held.
+func (c *Client) offer(s *session, ev *chatv1.Event) {
 	conv, seq := ev.GetConversationId(), ev.GetSeq()
 	have, known := c.state.Seqs[conv]
 	switch {
@@ -37,11 +36,46 @@ func (c *Client) offer(ev *chatv1.Event) (gap bool) {
 	case seq == have+1 || (!known && seq == 1):
 		c.apply(ev)
 		c.dirty[conv] = true
+		c.releaseHeld(conv)
 	default:
-		c.stats.Gaps++
-		return true
+		if c.held[conv] == nil {
+			c.held[conv] = map[uint64]*chatv1.Event{}
+			time.AfterFunc(c.cfg.GapWait, func() { c.gapExpired(s, conv) })
+		}
+		c.held[conv][seq] = ev
 	}
-	return false
+}
+
+// releaseHeld applies held events of conv that now follow in order. c.mu is
+// held.
+func (c *Client) releaseHeld(conv string) {
+	held := c.held[conv]
+	for len(held) > 0 {
+		next := c.state.Seqs[conv] + 1
+		ev, ok := held[next]
+		if !ok {
+			return
+		}
+		delete(held, next)
+		c.apply(ev)
+		c.stats.Reordered++
+	}
+	delete(c.held, conv)
+}
+
+// gapExpired runs GapWait after a gap opened in conv: if it is still open,
+// the bus lost something, and a sync repairs it.
+func (c *Client) gapExpired(s *session, conv string) {
+	c.mu.Lock()
+	open := len(c.held[conv]) > 0
+	delete(c.held, conv)
+	if open {
+		c.stats.Gaps++
+	}
+	c.mu.Unlock()
+	if open {
+		c.startSync(s)
+	}
 }
 
 // apply hands ev to the app and records its position. c.mu is held.
@@ -92,6 +126,7 @@ func (c *Client) syncPages(s *session, cursor string, known []*chatv1.Conversati
 			}
 			// Sync is authoritative: it starts where the member may see.
 			c.apply(ev)
+			c.releaseHeld(ev.GetConversationId())
 		}
 		cursor = res.GetNextCursor()
 		c.state.Cursor = cursor

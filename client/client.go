@@ -35,6 +35,9 @@ type Config struct {
 	Store Store
 	// SyncPageSize is the page size of syncs. Default 500.
 	SyncPageSize int32
+	// GapWait is how long an event that arrived ahead of a missing one is
+	// held before the client syncs. Default 300 ms.
+	GapWait time.Duration
 	// MinBackoff and MaxBackoff bound the reconnect delay. Defaults 100 ms
 	// and 5 s.
 	MinBackoff, MaxBackoff time.Duration
@@ -49,7 +52,8 @@ type Stats struct {
 	Sessions   int64 // sessions established (1 + reconnects)
 	Syncs      int64 // sync calls made
 	Duplicates int64 // events dropped as already applied
-	Gaps       int64 // gaps detected in pushes
+	Gaps       int64 // gaps in pushes that needed a sync to repair
+	Reordered  int64 // events that arrived early and were applied in order
 	Resends    int64 // sends repeated after a reconnect
 }
 
@@ -60,9 +64,10 @@ type Client struct {
 
 	mu       sync.Mutex
 	state    State
-	dirty    map[string]bool // positions moved by pushes since the last sync
-	session  *session        // nil while disconnected
-	ready    chan struct{}   // closed when session is set
+	dirty    map[string]bool                     // positions moved by pushes since the last sync
+	held     map[string]map[uint64]*chatv1.Event // early events, by conversation and seq
+	session  *session                            // nil while disconnected
+	ready    chan struct{}                       // closed when session is set
 	outbox   map[string]*outgoing
 	syncing  bool
 	resync   bool
@@ -94,6 +99,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.SyncPageSize == 0 {
 		cfg.SyncPageSize = 500
 	}
+	if cfg.GapWait == 0 {
+		cfg.GapWait = 300 * time.Millisecond
+	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
 	}
@@ -107,7 +115,8 @@ func New(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Client{cfg: cfg, log: log, ready: make(chan struct{}), outbox: map[string]*outgoing{}, dirty: map[string]bool{}}, nil
+	return &Client{cfg: cfg, log: log, ready: make(chan struct{}), outbox: map[string]*outgoing{}, dirty: map[string]bool{},
+		held: map[string]map[uint64]*chatv1.Event{}}, nil
 }
 
 // Run keeps a session open until ctx is done, reconnecting as needed.
@@ -330,11 +339,8 @@ func (c *Client) transmit(s *session, o *outgoing) {
 			ev := &chatv1.Event{ConversationId: m.GetConversationId(), Seq: m.GetSeq(), CreateTime: m.GetCreateTime(),
 				ActorUserId: m.GetSenderUserId(), Kind: &chatv1.Event_Message{Message: m}}
 			c.mu.Lock()
-			gap := c.offer(ev)
+			c.offer(s, ev)
 			c.mu.Unlock()
-			if gap {
-				c.startSync(s)
-			}
 		}
 		select {
 		case o.done <- r:

@@ -183,16 +183,16 @@ func scanConversation(row pgx.Row) (*chatv1.Conversation, error) {
 	var peer *uuid.UUID
 	var created, updated, joined time.Time
 	var last struct {
-		convID                  *uuid.UUID
-		seq                     *int64
-		kind                    *int16
-		actor                   *uuid.UUID
-		device                  *uuid.UUID
-		created                 *time.Time
-		body                    []byte
-		messageID               *uuid.UUID
-		clientMsgID             *string
-		editTime, recallTime    *time.Time
+		convID               *uuid.UUID
+		seq                  *int64
+		kind                 *int16
+		actor                *uuid.UUID
+		device               *uuid.UUID
+		created              *time.Time
+		body                 []byte
+		messageID            *uuid.UUID
+		clientMsgID          *string
+		editTime, recallTime *time.Time
 	}
 	err := row.Scan(&id, &c.Type, &c.Title, &c.LastSeq, &c.MemberCount, &created, &updated,
 		&c.Self.Role, &c.Self.JoinedSeq, &joined, &c.Self.ReadSeq, &c.Self.Muted, &c.UnreadCount, &peer,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -102,21 +103,125 @@ func (f *Fanout) Run(ctx context.Context) {
 	for _, shard := range f.shards {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev := <-shard:
-					if err := f.deliver(ctx, ev); err != nil && ctx.Err() == nil {
-						f.log.Warn("fanout: delivery failed, left to sync", "conversation", ev.Event.GetConversationId(),
-							"seq", ev.Event.GetSeq(), "err", err)
-					}
-				}
-			}
+			f.work(ctx, shard)
 		}()
 	}
 	for range f.shards {
 		<-done
+	}
+}
+
+// reorderWait is how long a worker holds an event whose predecessor has not
+// been queued yet. Senders of one conversation commit in seq order but call
+// Notify a moment later in any order; holding briefly lets the worker publish
+// in seq order, so clients see no false gaps. A predecessor that never comes
+// (another chat process publishes it, or it was dropped) stops the wait.
+const reorderWait = 50 * time.Millisecond
+
+// order is a worker's view of one conversation's publishing.
+type order struct {
+	next     uint64 // the seq expected next; 0 before the first one
+	held     map[uint64]Committed
+	deadline time.Time // when held events go out regardless
+	seen     time.Time
+}
+
+func (f *Fanout) work(ctx context.Context, queue <-chan Committed) {
+	orders := map[string]*order{}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	lastSweep := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-queue:
+			conv, seq := ev.Event.GetConversationId(), ev.Event.GetSeq()
+			o := orders[conv]
+			if o == nil {
+				o = &order{held: map[uint64]Committed{}}
+				orders[conv] = o
+			}
+			o.seen = time.Now()
+			switch {
+			case o.next == 0 || seq <= o.next:
+				f.publishFrom(ctx, o, ev)
+			default:
+				o.held[seq] = ev
+				if o.deadline.IsZero() {
+					o.deadline = time.Now().Add(reorderWait)
+					timer.Reset(reorderWait)
+				}
+			}
+		case now := <-timer.C:
+			for _, o := range orders {
+				if !o.deadline.IsZero() && !now.Before(o.deadline) {
+					f.releaseHeld(ctx, o)
+				}
+			}
+			if now.Sub(lastSweep) > time.Minute {
+				for conv, o := range orders {
+					if len(o.held) == 0 && now.Sub(o.seen) > time.Minute {
+						delete(orders, conv)
+					}
+				}
+				lastSweep = now
+			}
+			timer.Reset(soonest(orders, now))
+		}
+	}
+}
+
+// publishFrom delivers ev and every held event that now follows in order.
+func (f *Fanout) publishFrom(ctx context.Context, o *order, ev Committed) {
+	f.deliverLogged(ctx, ev)
+	if seq := ev.Event.GetSeq(); seq >= o.next {
+		o.next = seq + 1
+	}
+	for {
+		next, ok := o.held[o.next]
+		if !ok {
+			break
+		}
+		delete(o.held, o.next)
+		f.deliverLogged(ctx, next)
+		o.next++
+	}
+	if len(o.held) == 0 {
+		o.deadline = time.Time{}
+	}
+}
+
+// releaseHeld gives up waiting and delivers what is held in seq order.
+func (f *Fanout) releaseHeld(ctx context.Context, o *order) {
+	seqs := make([]uint64, 0, len(o.held))
+	for seq := range o.held {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	for _, seq := range seqs {
+		ev := o.held[seq]
+		delete(o.held, seq)
+		f.deliverLogged(ctx, ev)
+		o.next = seq + 1
+	}
+	o.deadline = time.Time{}
+}
+
+func soonest(orders map[string]*order, now time.Time) time.Duration {
+	wait := time.Minute
+	for _, o := range orders {
+		if !o.deadline.IsZero() {
+			wait = min(wait, max(o.deadline.Sub(now), time.Millisecond))
+		}
+	}
+	return wait
+}
+
+func (f *Fanout) deliverLogged(ctx context.Context, ev Committed) {
+	if err := f.deliver(ctx, ev); err != nil && ctx.Err() == nil {
+		f.log.Warn("fanout: delivery failed, left to sync", "conversation", ev.Event.GetConversationId(),
+			"seq", ev.Event.GetSeq(), "err", err)
 	}
 }
 

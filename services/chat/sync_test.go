@@ -134,7 +134,7 @@ func TestSyncFollowsMembership(t *testing.T) {
 	_, cursor, _ := f.syncAll(carol, "", 100)
 
 	f.svc.AddMembers(alice, &chatv1.AddMembersRequest{ConversationId: conv, UserIds: []string{carolID}}) // 3
-	f.send(alice, conv, "welcome")                                                                      // 4
+	f.send(alice, conv, "welcome")                                                                       // 4
 	got, cursor, _ := f.syncAll(carol, cursor, 100)
 	if fmt.Sprint(got[conv]) != "[3 4]" {
 		t.Fatalf("after join: %v, want [3 4]", got)

@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/wagglechat/waggle/client"
+	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
+	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
+)
+
+// user is one logged-in device of a user, with unary clients acting as it.
+type user struct {
+	name, id, deviceID, token string
+	convs                     chatv1connect.ConversationServiceClient
+	msgs                      chatv1connect.MessageServiceClient
+}
+
+const password = "correct horse battery"
+
+func register(t *testing.T, chatURL, name string) *user {
+	t.Helper()
+	accounts := accountv1connect.NewAccountServiceClient(h2c(), chatURL)
+	res, err := accounts.Register(context.Background(), &accountv1.RegisterRequest{Username: name, Password: password, DeviceName: name + "-1"})
+	if err != nil {
+		t.Fatalf("register %s: %v", name, err)
+	}
+	return asUser(chatURL, name, res.GetUser().GetUserId(), res.GetDeviceId(), res.GetTokens().GetAccessToken())
+}
+
+// login logs another device of an existing user in.
+func login(t *testing.T, chatURL, name string) *user {
+	t.Helper()
+	accounts := accountv1connect.NewAccountServiceClient(h2c(), chatURL)
+	res, err := accounts.Login(context.Background(), &accountv1.LoginRequest{Username: name, Password: password, DeviceName: name + "-2"})
+	if err != nil {
+		t.Fatalf("login %s: %v", name, err)
+	}
+	return asUser(chatURL, name, res.GetUser().GetUserId(), res.GetDeviceId(), res.GetTokens().GetAccessToken())
+}
+
+func asUser(chatURL, name, id, device, token string) *user {
+	bearer := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+token)
+			return next(ctx, req)
+		}
+	}))
+	return &user{name: name, id: id, deviceID: device, token: token,
+		convs: chatv1connect.NewConversationServiceClient(h2c(), chatURL, bearer),
+		msgs:  chatv1connect.NewMessageServiceClient(h2c(), chatURL, bearer)}
+}
+
+func (u *user) lastSeq(t *testing.T, conv string) uint64 {
+	t.Helper()
+	res, err := u.convs.GetConversation(context.Background(), &chatv1.GetConversationRequest{ConversationId: conv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.GetConversation().GetLastSeq()
+}
+
+// device runs the Go SDK for one user device and records what it applies.
+type device struct {
+	name   string
+	user   *user
+	client *client.Client
+	mu     sync.Mutex
+	events map[string][]*chatv1.Event
+}
+
+func connectEdge(url string) client.Dialer { return client.ConnectDialer(h2c(), url) }
+
+func grpcEdge(t *testing.T, addr string) client.Dialer {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return client.GRPCDialer(conn)
+}
+
+func newDevice(t *testing.T, name string, u *user, dialers ...client.Dialer) *device {
+	t.Helper()
+	d := &device{name: name, user: u, events: map[string][]*chatv1.Event{}}
+	var err error
+	d.client, err = client.New(client.Config{
+		Dialers:    dialers,
+		Token:      func(context.Context) (string, error) { return u.token, nil },
+		ClientName: "e2e " + name,
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond,
+		OnEvent: func(ev *chatv1.Event) {
+			d.mu.Lock()
+			d.events[ev.GetConversationId()] = append(d.events[ev.GetConversationId()], ev)
+			d.mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.client.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := d.client.WaitConnected(wctx); err != nil {
+		t.Fatalf("%s: not connected: %v", name, err)
+	}
+	return d
+}
+
+// seqs lists the seqs the device applied in conv, in the order applied.
+func (d *device) seqs(conv string) []uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var s []uint64
+	for _, ev := range d.events[conv] {
+		s = append(s, ev.GetSeq())
+	}
+	return s
+}
+
+func (d *device) messageIDs(conv string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var ids []string
+	for _, ev := range d.events[conv] {
+		if m := ev.GetMessage(); m != nil {
+			ids = append(ids, m.GetMessageId())
+		}
+	}
+	return ids
+}
+
+func (d *device) send(t *testing.T, conv, text string) *chatv1.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := d.client.Send(ctx, conv, textContent(text))
+	if err != nil {
+		t.Errorf("%s send %q: %v", d.name, text, err)
+	}
+	return m
+}
+
+func textContent(s string) *chatv1.MessageContent {
+	return &chatv1.MessageContent{Body: &chatv1.MessageContent_Text{Text: &chatv1.Text{Body: s}}}
+}
+
+func upTo(n uint64) []uint64 {
+	s := make([]uint64, n)
+	for i := range s {
+		s[i] = uint64(i + 1)
+	}
+	return s
+}
+
+// converge waits until every device holds seqs 1..last of conv, then checks
+// each holds exactly that: in order, nothing missing, nothing twice.
+func converge(t *testing.T, conv string, last uint64, devices ...*device) {
+	t.Helper()
+	want := upTo(last)
+	deadline := time.Now().Add(20 * time.Second)
+	for _, d := range devices {
+		for len(d.seqs(conv)) < len(want) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := d.seqs(conv); !slices.Equal(got, want) {
+			t.Errorf("%s holds %s, want seqs 1..%d exactly once in order", d.name, describe(got), last)
+		}
+	}
+}
+
+// describe summarises a seq list: its length and where it first differs
+// from 1, 2, 3, ...
+func describe(s []uint64) string {
+	for i, v := range s {
+		if v != uint64(i+1) {
+			return fmt.Sprintf("%d events, first wrong at index %d (seq %d)", len(s), i, v)
+		}
+	}
+	return fmt.Sprintf("%d events, all in order", len(s))
+}
+
+func statsLine(devices ...*device) string {
+	var b strings.Builder
+	for _, d := range devices {
+		s := d.client.Stats()
+		fmt.Fprintf(&b, "\n  %-22s sessions=%d syncs=%d gaps=%d duplicates_dropped=%d resends=%d",
+			d.name, s.Sessions, s.Syncs, s.Gaps, s.Duplicates, s.Resends)
+	}
+	return b.String()
+}
+
+func newClientMsgID() string { return uuid.NewString() }

@@ -1,0 +1,323 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/internal/redistest"
+)
+
+// TestMessagingAcrossProcesses is the core messaging proof: presence, chat
+// and two edges run as separate processes talking Connect over HTTP/2,
+// with real Redis and Postgres, and users on different edges through the
+// Connect protocol and grpc-go.
+func TestMessagingAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four processes")
+	}
+	c := newCluster(t)
+	suffix := uuid.NewString()[:8]
+	pres := c.start("presence", "presence")
+	chat := c.start("chat", "chat", "--presence-url", pres.url())
+	edgeArgs := func(id string) []string {
+		return []string{"--chat-url", chat.url(), "--presence-url", pres.url(), "--edge-id", id}
+	}
+	edge1ID, edge2ID := "e1-"+suffix, "e2-"+suffix
+	edge1 := c.start("edge1", "edge", edgeArgs(edge1ID)...)
+	edge2 := c.start("edge2", "edge", edgeArgs(edge2ID)...)
+
+	alice := register(t, chat.url(), "alice")
+	alice2 := login(t, chat.url(), "alice")
+	bob := register(t, chat.url(), "bob")
+	carol := register(t, chat.url(), "carol")
+	dave := register(t, chat.url(), "dave")
+
+	// Edge 2 serves a grpc-go client and a Connect-protocol client at once.
+	a1 := newDevice(t, "alice/1 connect@edge1", alice, connectEdge(edge1.url()))
+	a2 := newDevice(t, "alice/2 grpc-go@edge2", alice2, grpcEdge(t, edge2.addr), connectEdge(edge1.url()))
+	b := newDevice(t, "bob grpc-go@edge2", bob, grpcEdge(t, edge2.addr), connectEdge(edge1.url()))
+	cr := newDevice(t, "carol connect@edge2", carol, connectEdge(edge2.url()), connectEdge(edge1.url()))
+	everyone := []*device{a1, a2, b, cr}
+
+	ctx := context.Background()
+	dres, err := alice.convs.CreateDirectConversation(ctx, &chatv1.CreateDirectConversationRequest{PeerUserId: bob.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := dres.GetConversation().GetConversationId()
+	gres, err := alice.convs.CreateGroupConversation(ctx, &chatv1.CreateGroupConversationRequest{Title: "team", MemberUserIds: []string{bob.id, carol.id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := gres.GetConversation().GetConversationId()
+
+	t.Run("every device of every member gets every message in order exactly once", func(t *testing.T) {
+		var wg sync.WaitGroup
+		burst := func(d *device, conv string, n int) {
+			wg.Go(func() {
+				for i := range n {
+					d.send(t, conv, fmt.Sprintf("%s #%d", d.name, i))
+				}
+			})
+		}
+		burst(a1, direct, 10)
+		burst(b, direct, 10)
+		burst(a1, group, 10)
+		burst(cr, group, 10)
+		burst(a2, group, 5)
+		wg.Wait()
+		converge(t, direct, alice.lastSeq(t, direct), a1, a2, b)
+		converge(t, group, alice.lastSeq(t, group), everyone...)
+		for _, d := range everyone {
+			if s := d.client.Stats(); s.Duplicates != 0 || s.Gaps != 0 || s.Sessions != 1 {
+				t.Errorf("%s on a healthy system: %+v, want no duplicates, no gaps, one session", d.name, s)
+			}
+		}
+		t.Logf("direct: %d events, group: %d events%s", alice.lastSeq(t, direct), alice.lastSeq(t, group), statsLine(everyone...))
+	})
+
+	t.Run("a repeated client_msg_id returns the original", func(t *testing.T) {
+		req := &chatv1.SendMessageRequest{ConversationId: group, ClientMsgId: newClientMsgID(), Content: textContent("once")}
+		first, err := bob.msgs.SendMessage(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := bob.msgs.SendMessage(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !again.GetDuplicate() || again.GetMessage().GetMessageId() != first.GetMessage().GetMessageId() ||
+			again.GetMessage().GetSeq() != first.GetMessage().GetSeq() {
+			t.Fatalf("retry = %v, want the original %v", again, first)
+		}
+		converge(t, group, alice.lastSeq(t, group), everyone...)
+	})
+
+	t.Run("a non-member can neither send nor read", func(t *testing.T) {
+		_, err := dave.msgs.SendMessage(ctx, &chatv1.SendMessageRequest{ConversationId: group, ClientMsgId: "x", Content: textContent("hi")})
+		if connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("unary send by a non-member: %v, want not_found", err)
+		}
+		_, err = dave.msgs.ListMessages(ctx, &chatv1.ListMessagesRequest{ConversationId: group})
+		if connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("history read by a non-member: %v, want not_found", err)
+		}
+		d := newDevice(t, "dave connect@edge1", dave, connectEdge(edge1.url()))
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := d.client.Send(sctx, group, textContent("let me in")); connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("stream send by a non-member: %v, want not_found", err)
+		}
+		if got := d.seqs(group); len(got) != 0 {
+			t.Errorf("non-member's device received %v", got)
+		}
+	})
+
+	t.Run("a send to a 1000-member group writes as many rows as a send to a 1:1", func(t *testing.T) {
+		pool, err := pgxpool.New(ctx, c.dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		members := []string{bob.id, carol.id, dave.id}
+		for i := len(members); i < 999; i++ {
+			id := uuid.New()
+			if _, err := pool.Exec(ctx, `INSERT INTO users (id, username, password_hash) VALUES ($1, $2, 'x')`, id, fmt.Sprintf("member-%d", i)); err != nil {
+				t.Fatal(err)
+			}
+			members = append(members, id.String())
+		}
+		big, err := alice.convs.CreateGroupConversation(ctx, &chatv1.CreateGroupConversationRequest{Title: "everyone", MemberUserIds: members})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := big.GetConversation().GetMemberCount(); n != 1000 {
+			t.Fatalf("group has %d members, want 1000", n)
+		}
+		written := pgtest.CountWrites(t, pool)
+		rows := func(conv string) int64 {
+			written()
+			a1.send(t, conv, "counted")
+			return written()
+		}
+		one, thousand := rows(direct), rows(big.GetConversation().GetConversationId())
+		t.Logf("rows written by one send: 1:1 = %d, 1000-member group = %d", one, thousand)
+		if one == 0 || one != thousand {
+			t.Fatalf("a send wrote %d rows in a 1:1 and %d in a 1000-member group", one, thousand)
+		}
+		converge(t, direct, alice.lastSeq(t, direct), a1, a2, b)
+	})
+
+	t.Run("an edge killed mid-stream loses nothing and duplicates nothing", func(t *testing.T) {
+		before := map[string]int{}
+		for _, d := range everyone {
+			before[d.name] = len(d.messageIDs(group)) + len(d.messageIDs(direct))
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		type stream struct{ device, conv string }
+		var mu sync.Mutex
+		sent := map[stream]int{}
+		keepSending := func(d *device, conv string, every time.Duration) {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					case <-time.After(every):
+					}
+					if m := d.send(t, conv, fmt.Sprintf("%s during crash #%d", d.name, i)); m != nil {
+						mu.Lock()
+						sent[stream{d.name, conv}]++
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		keepSending(a1, group, 15*time.Millisecond)
+		keepSending(a1, direct, 25*time.Millisecond)
+		keepSending(b, direct, 20*time.Millisecond) // bob's edge is the one that dies
+		keepSending(cr, group, 30*time.Millisecond)
+		time.Sleep(400 * time.Millisecond)
+		edge2.kill()
+		t.Logf("edge2 killed with SIGKILL")
+		time.Sleep(1500 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+
+		converge(t, direct, alice.lastSeq(t, direct), a1, a2, b)
+		converge(t, group, alice.lastSeq(t, group), everyone...)
+		// Every send that returned is stored exactly once: the SDK resent
+		// unanswered sends with their client_msg_id after reconnecting.
+		pool, err := pgxpool.New(ctx, c.dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		for key, n := range sent {
+			var stored int
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE conversation_id = $1 AND kind = 1
+				AND position(convert_to($2, 'UTF8') in body) > 0`, key.conv, key.device+" during crash").Scan(&stored); err != nil {
+				t.Fatal(err)
+			}
+			if stored != n {
+				t.Errorf("%s sent %d messages to %s during the crash, %d are stored", key.device, n, key.conv, stored)
+			}
+		}
+		for _, d := range []*device{a2, b, cr} {
+			if d.client.Stats().Sessions < 2 {
+				t.Errorf("%s did not reconnect after its edge died", d.name)
+			}
+		}
+		t.Logf("sends that returned during the crash: %v%s", sent, statsLine(everyone...))
+		for _, d := range everyone {
+			t.Logf("  %s: %d new messages applied", d.name, len(d.messageIDs(group))+len(d.messageIDs(direct))-before[d.name])
+		}
+	})
+
+	t.Run("a message lost on the bus is detected as a gap and repaired by sync", func(t *testing.T) {
+		// Everyone is on edge1 now. Freeze it, cut its pub/sub connection, and
+		// publish while it cannot resubscribe: Redis drops that message.
+		rdb, _ := redistest.New(t)
+		if err := edge1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		killed := killPubSub(t, rdb, "waggle-edge-"+edge1ID)
+		lost, err := alice.msgs.SendMessage(ctx, &chatv1.SendMessageRequest{ConversationId: group, ClientMsgId: newClientMsgID(), Content: textContent("lost on the bus")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // the fanout publishes into the void
+		if err := edge1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		waitPubSub(t, rdb, "waggle-edge-"+edge1ID)
+		gapsBefore := map[string]int64{}
+		for _, d := range everyone {
+			gapsBefore[d.name] = d.client.Stats().Gaps
+			if slicesContains(d.seqs(group), lost.GetMessage().GetSeq()) {
+				t.Fatalf("%s got the message that should have been lost; the test lost nothing", d.name)
+			}
+		}
+		if _, err := alice.msgs.SendMessage(ctx, &chatv1.SendMessageRequest{ConversationId: group, ClientMsgId: newClientMsgID(), Content: textContent("after the loss")}); err != nil {
+			t.Fatal(err)
+		}
+		converge(t, group, alice.lastSeq(t, group), everyone...)
+		for _, d := range everyone {
+			if d.client.Stats().Gaps <= gapsBefore[d.name] {
+				t.Errorf("%s repaired without detecting a gap: %+v", d.name, d.client.Stats())
+			}
+		}
+		t.Logf("killed %d pub/sub connection(s) of edge1; seq %d was lost on the bus and repaired%s", killed, lost.GetMessage().GetSeq(), statsLine(everyone...))
+	})
+}
+
+func slicesContains(s []uint64, v uint64) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// pubSubClients returns the ids of name's connections that hold
+// subscriptions.
+func pubSubClients(t *testing.T, rdb *redis.Client, name string) []int64 {
+	t.Helper()
+	list, err := rdb.ClientList(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for _, line := range strings.Split(list, "\n") {
+		fields := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			k, v, _ := strings.Cut(f, "=")
+			fields[k] = v
+		}
+		if fields["name"] == name && fields["sub"] != "0" && fields["sub"] != "" {
+			id, _ := strconv.ParseInt(fields["id"], 10, 64)
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func killPubSub(t *testing.T, rdb *redis.Client, name string) int {
+	t.Helper()
+	ids := pubSubClients(t, rdb, name)
+	if len(ids) == 0 {
+		t.Fatalf("no pub/sub connection named %s", name)
+	}
+	for _, id := range ids {
+		if err := rdb.ClientKillByFilter(context.Background(), "ID", strconv.FormatInt(id, 10)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return len(ids)
+}
+
+func waitPubSub(t *testing.T, rdb *redis.Client, name string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for len(pubSubClients(t, rdb, name)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not resubscribe", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,194 @@
+// Package e2e runs Waggle as separate processes (presence, chat and two
+// edges) against the machine's real Postgres and Redis and drives them with
+// real generated clients over HTTP/2.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/internal/redistest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "waggle-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "waggle")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/waggle")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build waggle:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cluster is one Waggle deployment of separate processes sharing a test
+// database and Redis prefix.
+type cluster struct {
+	t           *testing.T
+	dbURL       string
+	redisPrefix string
+	env         []string
+	mu          sync.Mutex
+	procs       []*proc
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	_, prefix := redistest.New(t)
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	c := &cluster{t: t, dbURL: pgtest.NewURL(t), redisPrefix: prefix}
+	c.env = append(os.Environ(),
+		"WAGGLE_POSTGRES_URL="+c.dbURL,
+		"WAGGLE_REDIS_URL="+redistest.URL(),
+		"WAGGLE_REDIS_PREFIX="+prefix,
+		"WAGGLE_TOKEN_KEY="+base64.StdEncoding.EncodeToString(seed),
+		"WAGGLE_INTERNAL_SECRET=e2e-internal-secret-"+base64.RawURLEncoding.EncodeToString(seed[:8]),
+		"WAGGLE_LOG_LEVEL=warn",
+	)
+	t.Cleanup(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, p := range c.procs {
+			p.stop()
+		}
+	})
+	return c
+}
+
+// proc is one running waggle process.
+type proc struct {
+	name   string
+	addr   string
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+}
+
+// start runs `waggle <role> args...` on a free port and waits until its
+// health check answers SERVING.
+func (c *cluster) start(name, role string, args ...string) *proc {
+	c.t.Helper()
+	addr := freeAddr(c.t)
+	p := &proc{name: name, addr: addr, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(binary, append([]string{role, "--addr", addr}, args...)...)
+	p.cmd.Env = c.env
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		res, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && res.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return p
+		}
+		select {
+		case <-p.done:
+			c.t.Fatalf("%s exited at start: %s", name, p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s not healthy after 30s (%v): %s", name, err, p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill ends the process abruptly, as a crash would: no drain, no
+// unregistering of sessions.
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+}
+
+func (p *proc) url() string { return "http://" + p.addr }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// h2c is an HTTP client speaking HTTP/2 with prior knowledge, as Go and
+// grpc-go clients do against a cleartext edge.
+func h2c() *http.Client {
+	t := &http.Transport{}
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: t}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,86 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wagglechat/waggle/bus"
+	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+)
+
+// sessionsOn places every user on one edge.
+type sessionsOn string
+
+func (edge sessionsOn) LookupSessions(_ context.Context, req *presencev1.LookupSessionsRequest) (*presencev1.LookupSessionsResponse, error) {
+	res := &presencev1.LookupSessionsResponse{}
+	for _, u := range req.GetUserIds() {
+		res.Sessions = append(res.Sessions, &presencev1.Session{SessionId: "s-" + u, UserId: u, EdgeId: string(edge)})
+	}
+	return res, nil
+}
+
+// Notify calls arrive in any order after their commits; the fanout
+// publishes each conversation's events in seq order.
+func TestFanoutPublishesInSeqOrder(t *testing.T) {
+	f := newFixture(t)
+	alice, _ := f.user("alice")
+	conv := f.group(alice)
+	b := bus.NewMemory()
+	defer b.Close()
+	fan := NewFanout(FanoutConfig{}, f.db, sessionsOn("e1"), b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	var mu sync.Mutex
+	var got []uint64
+	sub, err := b.Subscribe(context.Background(), EdgeChannel("e1"), func(payload []byte) {
+		var env busv1.Envelope
+		if err := proto.Unmarshal(payload, &env); err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range env.GetPush().GetEvents() {
+			got = append(got, ev.GetSeq())
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go fan.Run(ctx)
+	ev := func(seq uint64) Committed {
+		return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
+	}
+	fan.Notify(ev(1))
+	for _, seq := range []uint64{3, 5, 2, 4} {
+		fan.Notify(ev(seq))
+	}
+	fan.Notify(ev(7)) // 6 never comes: 7 goes out after the wait
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []uint64{1, 2, 3, 4, 5, 7}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("published %v, want %v", got, want)
+	}
+}
