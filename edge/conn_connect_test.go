@@ -6,12 +6,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -28,8 +32,12 @@ import (
 
 // newHTTPEdge serves a running test edge over h2c.
 func newHTTPEdge(t *testing.T) (*testEdge, *httptest.Server) {
+	return newHTTPEdgeConfig(t, testConfig())
+}
+
+func newHTTPEdgeConfig(t *testing.T, cfg Config) (*testEdge, *httptest.Server) {
 	t.Helper()
-	te := newTestEdge(t, testConfig())
+	te := newTestEdge(t, cfg)
 	mux := http.NewServeMux()
 	mux.Handle(NewHandler(te.Edge, connect.WithInterceptors(testAuthInterceptor())))
 	srv := httptest.NewUnstartedServer(mux)
@@ -366,6 +374,123 @@ func TestBadFramesEndOnlyTheirStream(t *testing.T) {
 		}
 		bystander.roundTrip()
 	})
+}
+
+func TestClientThatStopsReadingIsReset(t *testing.T) {
+	cfg := testConfig()
+	cfg.QueueLimit = 16
+	te, srv := newHTTPEdgeConfig(t, cfg)
+	bystander := dialConnect(t, srv, "tok:u2:d1")
+
+	// A raw HTTP/2 client that grants a 1 KiB stream window and never
+	// extends it: after a few pushes the writer blocks in Send, the queue
+	// overflows, and the session can only end by having its stream reset.
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 10}))
+	var headers bytes.Buffer
+	enc := hpack.NewEncoder(&headers)
+	for _, f := range [][2]string{
+		{":method", "POST"}, {":scheme", "http"}, {":authority", srv.Listener.Addr().String()},
+		{":path", edgev1connect.EdgeServiceConnectProcedure}, {"content-type", "application/grpc"}, {"te", "trailers"},
+	} {
+		must(enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+	}
+	must(fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headers.Bytes(), EndHeaders: true}))
+	helloMsg, err := proto.Marshal(&edgev1.ConnectRequest{Frame: hello(1, "tok:u1:d1")})
+	must(err)
+	must(fr.WriteData(1, false, grpcEnvelope(helloMsg)))
+
+	var welcome []byte
+	for welcome == nil {
+		f, err := fr.ReadFrame()
+		must(err)
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				must(fr.WriteSettingsAck())
+			}
+		case *http2.DataFrame:
+			welcome = append([]byte(nil), f.Data()...)
+		}
+	}
+	res := &edgev1.ConnectResponse{}
+	must(proto.Unmarshal(readGRPCMessage(t, bytes.NewReader(welcome)), res))
+	sid := res.GetFrame().GetWelcome().GetSessionId()
+	resetCh := make(chan struct{})
+	go func() { // keep reading (not granting window) and note the reset
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
+				close(resetCh)
+				return
+			}
+		}
+	}()
+
+	// Publish one push at a time while the writer keeps up; once it stops
+	// draining the queue it is blocked in Send, and the rest overflow it.
+	queued := func(s *session) int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return -1
+		}
+		return len(s.queue)
+	}
+	blocked := false
+	closedAt := time.Now()
+	for i := 0; ; i++ {
+		s := te.hub.get(sid)
+		if s == nil {
+			t.Fatal("session ended before it was closed")
+		}
+		if queued(s) < 0 {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("session never overflowed")
+		}
+		push := messagePush("c1", uint64(i+1))
+		push.Events[0].GetMessage().Content = &chatv1.MessageContent{Body: &chatv1.MessageContent_Text{Text: &chatv1.Text{Body: strings.Repeat("x", 500)}}}
+		te.publish(t, envelope(push, "u1"))
+		closedAt = time.Now()
+		for deadline := time.Now().Add(50 * time.Millisecond); !blocked && queued(s) > 0; {
+			if time.Now().After(deadline) {
+				blocked = true
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	select {
+	case <-resetCh:
+	case <-time.After(waitTime):
+		t.Fatal("stream not reset")
+	}
+	waitUntil(t, "the stuck session to end", func() bool { return te.hub.get(sid) == nil })
+	if d := time.Since(closedAt); d < cfg.CloseTimeout {
+		t.Fatalf("stuck session ended %v after closing, before CloseTimeout: was its writer blocked?", d)
+	}
+	if te.registry.isLive(sid) {
+		t.Fatal("stuck session still registered")
+	}
+	bystander.roundTrip()
 }
 
 func grpcEnvelope(msg []byte) []byte {

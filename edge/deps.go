@@ -64,22 +64,21 @@ type Subscription interface {
 	Close() error
 }
 
-// subscriber is any bus whose Subscribe returns its own subscription type,
-// such as bus.Bus with bus.Subscription.
-type subscriber[S Subscription] interface {
+// BusOf adapts a bus whose Subscribe returns its own subscription type, such
+// as bus.Bus with bus.Subscription (Go interfaces are not covariant in
+// return types): edge.BusOf(b).
+func BusOf[S Subscription](b interface {
 	Subscribe(ctx context.Context, channel string, handle func(payload []byte)) (S, error)
+}) Bus {
+	return busAdapter[S]{b.Subscribe}
 }
 
-// BusOf adapts a bus whose Subscribe returns its own subscription type (Go
-// interfaces are not covariant in return types): edge.BusOf(b) for a bus.Bus.
-func BusOf[S Subscription](b subscriber[S]) Bus {
-	return busAdapter[S]{b}
+type busAdapter[S Subscription] struct {
+	subscribe func(context.Context, string, func([]byte)) (S, error)
 }
-
-type busAdapter[S Subscription] struct{ b subscriber[S] }
 
 func (a busAdapter[S]) Subscribe(ctx context.Context, channel string, handle func([]byte)) (Subscription, error) {
-	return a.b.Subscribe(ctx, channel, handle)
+	return a.subscribe(ctx, channel, handle)
 }
 
 // Deps are the services an Edge talks to. All are required.
