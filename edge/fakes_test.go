@@ -320,6 +320,15 @@ func newTestEdge(t testing.TB, cfg Config) *testEdge {
 		t.Fatal(err)
 	}
 	te.Edge = e
+	// Sessions end (their conns are cancelled by earlier cleanups) and log
+	// before the test does.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+		defer cancel()
+		if err := e.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
 	return te
 }
 
@@ -349,8 +358,10 @@ func (te *testEdge) publish(t testing.TB, env *busv1.Envelope) {
 	}
 }
 
+// testLogger logs through t with -v. A fuzz target's edge must not log
+// through its *testing.F.
 func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
+	if _, fuzz := t.(*testing.F); testing.Verbose() && !fuzz {
 		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
