@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -54,7 +55,14 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	g := &graph{}
 	opts := srv.HandlerOptions()
 	roles := d.cfg.Roles
-	b := bus.NewRedis(d.redis, d.cfg.RedisPrefix, d.log, bus.RedisConfig{})
+	// Pushes published while the bus was reconnecting are lost; the edge
+	// (built below) then tells its sessions to sync.
+	var onResubscribe atomic.Pointer[func()]
+	b := bus.NewRedis(d.redis, d.cfg.RedisPrefix, d.log, bus.RedisConfig{OnResubscribe: func() {
+		if f := onResubscribe.Load(); f != nil {
+			(*f)()
+		}
+	}})
 	g.closers = append(g.closers, func() { _ = b.Close() })
 
 	// Presence: in this process, or a client of the presence role.
@@ -84,7 +92,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		fanout := chat.NewFanout(chat.FanoutConfig{}, d.pg, registry, b, d.log)
 		g.runners = append(g.runners, fanout.Run)
 		chatSvc := chat.New(chat.Config{}, d.pg, fanout, d.log)
-		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{}), opts...))
+		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{Revoker: fanout}), opts...))
 		srv.Handle(contactv1connect.NewContactServiceHandler(contactv1connect.UnimplementedContactServiceHandler{}, opts...))
 		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))
@@ -112,6 +120,8 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			return nil, err
 		}
 		srv.Handle(edge.NewHandler(e, opts...))
+		requestSync := e.RequestSync
+		onResubscribe.Store(&requestSync)
 		g.runners = append(g.runners, func(ctx context.Context) {
 			if err := e.Run(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("edge stopped", "err", err)

@@ -100,6 +100,7 @@ func (c *Client) startSync(s *session) {
 	for conv := range c.dirty {
 		known = append(known, &chatv1.ConversationPosition{ConversationId: conv, Seq: c.state.Seqs[conv]})
 	}
+	c.dirty = map[string]bool{}
 	c.mu.Unlock()
 	go c.syncPages(s, cursor, known)
 }
@@ -130,9 +131,6 @@ func (c *Client) syncPages(s *session, cursor string, known []*chatv1.Conversati
 		}
 		cursor = res.GetNextCursor()
 		c.state.Cursor = cursor
-		if !res.GetHasMore() {
-			clear(c.dirty)
-		}
 		st := State{Cursor: cursor, Seqs: maps.Clone(c.state.Seqs)}
 		again := !res.GetHasMore() && c.resync
 		done := !res.GetHasMore()

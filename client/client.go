@@ -264,6 +264,8 @@ func (c *Client) handle(s *session, f *edgev1.ServerFrame) {
 		if ch, ok := s.pending.LoadAndDelete(f.GetId()); ok {
 			ch.(chan result) <- result{frame: f}
 		}
+	case *edgev1.ServerFrame_SyncRequired:
+		c.startSync(s)
 	case *edgev1.ServerFrame_Goaway:
 		_ = s.stream.Close()
 	}

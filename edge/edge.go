@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -130,6 +131,15 @@ func (e *Edge) Run(ctx context.Context) error {
 	wg.Go(func() { e.deliveryLoop(ctx) })
 	wg.Wait()
 	return nil
+}
+
+// RequestSync tells every session to sync now. Call it when the bus
+// subscription was interrupted: pushes published meanwhile are lost, and a
+// quiet conversation would otherwise show no gap to reveal it.
+func (e *Edge) RequestSync() {
+	for _, s := range e.hub.all() {
+		s.enqueueControl(&edgev1.ServerFrame{Kind: &edgev1.ServerFrame_SyncRequired{SyncRequired: &edgev1.SyncRequired{}}})
+	}
 }
 
 // Shutdown drains the edge: new sessions are refused (unavailable), every

@@ -302,3 +302,19 @@ func TestMergeDoesNotModifySharedPushes(t *testing.T) {
 		t.Fatal("single push modified")
 	}
 }
+
+func TestRequestSyncReachesEverySession(t *testing.T) {
+	te := newTestEdge(t, testConfig())
+	te.run(t)
+	a := te.connect(t, "tok:u1:phone")
+	b := te.connect(t, "tok:u2:d1")
+	if a.welcome.GetUserId() != "u1" || a.welcome.GetDeviceId() != "phone" {
+		t.Fatalf("welcome names %q/%q, want u1/phone", a.welcome.GetUserId(), a.welcome.GetDeviceId())
+	}
+	te.RequestSync()
+	for _, c := range []*client{a, b} {
+		if f := c.recv(); f.GetSyncRequired() == nil {
+			t.Fatalf("got %v, want sync_required", f)
+		}
+	}
+}

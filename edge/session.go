@@ -165,6 +165,8 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 		SessionTimeout:    durationpb.New(e.cfg.SessionTimeout),
 		EdgeId:            e.cfg.EdgeID,
 		MaxFrameBytes:     uint32(e.cfg.MaxFrameBytes),
+		UserId:            ident.UserID,
+		DeviceId:          ident.DeviceID,
 	}}}
 	if err := conn.Send(welcome); err != nil {
 		s.close(fmt.Errorf("edge: send welcome: %w", err), "")

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -297,4 +298,30 @@ func dedupe(ids []string) []string {
 		}
 	}
 	return out
+}
+
+// RevokeDevice closes a logged-out device's live sessions: the edges holding
+// them get an envelope naming the device. It implements
+// account.DeviceRevoker.
+func (f *Fanout) RevokeDevice(ctx context.Context, device auth.Identity) error {
+	found, err := f.locate.LookupSessions(ctx, &presencev1.LookupSessionsRequest{UserIds: []string{device.UserID}})
+	if err != nil {
+		return fmt.Errorf("lookup sessions: %w", err)
+	}
+	payload, err := proto.Marshal(&busv1.Envelope{CloseDevices: []*busv1.DeviceRef{{UserId: device.UserID, DeviceId: device.DeviceID}}})
+	if err != nil {
+		return err
+	}
+	var msgs []bus.Message
+	seen := map[string]bool{}
+	for _, s := range found.GetSessions() {
+		if s.GetDeviceId() == device.DeviceID && !seen[s.GetEdgeId()] {
+			seen[s.GetEdgeId()] = true
+			msgs = append(msgs, bus.Message{Channel: EdgeChannel(s.GetEdgeId()), Payload: payload})
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return f.publish.PublishBatch(ctx, msgs)
 }

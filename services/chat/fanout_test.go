@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -82,5 +83,34 @@ func TestFanoutPublishesInSeqOrder(t *testing.T) {
 	defer mu.Unlock()
 	if want := []uint64{1, 2, 3, 4, 5, 7}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("published %v, want %v", got, want)
+	}
+}
+
+func TestRevokeDeviceClosesItsSessions(t *testing.T) {
+	b := bus.NewMemory()
+	defer b.Close()
+	fan := NewFanout(FanoutConfig{}, nil, sessionsOn("e7"), b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	got := make(chan *busv1.Envelope, 1)
+	sub, err := b.Subscribe(context.Background(), EdgeChannel("e7"), func(payload []byte) {
+		var env busv1.Envelope
+		if err := proto.Unmarshal(payload, &env); err != nil {
+			t.Error(err)
+		}
+		got <- &env
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := fan.RevokeDevice(context.Background(), auth.Identity{UserID: "u1", DeviceID: ""}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case env := <-got:
+		if d := env.GetCloseDevices(); len(d) != 1 || d[0].GetUserId() != "u1" {
+			t.Fatalf("envelope %v, want close_devices for u1", env)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no envelope reached the edge holding the device")
 	}
 }

@@ -596,6 +596,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Error
 	//	*ServerFrame_Push
 	//	*ServerFrame_Goaway
+	//	*ServerFrame_SyncRequired
 	Kind          isServerFrame_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -699,6 +700,15 @@ func (x *ServerFrame) GetGoaway() *Goaway {
 	return nil
 }
 
+func (x *ServerFrame) GetSyncRequired() *SyncRequired {
+	if x != nil {
+		if x, ok := x.Kind.(*ServerFrame_SyncRequired); ok {
+			return x.SyncRequired
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Kind interface {
 	isServerFrame_Kind()
 }
@@ -727,6 +737,10 @@ type ServerFrame_Goaway struct {
 	Goaway *Goaway `protobuf:"bytes,15,opt,name=goaway,proto3,oneof"`
 }
 
+type ServerFrame_SyncRequired struct {
+	SyncRequired *SyncRequired `protobuf:"bytes,16,opt,name=sync_required,json=syncRequired,proto3,oneof"`
+}
+
 func (*ServerFrame_Welcome) isServerFrame_Kind() {}
 
 func (*ServerFrame_Pong) isServerFrame_Kind() {}
@@ -738,6 +752,8 @@ func (*ServerFrame_Error) isServerFrame_Kind() {}
 func (*ServerFrame_Push) isServerFrame_Kind() {}
 
 func (*ServerFrame_Goaway) isServerFrame_Kind() {}
+
+func (*ServerFrame_SyncRequired) isServerFrame_Kind() {}
 
 // Welcome answers Hello.
 type Welcome struct {
@@ -751,6 +767,9 @@ type Welcome struct {
 	EdgeId         string               `protobuf:"bytes,5,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
 	// The largest ClientFrame the server accepts, encoded.
 	MaxFrameBytes uint32 `protobuf:"varint,6,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
+	// Who the session belongs to, from the access token.
+	UserId        string `protobuf:"bytes,7,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      string `protobuf:"bytes,8,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +844,20 @@ func (x *Welcome) GetMaxFrameBytes() uint32 {
 		return x.MaxFrameBytes
 	}
 	return 0
+}
+
+func (x *Welcome) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Welcome) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
 }
 
 type Pong struct {
@@ -1276,6 +1309,44 @@ func (x *Goaway) GetReason() string {
 	return ""
 }
 
+// SyncRequired tells the client that pushes may have been lost (the edge's
+// bus subscription was interrupted): sync now instead of waiting for a gap.
+type SyncRequired struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncRequired) Reset() {
+	*x = SyncRequired{}
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncRequired) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncRequired) ProtoMessage() {}
+
+func (x *SyncRequired) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncRequired.ProtoReflect.Descriptor instead.
+func (*SyncRequired) Descriptor() ([]byte, []int) {
+	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{14}
+}
+
 type PresenceSnapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Presences     []*v11.UserPresence    `protobuf:"bytes,1,rep,name=presences,proto3" json:"presences,omitempty"`
@@ -1285,7 +1356,7 @@ type PresenceSnapshot struct {
 
 func (x *PresenceSnapshot) Reset() {
 	*x = PresenceSnapshot{}
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[14]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1368,7 @@ func (x *PresenceSnapshot) String() string {
 func (*PresenceSnapshot) ProtoMessage() {}
 
 func (x *PresenceSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[14]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1381,7 @@ func (x *PresenceSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSnapshot.ProtoReflect.Descriptor instead.
 func (*PresenceSnapshot) Descriptor() ([]byte, []int) {
-	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{14}
+	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PresenceSnapshot) GetPresences() []*v11.UserPresence {
@@ -1330,7 +1401,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[15]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1413,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[15]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1426,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{15}
+	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubscribeRequest) GetProtocolVersion() uint32 {
@@ -1381,7 +1452,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[16]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1464,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[16]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1477,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{16}
+	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubscribeResponse) GetFrame() *ServerFrame {
@@ -1426,7 +1497,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[17]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1509,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[17]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1522,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{17}
+	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AckRequest) GetSessionId() string {
@@ -1476,7 +1547,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[18]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1559,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[18]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1572,7 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{18}
+	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{19}
 }
 
 type UpdatePresenceSubscriptionRequest struct {
@@ -1514,7 +1585,7 @@ type UpdatePresenceSubscriptionRequest struct {
 
 func (x *UpdatePresenceSubscriptionRequest) Reset() {
 	*x = UpdatePresenceSubscriptionRequest{}
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[19]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1597,7 @@ func (x *UpdatePresenceSubscriptionRequest) String() string {
 func (*UpdatePresenceSubscriptionRequest) ProtoMessage() {}
 
 func (x *UpdatePresenceSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[19]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1610,7 @@ func (x *UpdatePresenceSubscriptionRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use UpdatePresenceSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePresenceSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{19}
+	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdatePresenceSubscriptionRequest) GetSessionId() string {
@@ -1565,7 +1636,7 @@ type UpdatePresenceSubscriptionResponse struct {
 
 func (x *UpdatePresenceSubscriptionResponse) Reset() {
 	*x = UpdatePresenceSubscriptionResponse{}
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[20]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1648,7 @@ func (x *UpdatePresenceSubscriptionResponse) String() string {
 func (*UpdatePresenceSubscriptionResponse) ProtoMessage() {}
 
 func (x *UpdatePresenceSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_waggle_edge_v1_edge_proto_msgTypes[20]
+	mi := &file_waggle_edge_v1_edge_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1661,7 @@ func (x *UpdatePresenceSubscriptionResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use UpdatePresenceSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePresenceSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{20}
+	return file_waggle_edge_v1_edge_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdatePresenceSubscriptionResponse) GetSnapshot() *PresenceSnapshot {
@@ -1638,7 +1709,7 @@ const file_waggle_edge_v1_edge_proto_rawDesc = "" +
 	"\x14PresenceSubscription\x12 \n" +
 	"\fadd_user_ids\x18\x01 \x03(\tR\n" +
 	"addUserIds\x12&\n" +
-	"\x0fremove_user_ids\x18\x02 \x03(\tR\rremoveUserIds\"\xc5\x02\n" +
+	"\x0fremove_user_ids\x18\x02 \x03(\tR\rremoveUserIds\"\x8a\x03\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x123\n" +
 	"\awelcome\x18\n" +
@@ -1647,8 +1718,9 @@ const file_waggle_edge_v1_edge_proto_rawDesc = "" +
 	"\x06result\x18\f \x01(\v2\x16.waggle.edge.v1.ResultH\x00R\x06result\x12-\n" +
 	"\x05error\x18\r \x01(\v2\x15.waggle.edge.v1.ErrorH\x00R\x05error\x12*\n" +
 	"\x04push\x18\x0e \x01(\v2\x14.waggle.edge.v1.PushH\x00R\x04push\x120\n" +
-	"\x06goaway\x18\x0f \x01(\v2\x16.waggle.edge.v1.GoawayH\x00R\x06goawayB\x06\n" +
-	"\x04kind\"\xa2\x02\n" +
+	"\x06goaway\x18\x0f \x01(\v2\x16.waggle.edge.v1.GoawayH\x00R\x06goaway\x12C\n" +
+	"\rsync_required\x18\x10 \x01(\v2\x1c.waggle.edge.v1.SyncRequiredH\x00R\fsyncRequiredB\x06\n" +
+	"\x04kind\"\xd8\x02\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12)\n" +
@@ -1656,7 +1728,9 @@ const file_waggle_edge_v1_edge_proto_rawDesc = "" +
 	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12B\n" +
 	"\x0fsession_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0esessionTimeout\x12\x17\n" +
 	"\aedge_id\x18\x05 \x01(\tR\x06edgeId\x12&\n" +
-	"\x0fmax_frame_bytes\x18\x06 \x01(\rR\rmaxFrameBytes\"\x06\n" +
+	"\x0fmax_frame_bytes\x18\x06 \x01(\rR\rmaxFrameBytes\x12\x17\n" +
+	"\auser_id\x18\a \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\b \x01(\tR\bdeviceId\"\x06\n" +
 	"\x04Pong\"\x82\x06\n" +
 	"\x06Result\x12H\n" +
 	"\fsend_message\x18\x14 \x01(\v2#.waggle.chat.v1.SendMessageResponseH\x00R\vsendMessage\x122\n" +
@@ -1684,7 +1758,8 @@ const file_waggle_edge_v1_edge_proto_rawDesc = "" +
 	"\x06typing\x18\x06 \x03(\v2\x1b.waggle.chat.v1.TypingEventR\x06typing\x12<\n" +
 	"\bpresence\x18\a \x03(\v2 .waggle.presence.v1.UserPresenceR\bpresence\" \n" +
 	"\x06Goaway\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"R\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x0e\n" +
+	"\fSyncRequired\"R\n" +
 	"\x10PresenceSnapshot\x12>\n" +
 	"\tpresences\x18\x01 \x03(\v2 .waggle.presence.v1.UserPresenceR\tpresences\"^\n" +
 	"\x10SubscribeRequest\x12)\n" +
@@ -1724,7 +1799,7 @@ func file_waggle_edge_v1_edge_proto_rawDescGZIP() []byte {
 	return file_waggle_edge_v1_edge_proto_rawDescData
 }
 
-var file_waggle_edge_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_waggle_edge_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_waggle_edge_v1_edge_proto_goTypes = []any{
 	(*ConnectRequest)(nil),                     // 0: waggle.edge.v1.ConnectRequest
 	(*ConnectResponse)(nil),                    // 1: waggle.edge.v1.ConnectResponse
@@ -1740,38 +1815,39 @@ var file_waggle_edge_v1_edge_proto_goTypes = []any{
 	(*Error)(nil),                              // 11: waggle.edge.v1.Error
 	(*Push)(nil),                               // 12: waggle.edge.v1.Push
 	(*Goaway)(nil),                             // 13: waggle.edge.v1.Goaway
-	(*PresenceSnapshot)(nil),                   // 14: waggle.edge.v1.PresenceSnapshot
-	(*SubscribeRequest)(nil),                   // 15: waggle.edge.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),                  // 16: waggle.edge.v1.SubscribeResponse
-	(*AckRequest)(nil),                         // 17: waggle.edge.v1.AckRequest
-	(*AckResponse)(nil),                        // 18: waggle.edge.v1.AckResponse
-	(*UpdatePresenceSubscriptionRequest)(nil),  // 19: waggle.edge.v1.UpdatePresenceSubscriptionRequest
-	(*UpdatePresenceSubscriptionResponse)(nil), // 20: waggle.edge.v1.UpdatePresenceSubscriptionResponse
-	(*v1.SendMessageRequest)(nil),              // 21: waggle.chat.v1.SendMessageRequest
-	(*v1.SyncRequest)(nil),                     // 22: waggle.chat.v1.SyncRequest
-	(*v1.MarkReadRequest)(nil),                 // 23: waggle.chat.v1.MarkReadRequest
-	(*v1.SendTypingRequest)(nil),               // 24: waggle.chat.v1.SendTypingRequest
-	(*v1.AddReactionRequest)(nil),              // 25: waggle.chat.v1.AddReactionRequest
-	(*v1.RemoveReactionRequest)(nil),           // 26: waggle.chat.v1.RemoveReactionRequest
-	(*v1.EditMessageRequest)(nil),              // 27: waggle.chat.v1.EditMessageRequest
-	(*v1.DeleteMessagesForMeRequest)(nil),      // 28: waggle.chat.v1.DeleteMessagesForMeRequest
-	(*v1.RecallMessageRequest)(nil),            // 29: waggle.chat.v1.RecallMessageRequest
-	(*durationpb.Duration)(nil),                // 30: google.protobuf.Duration
-	(*v1.SendMessageResponse)(nil),             // 31: waggle.chat.v1.SendMessageResponse
-	(*v1.SyncResponse)(nil),                    // 32: waggle.chat.v1.SyncResponse
-	(*v1.MarkReadResponse)(nil),                // 33: waggle.chat.v1.MarkReadResponse
-	(*v1.SendTypingResponse)(nil),              // 34: waggle.chat.v1.SendTypingResponse
-	(*v1.AddReactionResponse)(nil),             // 35: waggle.chat.v1.AddReactionResponse
-	(*v1.RemoveReactionResponse)(nil),          // 36: waggle.chat.v1.RemoveReactionResponse
-	(*v1.EditMessageResponse)(nil),             // 37: waggle.chat.v1.EditMessageResponse
-	(*v1.DeleteMessagesForMeResponse)(nil),     // 38: waggle.chat.v1.DeleteMessagesForMeResponse
-	(*v1.RecallMessageResponse)(nil),           // 39: waggle.chat.v1.RecallMessageResponse
-	(*v1.Event)(nil),                           // 40: waggle.chat.v1.Event
-	(*v1.UserEvent)(nil),                       // 41: waggle.chat.v1.UserEvent
-	(*v1.ReadMarker)(nil),                      // 42: waggle.chat.v1.ReadMarker
-	(*v1.UnreadChanged)(nil),                   // 43: waggle.chat.v1.UnreadChanged
-	(*v1.TypingEvent)(nil),                     // 44: waggle.chat.v1.TypingEvent
-	(*v11.UserPresence)(nil),                   // 45: waggle.presence.v1.UserPresence
+	(*SyncRequired)(nil),                       // 14: waggle.edge.v1.SyncRequired
+	(*PresenceSnapshot)(nil),                   // 15: waggle.edge.v1.PresenceSnapshot
+	(*SubscribeRequest)(nil),                   // 16: waggle.edge.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),                  // 17: waggle.edge.v1.SubscribeResponse
+	(*AckRequest)(nil),                         // 18: waggle.edge.v1.AckRequest
+	(*AckResponse)(nil),                        // 19: waggle.edge.v1.AckResponse
+	(*UpdatePresenceSubscriptionRequest)(nil),  // 20: waggle.edge.v1.UpdatePresenceSubscriptionRequest
+	(*UpdatePresenceSubscriptionResponse)(nil), // 21: waggle.edge.v1.UpdatePresenceSubscriptionResponse
+	(*v1.SendMessageRequest)(nil),              // 22: waggle.chat.v1.SendMessageRequest
+	(*v1.SyncRequest)(nil),                     // 23: waggle.chat.v1.SyncRequest
+	(*v1.MarkReadRequest)(nil),                 // 24: waggle.chat.v1.MarkReadRequest
+	(*v1.SendTypingRequest)(nil),               // 25: waggle.chat.v1.SendTypingRequest
+	(*v1.AddReactionRequest)(nil),              // 26: waggle.chat.v1.AddReactionRequest
+	(*v1.RemoveReactionRequest)(nil),           // 27: waggle.chat.v1.RemoveReactionRequest
+	(*v1.EditMessageRequest)(nil),              // 28: waggle.chat.v1.EditMessageRequest
+	(*v1.DeleteMessagesForMeRequest)(nil),      // 29: waggle.chat.v1.DeleteMessagesForMeRequest
+	(*v1.RecallMessageRequest)(nil),            // 30: waggle.chat.v1.RecallMessageRequest
+	(*durationpb.Duration)(nil),                // 31: google.protobuf.Duration
+	(*v1.SendMessageResponse)(nil),             // 32: waggle.chat.v1.SendMessageResponse
+	(*v1.SyncResponse)(nil),                    // 33: waggle.chat.v1.SyncResponse
+	(*v1.MarkReadResponse)(nil),                // 34: waggle.chat.v1.MarkReadResponse
+	(*v1.SendTypingResponse)(nil),              // 35: waggle.chat.v1.SendTypingResponse
+	(*v1.AddReactionResponse)(nil),             // 36: waggle.chat.v1.AddReactionResponse
+	(*v1.RemoveReactionResponse)(nil),          // 37: waggle.chat.v1.RemoveReactionResponse
+	(*v1.EditMessageResponse)(nil),             // 38: waggle.chat.v1.EditMessageResponse
+	(*v1.DeleteMessagesForMeResponse)(nil),     // 39: waggle.chat.v1.DeleteMessagesForMeResponse
+	(*v1.RecallMessageResponse)(nil),           // 40: waggle.chat.v1.RecallMessageResponse
+	(*v1.Event)(nil),                           // 41: waggle.chat.v1.Event
+	(*v1.UserEvent)(nil),                       // 42: waggle.chat.v1.UserEvent
+	(*v1.ReadMarker)(nil),                      // 43: waggle.chat.v1.ReadMarker
+	(*v1.UnreadChanged)(nil),                   // 44: waggle.chat.v1.UnreadChanged
+	(*v1.TypingEvent)(nil),                     // 45: waggle.chat.v1.TypingEvent
+	(*v11.UserPresence)(nil),                   // 46: waggle.presence.v1.UserPresence
 }
 var file_waggle_edge_v1_edge_proto_depIdxs = []int32{
 	2,  // 0: waggle.edge.v1.ConnectRequest.frame:type_name -> waggle.edge.v1.ClientFrame
@@ -1780,56 +1856,57 @@ var file_waggle_edge_v1_edge_proto_depIdxs = []int32{
 	4,  // 3: waggle.edge.v1.ClientFrame.ping:type_name -> waggle.edge.v1.Ping
 	5,  // 4: waggle.edge.v1.ClientFrame.ack:type_name -> waggle.edge.v1.Ack
 	6,  // 5: waggle.edge.v1.ClientFrame.presence_subscription:type_name -> waggle.edge.v1.PresenceSubscription
-	21, // 6: waggle.edge.v1.ClientFrame.send_message:type_name -> waggle.chat.v1.SendMessageRequest
-	22, // 7: waggle.edge.v1.ClientFrame.sync:type_name -> waggle.chat.v1.SyncRequest
-	23, // 8: waggle.edge.v1.ClientFrame.mark_read:type_name -> waggle.chat.v1.MarkReadRequest
-	24, // 9: waggle.edge.v1.ClientFrame.send_typing:type_name -> waggle.chat.v1.SendTypingRequest
-	25, // 10: waggle.edge.v1.ClientFrame.add_reaction:type_name -> waggle.chat.v1.AddReactionRequest
-	26, // 11: waggle.edge.v1.ClientFrame.remove_reaction:type_name -> waggle.chat.v1.RemoveReactionRequest
-	27, // 12: waggle.edge.v1.ClientFrame.edit_message:type_name -> waggle.chat.v1.EditMessageRequest
-	28, // 13: waggle.edge.v1.ClientFrame.delete_messages_for_me:type_name -> waggle.chat.v1.DeleteMessagesForMeRequest
-	29, // 14: waggle.edge.v1.ClientFrame.recall_message:type_name -> waggle.chat.v1.RecallMessageRequest
+	22, // 6: waggle.edge.v1.ClientFrame.send_message:type_name -> waggle.chat.v1.SendMessageRequest
+	23, // 7: waggle.edge.v1.ClientFrame.sync:type_name -> waggle.chat.v1.SyncRequest
+	24, // 8: waggle.edge.v1.ClientFrame.mark_read:type_name -> waggle.chat.v1.MarkReadRequest
+	25, // 9: waggle.edge.v1.ClientFrame.send_typing:type_name -> waggle.chat.v1.SendTypingRequest
+	26, // 10: waggle.edge.v1.ClientFrame.add_reaction:type_name -> waggle.chat.v1.AddReactionRequest
+	27, // 11: waggle.edge.v1.ClientFrame.remove_reaction:type_name -> waggle.chat.v1.RemoveReactionRequest
+	28, // 12: waggle.edge.v1.ClientFrame.edit_message:type_name -> waggle.chat.v1.EditMessageRequest
+	29, // 13: waggle.edge.v1.ClientFrame.delete_messages_for_me:type_name -> waggle.chat.v1.DeleteMessagesForMeRequest
+	30, // 14: waggle.edge.v1.ClientFrame.recall_message:type_name -> waggle.chat.v1.RecallMessageRequest
 	8,  // 15: waggle.edge.v1.ServerFrame.welcome:type_name -> waggle.edge.v1.Welcome
 	9,  // 16: waggle.edge.v1.ServerFrame.pong:type_name -> waggle.edge.v1.Pong
 	10, // 17: waggle.edge.v1.ServerFrame.result:type_name -> waggle.edge.v1.Result
 	11, // 18: waggle.edge.v1.ServerFrame.error:type_name -> waggle.edge.v1.Error
 	12, // 19: waggle.edge.v1.ServerFrame.push:type_name -> waggle.edge.v1.Push
 	13, // 20: waggle.edge.v1.ServerFrame.goaway:type_name -> waggle.edge.v1.Goaway
-	30, // 21: waggle.edge.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	30, // 22: waggle.edge.v1.Welcome.session_timeout:type_name -> google.protobuf.Duration
-	31, // 23: waggle.edge.v1.Result.send_message:type_name -> waggle.chat.v1.SendMessageResponse
-	32, // 24: waggle.edge.v1.Result.sync:type_name -> waggle.chat.v1.SyncResponse
-	33, // 25: waggle.edge.v1.Result.mark_read:type_name -> waggle.chat.v1.MarkReadResponse
-	34, // 26: waggle.edge.v1.Result.send_typing:type_name -> waggle.chat.v1.SendTypingResponse
-	35, // 27: waggle.edge.v1.Result.add_reaction:type_name -> waggle.chat.v1.AddReactionResponse
-	36, // 28: waggle.edge.v1.Result.remove_reaction:type_name -> waggle.chat.v1.RemoveReactionResponse
-	37, // 29: waggle.edge.v1.Result.edit_message:type_name -> waggle.chat.v1.EditMessageResponse
-	38, // 30: waggle.edge.v1.Result.delete_messages_for_me:type_name -> waggle.chat.v1.DeleteMessagesForMeResponse
-	39, // 31: waggle.edge.v1.Result.recall_message:type_name -> waggle.chat.v1.RecallMessageResponse
-	14, // 32: waggle.edge.v1.Result.presence_snapshot:type_name -> waggle.edge.v1.PresenceSnapshot
-	40, // 33: waggle.edge.v1.Push.events:type_name -> waggle.chat.v1.Event
-	41, // 34: waggle.edge.v1.Push.user_events:type_name -> waggle.chat.v1.UserEvent
-	42, // 35: waggle.edge.v1.Push.read_markers:type_name -> waggle.chat.v1.ReadMarker
-	43, // 36: waggle.edge.v1.Push.unread:type_name -> waggle.chat.v1.UnreadChanged
-	44, // 37: waggle.edge.v1.Push.typing:type_name -> waggle.chat.v1.TypingEvent
-	45, // 38: waggle.edge.v1.Push.presence:type_name -> waggle.presence.v1.UserPresence
-	45, // 39: waggle.edge.v1.PresenceSnapshot.presences:type_name -> waggle.presence.v1.UserPresence
-	7,  // 40: waggle.edge.v1.SubscribeResponse.frame:type_name -> waggle.edge.v1.ServerFrame
-	6,  // 41: waggle.edge.v1.UpdatePresenceSubscriptionRequest.subscription:type_name -> waggle.edge.v1.PresenceSubscription
-	14, // 42: waggle.edge.v1.UpdatePresenceSubscriptionResponse.snapshot:type_name -> waggle.edge.v1.PresenceSnapshot
-	0,  // 43: waggle.edge.v1.EdgeService.Connect:input_type -> waggle.edge.v1.ConnectRequest
-	15, // 44: waggle.edge.v1.EdgeService.Subscribe:input_type -> waggle.edge.v1.SubscribeRequest
-	17, // 45: waggle.edge.v1.EdgeService.Ack:input_type -> waggle.edge.v1.AckRequest
-	19, // 46: waggle.edge.v1.EdgeService.UpdatePresenceSubscription:input_type -> waggle.edge.v1.UpdatePresenceSubscriptionRequest
-	1,  // 47: waggle.edge.v1.EdgeService.Connect:output_type -> waggle.edge.v1.ConnectResponse
-	16, // 48: waggle.edge.v1.EdgeService.Subscribe:output_type -> waggle.edge.v1.SubscribeResponse
-	18, // 49: waggle.edge.v1.EdgeService.Ack:output_type -> waggle.edge.v1.AckResponse
-	20, // 50: waggle.edge.v1.EdgeService.UpdatePresenceSubscription:output_type -> waggle.edge.v1.UpdatePresenceSubscriptionResponse
-	47, // [47:51] is the sub-list for method output_type
-	43, // [43:47] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	14, // 21: waggle.edge.v1.ServerFrame.sync_required:type_name -> waggle.edge.v1.SyncRequired
+	31, // 22: waggle.edge.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	31, // 23: waggle.edge.v1.Welcome.session_timeout:type_name -> google.protobuf.Duration
+	32, // 24: waggle.edge.v1.Result.send_message:type_name -> waggle.chat.v1.SendMessageResponse
+	33, // 25: waggle.edge.v1.Result.sync:type_name -> waggle.chat.v1.SyncResponse
+	34, // 26: waggle.edge.v1.Result.mark_read:type_name -> waggle.chat.v1.MarkReadResponse
+	35, // 27: waggle.edge.v1.Result.send_typing:type_name -> waggle.chat.v1.SendTypingResponse
+	36, // 28: waggle.edge.v1.Result.add_reaction:type_name -> waggle.chat.v1.AddReactionResponse
+	37, // 29: waggle.edge.v1.Result.remove_reaction:type_name -> waggle.chat.v1.RemoveReactionResponse
+	38, // 30: waggle.edge.v1.Result.edit_message:type_name -> waggle.chat.v1.EditMessageResponse
+	39, // 31: waggle.edge.v1.Result.delete_messages_for_me:type_name -> waggle.chat.v1.DeleteMessagesForMeResponse
+	40, // 32: waggle.edge.v1.Result.recall_message:type_name -> waggle.chat.v1.RecallMessageResponse
+	15, // 33: waggle.edge.v1.Result.presence_snapshot:type_name -> waggle.edge.v1.PresenceSnapshot
+	41, // 34: waggle.edge.v1.Push.events:type_name -> waggle.chat.v1.Event
+	42, // 35: waggle.edge.v1.Push.user_events:type_name -> waggle.chat.v1.UserEvent
+	43, // 36: waggle.edge.v1.Push.read_markers:type_name -> waggle.chat.v1.ReadMarker
+	44, // 37: waggle.edge.v1.Push.unread:type_name -> waggle.chat.v1.UnreadChanged
+	45, // 38: waggle.edge.v1.Push.typing:type_name -> waggle.chat.v1.TypingEvent
+	46, // 39: waggle.edge.v1.Push.presence:type_name -> waggle.presence.v1.UserPresence
+	46, // 40: waggle.edge.v1.PresenceSnapshot.presences:type_name -> waggle.presence.v1.UserPresence
+	7,  // 41: waggle.edge.v1.SubscribeResponse.frame:type_name -> waggle.edge.v1.ServerFrame
+	6,  // 42: waggle.edge.v1.UpdatePresenceSubscriptionRequest.subscription:type_name -> waggle.edge.v1.PresenceSubscription
+	15, // 43: waggle.edge.v1.UpdatePresenceSubscriptionResponse.snapshot:type_name -> waggle.edge.v1.PresenceSnapshot
+	0,  // 44: waggle.edge.v1.EdgeService.Connect:input_type -> waggle.edge.v1.ConnectRequest
+	16, // 45: waggle.edge.v1.EdgeService.Subscribe:input_type -> waggle.edge.v1.SubscribeRequest
+	18, // 46: waggle.edge.v1.EdgeService.Ack:input_type -> waggle.edge.v1.AckRequest
+	20, // 47: waggle.edge.v1.EdgeService.UpdatePresenceSubscription:input_type -> waggle.edge.v1.UpdatePresenceSubscriptionRequest
+	1,  // 48: waggle.edge.v1.EdgeService.Connect:output_type -> waggle.edge.v1.ConnectResponse
+	17, // 49: waggle.edge.v1.EdgeService.Subscribe:output_type -> waggle.edge.v1.SubscribeResponse
+	19, // 50: waggle.edge.v1.EdgeService.Ack:output_type -> waggle.edge.v1.AckResponse
+	21, // 51: waggle.edge.v1.EdgeService.UpdatePresenceSubscription:output_type -> waggle.edge.v1.UpdatePresenceSubscriptionResponse
+	48, // [48:52] is the sub-list for method output_type
+	44, // [44:48] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_waggle_edge_v1_edge_proto_init() }
@@ -1859,6 +1936,7 @@ func file_waggle_edge_v1_edge_proto_init() {
 		(*ServerFrame_Error)(nil),
 		(*ServerFrame_Push)(nil),
 		(*ServerFrame_Goaway)(nil),
+		(*ServerFrame_SyncRequired)(nil),
 	}
 	file_waggle_edge_v1_edge_proto_msgTypes[10].OneofWrappers = []any{
 		(*Result_SendMessage)(nil),
@@ -1878,7 +1956,7 @@ func file_waggle_edge_v1_edge_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_waggle_edge_v1_edge_proto_rawDesc), len(file_waggle_edge_v1_edge_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
