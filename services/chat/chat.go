@@ -17,7 +17,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wagglechat/waggle/auth"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
 // Config tunes the chat service. Zero values take the defaults noted.
@@ -48,10 +50,15 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Notifier is told about every committed event, in seq order per
-// conversation, so it can deliver it. Fanout is the real one.
+// Notifier delivers what the service commits (and ephemeral signals) to
+// live sessions. Fanout is the real one.
 type Notifier interface {
+	// Notify delivers a committed conversation event to its members.
 	Notify(ev Committed)
+	// NotifyUser delivers a committed user event to the user's devices.
+	NotifyUser(user string, ev *chatv1.UserEvent, senderSession string)
+	// Ephemeral delivers a push that is not stored to users' live sessions.
+	Ephemeral(users []string, push *edgev1.Push, senderSession string)
 }
 
 // Service implements ConversationService, MessageService and
@@ -80,7 +87,9 @@ func New(cfg Config, db *pgxpool.Pool, notify Notifier, log *slog.Logger) *Servi
 
 type discard struct{}
 
-func (discard) Notify(Committed) {}
+func (discard) Notify(Committed)                             {}
+func (discard) NotifyUser(string, *chatv1.UserEvent, string) {}
+func (discard) Ephemeral([]string, *edgev1.Push, string)     {}
 
 // caller returns the authenticated identity; the interceptor guarantees one
 // on every non-public procedure, so its absence is a wiring bug.

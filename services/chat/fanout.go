@@ -58,7 +58,7 @@ type Fanout struct {
 	publish Publisher
 	log     *slog.Logger
 	seed    maphash.Seed
-	shards  []chan Committed
+	shards  []chan job
 }
 
 func NewFanout(cfg FanoutConfig, db *pgxpool.Pool, locate SessionLocator, publish Publisher, log *slog.Logger) *Fanout {
@@ -72,29 +72,66 @@ func NewFanout(cfg FanoutConfig, db *pgxpool.Pool, locate SessionLocator, publis
 		cfg.EnqueueTimeout = time.Second
 	}
 	f := &Fanout{cfg: cfg, db: db, locate: locate, publish: publish, log: log, seed: maphash.MakeSeed()}
-	f.shards = make([]chan Committed, cfg.Shards)
+	f.shards = make([]chan job, cfg.Shards)
 	for i := range f.shards {
-		f.shards[i] = make(chan Committed, cfg.QueueLen)
+		f.shards[i] = make(chan job, cfg.QueueLen)
 	}
 	return f
 }
 
-// Notify queues ev for delivery. Under overload it drops the event after
-// EnqueueTimeout rather than stall senders forever: the event is stored, and
-// recipients find the gap and sync.
+// job is one push to deliver. Jobs with a stream and seq are published in
+// seq order per stream (a conversation, or a user's own events); seq 0
+// marks an ephemeral push that goes out as soon as it is dequeued.
+type job struct {
+	stream string
+	seq    uint64
+	// recipients lists the users to push to; nil means the members who may
+	// see event.
+	recipients []string
+	event      *chatv1.Event
+	push       *edgev1.Push
+	// exclude is the session that caused the push; its command's answer
+	// already carried it.
+	exclude string
+}
+
+// Notify queues a committed conversation event for its members' sessions.
 func (f *Fanout) Notify(ev Committed) {
-	shard := f.shards[maphash.String(f.seed, ev.Event.GetConversationId())%uint64(len(f.shards))]
+	f.enqueue(job{stream: ev.Event.GetConversationId(), seq: ev.Event.GetSeq(), event: ev.Event,
+		push: &edgev1.Push{Events: []*chatv1.Event{ev.Event}}, exclude: ev.SenderSessionID})
+}
+
+// NotifyUser queues a committed user event for the user's sessions.
+func (f *Fanout) NotifyUser(user string, ev *chatv1.UserEvent, senderSession string) {
+	f.enqueue(job{stream: "user:" + user, seq: ev.GetSeq(), recipients: []string{user},
+		push: &edgev1.Push{UserEvents: []*chatv1.UserEvent{ev}}, exclude: senderSession})
+}
+
+// Ephemeral queues a push that is not stored (typing, others' read
+// markers, unread counts) for users' live sessions.
+func (f *Fanout) Ephemeral(users []string, push *edgev1.Push, senderSession string) {
+	if len(users) == 0 {
+		return
+	}
+	f.enqueue(job{stream: users[0], recipients: users, push: push, exclude: senderSession})
+}
+
+// enqueue queues j on its stream's worker. Under overload it drops the job
+// after EnqueueTimeout rather than stall senders forever: stored events are
+// repaired by the recipients' sync.
+func (f *Fanout) enqueue(j job) {
+	shard := f.shards[maphash.String(f.seed, j.stream)%uint64(len(f.shards))]
 	select {
-	case shard <- ev:
+	case shard <- j:
 		return
 	default:
 	}
 	t := time.NewTimer(f.cfg.EnqueueTimeout)
 	defer t.Stop()
 	select {
-	case shard <- ev:
+	case shard <- j:
 	case <-t.C:
-		f.log.Warn("fanout: queue full, event left to sync", "conversation", ev.Event.GetConversationId(), "seq", ev.Event.GetSeq())
+		f.log.Warn("fanout: queue full, push dropped", "stream", j.stream, "seq", j.seq)
 	}
 }
 
@@ -122,12 +159,12 @@ const reorderWait = 50 * time.Millisecond
 // order is a worker's view of one conversation's publishing.
 type order struct {
 	next     uint64 // the seq expected next; 0 before the first one
-	held     map[uint64]Committed
+	held     map[uint64]job
 	deadline time.Time // when held events go out regardless
 	seen     time.Time
 }
 
-func (f *Fanout) work(ctx context.Context, queue <-chan Committed) {
+func (f *Fanout) work(ctx context.Context, queue <-chan job) {
 	orders := map[string]*order{}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -136,19 +173,22 @@ func (f *Fanout) work(ctx context.Context, queue <-chan Committed) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-queue:
-			conv, seq := ev.Event.GetConversationId(), ev.Event.GetSeq()
-			o := orders[conv]
+		case j := <-queue:
+			if j.seq == 0 {
+				f.deliverLogged(ctx, j)
+				continue
+			}
+			o := orders[j.stream]
 			if o == nil {
-				o = &order{held: map[uint64]Committed{}}
-				orders[conv] = o
+				o = &order{held: map[uint64]job{}}
+				orders[j.stream] = o
 			}
 			o.seen = time.Now()
 			switch {
-			case o.next == 0 || seq <= o.next:
-				f.publishFrom(ctx, o, ev)
+			case o.next == 0 || j.seq <= o.next:
+				f.publishFrom(ctx, o, j)
 			default:
-				o.held[seq] = ev
+				o.held[j.seq] = j
 				if o.deadline.IsZero() {
 					o.deadline = time.Now().Add(reorderWait)
 					timer.Reset(reorderWait)
@@ -174,9 +214,9 @@ func (f *Fanout) work(ctx context.Context, queue <-chan Committed) {
 }
 
 // publishFrom delivers ev and every held event that now follows in order.
-func (f *Fanout) publishFrom(ctx context.Context, o *order, ev Committed) {
-	f.deliverLogged(ctx, ev)
-	if seq := ev.Event.GetSeq(); seq >= o.next {
+func (f *Fanout) publishFrom(ctx context.Context, o *order, j job) {
+	f.deliverLogged(ctx, j)
+	if seq := j.seq; seq >= o.next {
 		o.next = seq + 1
 	}
 	for {
@@ -201,9 +241,9 @@ func (f *Fanout) releaseHeld(ctx context.Context, o *order) {
 	}
 	slices.Sort(seqs)
 	for _, seq := range seqs {
-		ev := o.held[seq]
+		j := o.held[seq]
 		delete(o.held, seq)
-		f.deliverLogged(ctx, ev)
+		f.deliverLogged(ctx, j)
 		o.next = seq + 1
 	}
 	o.deadline = time.Time{}
@@ -219,19 +259,21 @@ func soonest(orders map[string]*order, now time.Time) time.Duration {
 	return wait
 }
 
-func (f *Fanout) deliverLogged(ctx context.Context, ev Committed) {
-	if err := f.deliver(ctx, ev); err != nil && ctx.Err() == nil {
-		f.log.Warn("fanout: delivery failed, left to sync", "conversation", ev.Event.GetConversationId(),
-			"seq", ev.Event.GetSeq(), "err", err)
+func (f *Fanout) deliverLogged(ctx context.Context, j job) {
+	if err := f.deliver(ctx, j); err != nil && ctx.Err() == nil {
+		f.log.Warn("fanout: delivery failed, left to sync", "stream", j.stream, "seq", j.seq, "err", err)
 	}
 }
 
-func (f *Fanout) deliver(ctx context.Context, ev Committed) error {
+func (f *Fanout) deliver(ctx context.Context, j job) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	users, err := f.recipients(ctx, ev)
-	if err != nil {
-		return err
+	users := j.recipients
+	if users == nil {
+		var err error
+		if users, err = f.recipients(ctx, j.event); err != nil {
+			return err
+		}
 	}
 	found, err := f.locate.LookupSessions(ctx, &presencev1.LookupSessionsRequest{UserIds: users})
 	if err != nil {
@@ -239,19 +281,16 @@ func (f *Fanout) deliver(ctx context.Context, ev Committed) error {
 	}
 	byEdge := map[string][]string{}
 	for _, s := range found.GetSessions() {
-		if s.GetSessionId() == ev.SenderSessionID {
+		if s.GetSessionId() == j.exclude {
 			continue
 		}
 		byEdge[s.GetEdgeId()] = append(byEdge[s.GetEdgeId()], s.GetUserId())
 	}
 	msgs := make([]bus.Message, 0, len(byEdge))
 	for edge, users := range byEdge {
-		env := &busv1.Envelope{
-			UserIds: dedupe(users),
-			Push:    &edgev1.Push{Events: []*chatv1.Event{ev.Event}},
-		}
-		if ev.SenderSessionID != "" {
-			env.ExcludeSessionIds = []string{ev.SenderSessionID}
+		env := &busv1.Envelope{UserIds: dedupe(users), Push: j.push}
+		if j.exclude != "" {
+			env.ExcludeSessionIds = []string{j.exclude}
 		}
 		payload, err := proto.Marshal(env)
 		if err != nil {
@@ -268,12 +307,12 @@ func (f *Fanout) deliver(ctx context.Context, ev Committed) error {
 	return nil
 }
 
-// recipients are the members who may see the event's seq, including one
-// just removed by it.
-func (f *Fanout) recipients(ctx context.Context, ev Committed) ([]string, error) {
+// recipients are the members who may see ev, including one just removed
+// by it.
+func (f *Fanout) recipients(ctx context.Context, ev *chatv1.Event) ([]string, error) {
 	rows, err := f.db.Query(ctx, `SELECT user_id FROM members WHERE conversation_id = $1
 		AND joined_seq < $2 AND (left_seq IS NULL OR left_seq >= $2)`,
-		uuid.MustParse(ev.Event.GetConversationId()), int64(ev.Event.GetSeq()))
+		uuid.MustParse(ev.GetConversationId()), int64(ev.GetSeq()))
 	if err != nil {
 		return nil, fmt.Errorf("recipients: %w", err)
 	}

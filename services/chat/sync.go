@@ -42,6 +42,9 @@ type syncCursor struct {
 	// Position of the last event sent in a paged sync.
 	conv uuid.UUID
 	seq  int64
+	// userSeq is the last of the user's own events sent. That sequence is
+	// read by this user only, so a plain position is exact.
+	userSeq int64
 	// sent holds, for conversations where this sync sent events at or above
 	// next, the highest seq sent, so the next sync does not send them again.
 	// Events of a conversation commit in seq order, so everything up to it
@@ -61,6 +64,7 @@ func (c syncCursor) encode() string {
 	b = binary.AppendUvarint(b, c.next)
 	b = append(b, c.conv[:]...)
 	b = binary.AppendUvarint(b, uint64(c.seq))
+	b = binary.AppendUvarint(b, uint64(c.userSeq))
 	b = binary.AppendUvarint(b, uint64(len(c.sent)))
 	for conv, seq := range c.sent {
 		b = append(b, conv[:]...)
@@ -97,6 +101,9 @@ func decodeSyncCursor(s string) (syncCursor, error) {
 		return syncCursor{}, bad
 	}
 	if c.seq, err = seqOf(); err != nil {
+		return syncCursor{}, bad
+	}
+	if c.userSeq, err = seqOf(); err != nil {
 		return syncCursor{}, bad
 	}
 	n, err := binary.ReadUvarint(r)
@@ -242,14 +249,27 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 		return nil, s.internal(ctx, "sync", err)
 	}
 
-	res := &chatv1.SyncResponse{Events: events}
-	if len(events) == size {
+	userEvents, err := s.userEventsAfter(ctx, uid, cur.userSeq, size)
+	if err != nil {
+		return nil, s.internal(ctx, "sync", err)
+	}
+	if n := len(userEvents); n > 0 {
+		cur.userSeq = int64(userEvents[n-1].GetSeq())
+	}
+
+	res := &chatv1.SyncResponse{Events: events, UserEvents: userEvents, HasMore: len(events) == size || len(userEvents) == size}
+	switch {
+	case len(events) == size:
 		last := events[len(events)-1]
 		cur.conv, cur.seq = uuid.MustParse(last.GetConversationId()), int64(last.GetSeq())
-		res.HasMore = true
 		res.NextCursor = cur.encode()
-	} else {
-		res.NextCursor = syncCursor{watermark: cur.next, sent: cur.sent}.encode()
+	case res.HasMore:
+		// Conversations are done; only user events remain. A position past
+		// every conversation id ends the conversation part.
+		cur.conv, cur.seq = uuid.Max, math.MaxInt64
+		res.NextCursor = cur.encode()
+	default:
+		res.NextCursor = syncCursor{watermark: cur.next, sent: cur.sent, userSeq: cur.userSeq}.encode()
 	}
 	return res, nil
 }
