@@ -32,6 +32,18 @@ type Config struct {
 	MaxGroupMembers int
 	// RecallWindow is how long a sender may recall a message. Default 24 h.
 	RecallWindow time.Duration
+	// ReceiptPushLimit is the largest conversation whose members are pushed
+	// each other's read markers; in larger groups a marker would be pushed
+	// to every member on every read, so receipts are pulled there
+	// (ListReadReceipts). Default 50.
+	ReceiptPushLimit int
+	// TypingLimit is the largest conversation typing indicators are pushed
+	// in. Default 500.
+	TypingLimit int
+	// TypingInterval is the least time between two "typing" signals of one
+	// user in one conversation; more are refused with resource_exhausted.
+	// Default 2 s.
+	TypingInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -46,6 +58,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RecallWindow == 0 {
 		c.RecallWindow = 24 * time.Hour
+	}
+	if c.ReceiptPushLimit == 0 {
+		c.ReceiptPushLimit = 50
+	}
+	if c.TypingLimit == 0 {
+		c.TypingLimit = 500
+	}
+	if c.TypingInterval == 0 {
+		c.TypingInterval = 2 * time.Second
 	}
 	return c
 }
@@ -64,16 +85,12 @@ type Notifier interface {
 // Service implements ConversationService, MessageService and
 // DeliveryService.
 type Service struct {
-	// Read state, reactions, edits and recalls arrive with the conversation
-	// features; until then they answer Unimplemented.
-	chatv1connect.UnimplementedMessageServiceHandler
-	chatv1connect.UnimplementedDeliveryServiceHandler
-
 	cfg    Config
 	db     *pgxpool.Pool
 	notify Notifier
 	log    *slog.Logger
 	now    func() time.Time
+	typing typingLimiter
 }
 
 // New returns a chat service on db. notify may be nil (nothing is pushed;

@@ -3,7 +3,7 @@ package chat
 import (
 	"context"
 	"fmt"
-	"io"
+	"os"
 	"log/slog"
 	"strings"
 	"sync"
@@ -27,7 +27,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	db := pgtest.New(t)
-	return &fixture{t: t, db: db, svc: New(Config{}, db, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	return &fixture{t: t, db: db, svc: New(Config{}, db, nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))}
 }
 
 // user inserts a user row (accounts are the account service's business) and

@@ -166,14 +166,13 @@ func (s *Service) GetConversation(ctx context.Context, req *chatv1.GetConversati
 const conversationQuery = `
 	SELECT c.id, c.type, c.title, c.last_seq, c.member_count, c.create_time, c.update_time,
 		m.role, m.joined_seq, m.join_time, m.read_seq, m.muted,
-		(SELECT count(*) FROM events u WHERE u.conversation_id = c.id AND u.kind = 1
-			AND u.seq > greatest(m.read_seq, m.joined_seq) AND u.actor_id <> m.user_id AND u.recall_time IS NULL),
+		(SELECT count(*) FROM events u WHERE u.conversation_id = c.id AND `+unreadFilter+`),
 		(SELECT p.user_id FROM members p WHERE c.type = 1 AND p.conversation_id = c.id AND p.user_id <> m.user_id),
 		last.*
 	FROM members m JOIN conversations c ON c.id = m.conversation_id
 	LEFT JOIN LATERAL (
 		SELECT ` + eventColumns + ` FROM events e
-		WHERE e.conversation_id = c.id AND e.kind = 1 AND e.seq > m.joined_seq
+		WHERE e.conversation_id = c.id AND e.kind = 1 AND e.seq > m.joined_seq AND `+notHidden+`
 		ORDER BY e.seq DESC LIMIT 1) last ON true
 	WHERE m.user_id = $1 AND m.left_seq IS NULL`
 
@@ -318,13 +317,25 @@ func (s *Service) GetBadge(ctx context.Context, _ *chatv1.GetBadgeRequest) (*cha
 	return &chatv1.GetBadgeResponse{Badge: b}, nil
 }
 
-// badge is the user's total unread, derived like each conversation's count.
+// unreadFilter selects, for member m, the events u that count as unread:
+// messages after the read marker (and the join), not the member's own, not
+// recalled, not deleted for the member. Counts are derived from the sequence
+// and the marker on every read, so they cannot drift.
+const unreadFilter = `u.kind = 1 AND u.seq > greatest(m.read_seq, m.joined_seq)
+	AND (m.left_seq IS NULL OR u.seq <= m.left_seq) AND u.actor_id <> m.user_id AND u.recall_time IS NULL
+	AND NOT EXISTS (SELECT 1 FROM hidden_messages h
+		WHERE h.user_id = m.user_id AND h.conversation_id = u.conversation_id AND h.message_seq = u.seq)`
+
+// notHidden excludes messages e that member m deleted for themselves.
+const notHidden = `NOT EXISTS (SELECT 1 FROM hidden_messages h
+	WHERE h.user_id = m.user_id AND h.conversation_id = e.conversation_id AND h.message_seq = e.seq)`
+
+// badge is the user's total unread over conversations not muted.
 func (s *Service) badge(ctx context.Context, uid uuid.UUID) (uint64, error) {
 	var n uint64
 	err := s.db.QueryRow(ctx, `
 		SELECT count(*) FROM members m JOIN events u ON u.conversation_id = m.conversation_id
-		WHERE m.user_id = $1 AND m.left_seq IS NULL AND u.kind = 1
-			AND u.seq > greatest(m.read_seq, m.joined_seq) AND u.actor_id <> m.user_id AND u.recall_time IS NULL`,
+		WHERE m.user_id = $1 AND m.left_seq IS NULL AND NOT m.muted AND `+unreadFilter,
 		uid).Scan(&n)
 	return n, err
 }

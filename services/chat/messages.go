@@ -173,8 +173,9 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 	if left != nil {
 		hi = *left
 	}
-	query := `SELECT ` + eventColumns + ` FROM events e WHERE e.conversation_id = $1 AND e.kind = 1
-		AND e.seq BETWEEN $2 AND $3 ORDER BY e.seq DESC LIMIT $4`
+	query := `SELECT ` + eventColumns + ` FROM events e JOIN members m ON m.conversation_id = e.conversation_id AND m.user_id = $5
+		WHERE e.conversation_id = $1 AND e.kind = 1 AND e.seq BETWEEN $2 AND $3 AND ` + notHidden + `
+		ORDER BY e.seq DESC LIMIT $4`
 	if forward {
 		if start > lo {
 			lo = start
@@ -183,7 +184,7 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 	} else if start > 0 && start < hi {
 		hi = start
 	}
-	rows, err := s.db.Query(ctx, query, convID, lo, hi, size+1)
+	rows, err := s.db.Query(ctx, query, convID, lo, hi, size+1, uid)
 	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
 	}
@@ -203,7 +204,41 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 		res.Messages = msgs[:size]
 		res.NextPageToken = encodeHistoryToken(convID, forward, next)
 	}
+	if err := s.addReactions(ctx, convID, uid, res.Messages); err != nil {
+		return nil, s.internal(ctx, "list messages", err)
+	}
 	return res, nil
+}
+
+// addReactions fills in the reaction summaries of msgs, in the order each
+// emoji was first used.
+func (s *Service) addReactions(ctx context.Context, convID, uid uuid.UUID, msgs []*chatv1.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	bySeq := make(map[uint64]*chatv1.Message, len(msgs))
+	seqs := make([]int64, len(msgs))
+	for i, m := range msgs {
+		bySeq[m.GetSeq()] = m
+		seqs[i] = int64(m.GetSeq())
+	}
+	rows, err := s.db.Query(ctx, `SELECT message_seq, emoji, count(*), bool_or(user_id = $3) FROM reactions
+		WHERE conversation_id = $1 AND message_seq = ANY($2) GROUP BY message_seq, emoji ORDER BY message_seq, min(create_time)`,
+		convID, seqs, uid)
+	if err != nil {
+		return fmt.Errorf("reactions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		r := &chatv1.ReactionSummary{}
+		if err := rows.Scan(&seq, &r.Emoji, &r.Count, &r.ReactedByMe); err != nil {
+			return fmt.Errorf("reactions: %w", err)
+		}
+		m := bySeq[uint64(seq)]
+		m.Reactions = append(m.Reactions, r)
+	}
+	return rows.Err()
 }
 
 // History page tokens name the conversation and direction they belong to,
