@@ -3,8 +3,8 @@ package chat
 import (
 	"context"
 	"fmt"
-	"os"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"

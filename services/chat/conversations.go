@@ -166,13 +166,13 @@ func (s *Service) GetConversation(ctx context.Context, req *chatv1.GetConversati
 const conversationQuery = `
 	SELECT c.id, c.type, c.title, c.last_seq, c.member_count, c.create_time, c.update_time,
 		m.role, m.joined_seq, m.join_time, m.read_seq, m.muted,
-		(SELECT count(*) FROM events u WHERE u.conversation_id = c.id AND `+unreadFilter+`),
+		(SELECT count(*) FROM events u WHERE u.conversation_id = c.id AND ` + unreadFilter + `),
 		(SELECT p.user_id FROM members p WHERE c.type = 1 AND p.conversation_id = c.id AND p.user_id <> m.user_id),
 		last.*
 	FROM members m JOIN conversations c ON c.id = m.conversation_id
 	LEFT JOIN LATERAL (
 		SELECT ` + eventColumns + ` FROM events e
-		WHERE e.conversation_id = c.id AND e.kind = 1 AND e.seq > m.joined_seq AND `+notHidden+`
+		WHERE e.conversation_id = c.id AND e.kind = 1 AND e.seq > m.joined_seq AND ` + notHidden + `
 		ORDER BY e.seq DESC LIMIT 1) last ON true
 	WHERE m.user_id = $1 AND m.left_seq IS NULL`
 
