@@ -45,6 +45,7 @@ type Edge struct {
 	log  *slog.Logger
 
 	hub        *hub
+	watchers   *watchers
 	register   *batcher
 	unregister *batcher
 	deliveries *deliveryBatcher
@@ -82,6 +83,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Edge, error) {
 		stop:       make(chan struct{}),
 		runDone:    make(chan struct{}),
 	}
+	e.watchers = newWatchers(e)
 	e.register = newBatcher(maxRegistryBatch, cfg.CommandTimeout, func(ctx context.Context, ss []*presencev1.Session) error {
 		_, err := deps.Registry.RegisterSessions(ctx, &presencev1.RegisterSessionsRequest{Sessions: ss})
 		return err

@@ -25,8 +25,12 @@ func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.Pr
 	if s.presenceSubs == nil {
 		s.presenceSubs = make(map[string]struct{})
 	}
+	var removed []string
 	for _, id := range sub.GetRemoveUserIds() {
-		delete(s.presenceSubs, id)
+		if _, ok := s.presenceSubs[id]; ok {
+			delete(s.presenceSubs, id)
+			removed = append(removed, id)
+		}
 	}
 	var added []string
 	seen := make(map[string]bool, len(sub.GetAddUserIds()))
@@ -51,6 +55,9 @@ func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.Pr
 		s.presenceSubs[id] = struct{}{}
 	}
 	s.mu.Unlock()
+	s.e.watchers.unfollow(s, removed)
+	// Follow before reading the snapshot, so no change falls between them.
+	s.e.watchers.follow(s, added)
 
 	snap := &edgev1.PresenceSnapshot{}
 	for start := 0; start < len(added); start += maxPresenceLookup {

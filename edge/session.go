@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,6 +221,10 @@ func (s *session) run() error {
 func (s *session) finish() error {
 	s.commandsDone.Wait()
 	s.e.hub.remove(s)
+	s.mu.Lock()
+	following := slices.Collect(maps.Keys(s.presenceSubs))
+	s.mu.Unlock()
+	s.e.watchers.unfollow(s, following)
 	if err := s.e.unregister.do(s.info); err != nil {
 		// Its registry entry expires with its TTL.
 		s.e.log.Warn("edge: unregister session", "session_id", s.id, "err", err)

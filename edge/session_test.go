@@ -11,8 +11,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
+	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 )
 
 func hello(version uint32, token string) *edgev1.ClientFrame {
@@ -391,5 +393,49 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	}
 	if _, err := New(Config{}, Deps{}, nil); err == nil {
 		t.Fatal("missing deps accepted")
+	}
+}
+
+func TestPresenceChangesReachFollowers(t *testing.T) {
+	te := newTestEdge(t, testConfig())
+	te.run(t)
+	follower := te.connect(t, "tok:u1:d1")
+	blocked := te.connect(t, "tok:u2:d1")
+	for i, c := range []*client{follower, blocked} {
+		c.send(&edgev1.ClientFrame{Id: uint64(i + 1), Kind: &edgev1.ClientFrame_PresenceSubscription{
+			PresenceSubscription: &edgev1.PresenceSubscription{AddUserIds: []string{"star"}}}})
+		if f := c.recv(); f.GetResult().GetPresenceSnapshot() == nil {
+			t.Fatalf("answer %v", f)
+		}
+	}
+	if !te.bus.subscribed(PresenceChannel("star")) {
+		t.Fatal("the edge does not listen to the followed user's channel")
+	}
+	change := &busv1.PresenceChange{
+		Presence:          &presencev1.UserPresence{UserId: "star", Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE},
+		HiddenFromUserIds: []string{"u2"},
+	}
+	payload, err := proto.Marshal(change)
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.bus.mu.Lock()
+	h := te.bus.handlers[PresenceChannel("star")]
+	te.bus.mu.Unlock()
+	h(payload)
+	if p := follower.recv().GetPush(); len(p.GetPresence()) != 1 || p.GetPushId() != 0 {
+		t.Fatalf("follower got %v, want one ephemeral presence push", p)
+	}
+	if frames := blocked.ping(9); len(frames) != 0 {
+		t.Fatalf("a user the changed user blocked got %v", frames)
+	}
+	// When the last follower leaves, the edge stops listening.
+	for _, c := range []*client{follower, blocked} {
+		c.send(&edgev1.ClientFrame{Id: 5, Kind: &edgev1.ClientFrame_PresenceSubscription{
+			PresenceSubscription: &edgev1.PresenceSubscription{RemoveUserIds: []string{"star"}}}})
+		c.recv()
+	}
+	if te.bus.subscribed(PresenceChannel("star")) {
+		t.Fatal("the edge still listens after every follower left")
 	}
 }

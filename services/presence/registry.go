@@ -10,9 +10,11 @@ package presence
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -232,6 +234,14 @@ func (r *Registry) write(ctx context.Context, sessions []*presencev1.Session, ed
 	if err != nil {
 		return 0, err
 	}
+	// The expiry index lets Sweep find users whose edge died.
+	members := make([]redis.Z, len(calls))
+	for i, c := range calls {
+		members[i] = redis.Z{Score: float64(expiry.UnixMilli()), Member: c.userID}
+	}
+	if err := r.client.ZAddGT(ctx, r.expiryKey(), members...).Err(); err != nil {
+		return 0, fmt.Errorf("expiry index: %w", err)
+	}
 	r.report(ts, now)
 	restored := 0
 	for _, t := range ts {
@@ -290,4 +300,62 @@ func sortSessions(ss []*presencev1.Session) {
 			cmp.Compare(a.GetSessionId(), b.GetSessionId()),
 		)
 	})
+}
+
+func (r *Registry) expiryKey() string { return r.prefix + "sess-expiry" }
+
+// sweepScript removes users from the expiry index whose newest expiry is
+// still the one that passed (a renewal meanwhile raised it).
+// KEYS: the index. ARGV: now, then user ids.
+var sweepScript = redis.NewScript(`
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return 0
+`)
+
+// Sweep finds users whose sessions all expired without being unregistered
+// (their edge died) and prunes them, which reports them offline. Without it
+// such users would be noticed only when someone looks them up. It returns
+// how many users it checked.
+func (r *Registry) Sweep(ctx context.Context) (int, error) {
+	now := r.now()
+	users, err := r.client.ZRangeByScore(ctx, r.expiryKey(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: 1000}).Result()
+	if err != nil || len(users) == 0 {
+		return 0, err
+	}
+	if _, err := r.load(ctx, users, false); err != nil {
+		return 0, err
+	}
+	args := append([]any{now.UnixMilli()}, anySlice(users)...)
+	if err := sweepScript.Run(ctx, r.client, []string{r.expiryKey()}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("sweep expiry index: %w", err)
+	}
+	return len(users), nil
+}
+
+// RunSweeper sweeps every interval until ctx is done.
+func (r *Registry) RunSweeper(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("presence: sweep", "err", err)
+			}
+		}
+	}
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }

@@ -8,6 +8,7 @@ package busv1
 
 import (
 	v1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	v11 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -148,11 +149,66 @@ func (x *DeviceRef) GetDeviceId() string {
 	return ""
 }
 
+// PresenceChange travels on the channel "presence:<user id>" to the edges
+// whose sessions follow that user.
+type PresenceChange struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Presence *v11.UserPresence      `protobuf:"bytes,1,opt,name=presence,proto3" json:"presence,omitempty"`
+	// Users the changed user blocked: they must not see the change.
+	HiddenFromUserIds []string `protobuf:"bytes,2,rep,name=hidden_from_user_ids,json=hiddenFromUserIds,proto3" json:"hidden_from_user_ids,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PresenceChange) Reset() {
+	*x = PresenceChange{}
+	mi := &file_waggle_bus_v1_bus_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceChange) ProtoMessage() {}
+
+func (x *PresenceChange) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_bus_v1_bus_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
+func (*PresenceChange) Descriptor() ([]byte, []int) {
+	return file_waggle_bus_v1_bus_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PresenceChange) GetPresence() *v11.UserPresence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+func (x *PresenceChange) GetHiddenFromUserIds() []string {
+	if x != nil {
+		return x.HiddenFromUserIds
+	}
+	return nil
+}
+
 var File_waggle_bus_v1_bus_proto protoreflect.FileDescriptor
 
 const file_waggle_bus_v1_bus_proto_rawDesc = "" +
 	"\n" +
-	"\x17waggle/bus/v1/bus.proto\x12\rwaggle.bus.v1\x1a\x19waggle/edge/v1/edge.proto\"\xbe\x01\n" +
+	"\x17waggle/bus/v1/bus.proto\x12\rwaggle.bus.v1\x1a\x19waggle/edge/v1/edge.proto\x1a!waggle/presence/v1/presence.proto\"\xbe\x01\n" +
 	"\bEnvelope\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12.\n" +
 	"\x13exclude_session_ids\x18\x02 \x03(\tR\x11excludeSessionIds\x12(\n" +
@@ -160,7 +216,10 @@ const file_waggle_bus_v1_bus_proto_rawDesc = "" +
 	"\rclose_devices\x18\x04 \x03(\v2\x18.waggle.bus.v1.DeviceRefR\fcloseDevices\"A\n" +
 	"\tDeviceRef\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
-	"\tdevice_id\x18\x02 \x01(\tR\bdeviceIdB\xac\x01\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\"\x7f\n" +
+	"\x0ePresenceChange\x12<\n" +
+	"\bpresence\x18\x01 \x01(\v2 .waggle.presence.v1.UserPresenceR\bpresence\x12/\n" +
+	"\x14hidden_from_user_ids\x18\x02 \x03(\tR\x11hiddenFromUserIdsB\xac\x01\n" +
 	"\x11com.waggle.bus.v1B\bBusProtoP\x01Z7github.com/wagglechat/waggle/gen/go/waggle/bus/v1;busv1\xa2\x02\x03WBX\xaa\x02\rWaggle.Bus.V1\xca\x02\rWaggle\\Bus\\V1\xe2\x02\x19Waggle\\Bus\\V1\\GPBMetadata\xea\x02\x0fWaggle::Bus::V1b\x06proto3"
 
 var (
@@ -175,20 +234,23 @@ func file_waggle_bus_v1_bus_proto_rawDescGZIP() []byte {
 	return file_waggle_bus_v1_bus_proto_rawDescData
 }
 
-var file_waggle_bus_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_waggle_bus_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_waggle_bus_v1_bus_proto_goTypes = []any{
-	(*Envelope)(nil),  // 0: waggle.bus.v1.Envelope
-	(*DeviceRef)(nil), // 1: waggle.bus.v1.DeviceRef
-	(*v1.Push)(nil),   // 2: waggle.edge.v1.Push
+	(*Envelope)(nil),         // 0: waggle.bus.v1.Envelope
+	(*DeviceRef)(nil),        // 1: waggle.bus.v1.DeviceRef
+	(*PresenceChange)(nil),   // 2: waggle.bus.v1.PresenceChange
+	(*v1.Push)(nil),          // 3: waggle.edge.v1.Push
+	(*v11.UserPresence)(nil), // 4: waggle.presence.v1.UserPresence
 }
 var file_waggle_bus_v1_bus_proto_depIdxs = []int32{
-	2, // 0: waggle.bus.v1.Envelope.push:type_name -> waggle.edge.v1.Push
+	3, // 0: waggle.bus.v1.Envelope.push:type_name -> waggle.edge.v1.Push
 	1, // 1: waggle.bus.v1.Envelope.close_devices:type_name -> waggle.bus.v1.DeviceRef
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 2: waggle.bus.v1.PresenceChange.presence:type_name -> waggle.presence.v1.UserPresence
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_waggle_bus_v1_bus_proto_init() }
@@ -202,7 +264,7 @@ func file_waggle_bus_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_waggle_bus_v1_bus_proto_rawDesc), len(file_waggle_bus_v1_bus_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

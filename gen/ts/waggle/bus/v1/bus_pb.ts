@@ -6,13 +6,15 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Push } from "../../edge/v1/edge_pb.js";
 import { file_waggle_edge_v1_edge } from "../../edge/v1/edge_pb.js";
+import type { UserPresence } from "../../presence/v1/presence_pb.js";
+import { file_waggle_presence_v1_presence } from "../../presence/v1/presence_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file waggle/bus/v1/bus.proto.
  */
 export const file_waggle_bus_v1_bus: GenFile = /*@__PURE__*/
-  fileDesc("Chd3YWdnbGUvYnVzL3YxL2J1cy5wcm90bxINd2FnZ2xlLmJ1cy52MSKOAQoIRW52ZWxvcGUSEAoIdXNlcl9pZHMYASADKAkSGwoTZXhjbHVkZV9zZXNzaW9uX2lkcxgCIAMoCRIiCgRwdXNoGAMgASgLMhQud2FnZ2xlLmVkZ2UudjEuUHVzaBIvCg1jbG9zZV9kZXZpY2VzGAQgAygLMhgud2FnZ2xlLmJ1cy52MS5EZXZpY2VSZWYiLwoJRGV2aWNlUmVmEg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJQqwBChFjb20ud2FnZ2xlLmJ1cy52MUIIQnVzUHJvdG9QAVo3Z2l0aHViLmNvbS93YWdnbGVjaGF0L3dhZ2dsZS9nZW4vZ28vd2FnZ2xlL2J1cy92MTtidXN2MaICA1dCWKoCDVdhZ2dsZS5CdXMuVjHKAg1XYWdnbGVcQnVzXFYx4gIZV2FnZ2xlXEJ1c1xWMVxHUEJNZXRhZGF0YeoCD1dhZ2dsZTo6QnVzOjpWMWIGcHJvdG8z", [file_waggle_edge_v1_edge]);
+  fileDesc("Chd3YWdnbGUvYnVzL3YxL2J1cy5wcm90bxINd2FnZ2xlLmJ1cy52MSKOAQoIRW52ZWxvcGUSEAoIdXNlcl9pZHMYASADKAkSGwoTZXhjbHVkZV9zZXNzaW9uX2lkcxgCIAMoCRIiCgRwdXNoGAMgASgLMhQud2FnZ2xlLmVkZ2UudjEuUHVzaBIvCg1jbG9zZV9kZXZpY2VzGAQgAygLMhgud2FnZ2xlLmJ1cy52MS5EZXZpY2VSZWYiLwoJRGV2aWNlUmVmEg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJImIKDlByZXNlbmNlQ2hhbmdlEjIKCHByZXNlbmNlGAEgASgLMiAud2FnZ2xlLnByZXNlbmNlLnYxLlVzZXJQcmVzZW5jZRIcChRoaWRkZW5fZnJvbV91c2VyX2lkcxgCIAMoCUKsAQoRY29tLndhZ2dsZS5idXMudjFCCEJ1c1Byb3RvUAFaN2dpdGh1Yi5jb20vd2FnZ2xlY2hhdC93YWdnbGUvZ2VuL2dvL3dhZ2dsZS9idXMvdjE7YnVzdjGiAgNXQliqAg1XYWdnbGUuQnVzLlYxygINV2FnZ2xlXEJ1c1xWMeICGVdhZ2dsZVxCdXNcVjFcR1BCTWV0YWRhdGHqAg9XYWdnbGU6OkJ1czo6VjFiBnByb3RvMw", [file_waggle_edge_v1_edge, file_waggle_presence_v1_presence]);
 
 /**
  * Envelope is what travels on the bus (Redis pub/sub) from services to edges.
@@ -78,4 +80,31 @@ export type DeviceRef = Message<"waggle.bus.v1.DeviceRef"> & {
  */
 export const DeviceRefSchema: GenMessage<DeviceRef> = /*@__PURE__*/
   messageDesc(file_waggle_bus_v1_bus, 1);
+
+/**
+ * PresenceChange travels on the channel "presence:<user id>" to the edges
+ * whose sessions follow that user.
+ *
+ * @generated from message waggle.bus.v1.PresenceChange
+ */
+export type PresenceChange = Message<"waggle.bus.v1.PresenceChange"> & {
+  /**
+   * @generated from field: waggle.presence.v1.UserPresence presence = 1;
+   */
+  presence?: UserPresence | undefined;
+
+  /**
+   * Users the changed user blocked: they must not see the change.
+   *
+   * @generated from field: repeated string hidden_from_user_ids = 2;
+   */
+  hiddenFromUserIds: string[];
+};
+
+/**
+ * Describes the message waggle.bus.v1.PresenceChange.
+ * Use `create(PresenceChangeSchema)` to create a new message.
+ */
+export const PresenceChangeSchema: GenMessage<PresenceChange> = /*@__PURE__*/
+  messageDesc(file_waggle_bus_v1_bus, 2);
 

@@ -1,0 +1,117 @@
+package edge
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+)
+
+// PresenceChannel is the bus channel carrying a user's presence changes
+// (published by the presence service's announcer).
+func PresenceChannel(userID string) string { return "presence:" + userID }
+
+// watchers routes presence changes to the sessions following a user. The
+// edge subscribes to a user's channel while at least one of its sessions
+// follows that user, so presence traffic reaches only edges that need it.
+type watchers struct {
+	e     *Edge
+	mu    sync.Mutex
+	users map[string]*watch
+}
+
+type watch struct {
+	sessions map[*session]struct{}
+	sub      Subscription // nil until the subscription is confirmed
+}
+
+func newWatchers(e *Edge) *watchers { return &watchers{e: e, users: map[string]*watch{}} }
+
+// follow makes s receive the presence changes of users.
+func (w *watchers) follow(s *session, users []string) {
+	var subscribe []string
+	w.mu.Lock()
+	for _, u := range users {
+		wt := w.users[u]
+		if wt == nil {
+			wt = &watch{sessions: map[*session]struct{}{}}
+			w.users[u] = wt
+			subscribe = append(subscribe, u)
+		}
+		wt.sessions[s] = struct{}{}
+	}
+	w.mu.Unlock()
+	for _, u := range subscribe {
+		ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.CommandTimeout)
+		sub, err := w.e.deps.Bus.Subscribe(ctx, PresenceChannel(u), func(payload []byte) { w.deliver(u, payload) })
+		cancel()
+		if err != nil {
+			// The follower still has the snapshot; it misses live changes
+			// of u until it follows again.
+			w.e.log.Warn("edge: subscribe to presence", "user_id", u, "err", err)
+			continue
+		}
+		w.mu.Lock()
+		if wt := w.users[u]; wt != nil && wt.sub == nil {
+			wt.sub, sub = sub, nil
+		}
+		w.mu.Unlock()
+		if sub != nil { // every follower left meanwhile
+			_ = sub.Close()
+		}
+	}
+}
+
+// unfollow stops s receiving the presence changes of users.
+func (w *watchers) unfollow(s *session, users []string) {
+	var closing []Subscription
+	w.mu.Lock()
+	for _, u := range users {
+		wt := w.users[u]
+		if wt == nil {
+			continue
+		}
+		delete(wt.sessions, s)
+		if len(wt.sessions) == 0 {
+			delete(w.users, u)
+			if wt.sub != nil {
+				closing = append(closing, wt.sub)
+			}
+		}
+	}
+	w.mu.Unlock()
+	for _, sub := range closing {
+		_ = sub.Close()
+	}
+}
+
+// deliver pushes a change of user to the sessions following them, except
+// users the changed user blocked. It runs on the bus goroutine: decode and
+// enqueue only.
+func (w *watchers) deliver(user string, payload []byte) {
+	change := &busv1.PresenceChange{}
+	if err := proto.Unmarshal(payload, change); err != nil {
+		w.e.log.Warn("edge: undecodable presence change", "user_id", user, "err", err)
+		return
+	}
+	push := &edgev1.Push{Presence: []*presencev1.UserPresence{change.GetPresence()}}
+	p := pendingPush{push: push, size: proto.Size(push)}
+	w.mu.Lock()
+	var targets []*session
+	if wt := w.users[user]; wt != nil {
+		for s := range wt.sessions {
+			if !slices.Contains(change.GetHiddenFromUserIds(), s.ident.UserID) {
+				targets = append(targets, s)
+			}
+		}
+	}
+	w.mu.Unlock()
+	for _, s := range targets {
+		s.enqueuePush(p)
+	}
+}

@@ -1,0 +1,129 @@
+package presence_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wagglechat/waggle/bus"
+	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+	"github.com/wagglechat/waggle/internal/redistest"
+	"github.com/wagglechat/waggle/services/presence"
+)
+
+// heard collects the presence changes published for one user.
+type heard struct {
+	mu      sync.Mutex
+	changes []*busv1.PresenceChange
+}
+
+func (h *heard) add(payload []byte) {
+	c := &busv1.PresenceChange{}
+	if err := proto.Unmarshal(payload, c); err != nil {
+		panic(err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.changes = append(h.changes, c)
+}
+
+func (h *heard) statuses() []presencev1.PresenceStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var s []presencev1.PresenceStatus
+	for _, c := range h.changes {
+		s = append(s, c.GetPresence().GetStatus())
+	}
+	return s
+}
+
+func TestAnnouncerAbsorbsQuickReconnects(t *testing.T) {
+	client, prefix := redistest.New(t)
+	b := bus.NewMemory()
+	defer b.Close()
+	const grace = 300 * time.Millisecond
+	ann := presence.NewAnnouncer(grace, b, client, prefix, testLogger(t))
+	reg := presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{OnChange: ann.Change})
+	ann.SetRegistry(reg)
+	client.SAdd(context.Background(), presence.BlockedKey(prefix, "u1"), "blocked-by-u1")
+
+	h := &heard{}
+	sub, err := b.Subscribe(context.Background(), presence.Channel("u1"), h.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	sess := &presencev1.Session{SessionId: "s1", UserId: "u1", DeviceId: "d1", EdgeId: "e1"}
+	register := func() {
+		if _, err := reg.RegisterSessions(t.Context(), &presencev1.RegisterSessionsRequest{Sessions: []*presencev1.Session{sess}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unregister := func() {
+		if _, err := reg.UnregisterSessions(t.Context(), &presencev1.UnregisterSessionsRequest{Sessions: []*presencev1.Session{sess}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor := func(n int) []presencev1.PresenceStatus {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(h.statuses()) < n && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return h.statuses()
+	}
+
+	register()
+	if got := waitFor(1); len(got) != 1 || got[0] != presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE {
+		t.Fatalf("after the first session: %v, want ONLINE", got)
+	}
+	// A drop and reconnect inside the grace is invisible.
+	unregister()
+	register()
+	time.Sleep(2 * grace)
+	if got := h.statuses(); len(got) != 1 {
+		t.Fatalf("a quick reconnect announced %v, want nothing more", got)
+	}
+	// Gone for longer than the grace: one OFFLINE with the last-seen time.
+	unregister()
+	got := waitFor(2)
+	if len(got) != 2 || got[1] != presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE {
+		t.Fatalf("after leaving: %v, want ONLINE, OFFLINE", got)
+	}
+	h.mu.Lock()
+	last := h.changes[1]
+	h.mu.Unlock()
+	if last.GetPresence().GetLastSeenTime() == nil || len(last.GetHiddenFromUserIds()) != 1 {
+		t.Fatalf("offline change %v, want a last-seen time and the blocked user hidden", last)
+	}
+}
+
+// A user whose edge died (sessions never unregistered) is found by the
+// sweep and reported offline once.
+func TestSweepReportsUsersOfDeadEdges(t *testing.T) {
+	f := newFixture(t, nil)
+	f.register(t, f.session("s1", "gone", "d1"), f.session("s2", "alive", "d1"))
+	f.events.take()
+	f.clock.Advance(f.ttl / 2)
+	if _, err := f.reg.RenewSessions(t.Context(), &presencev1.RenewSessionsRequest{EdgeId: "edge-1",
+		Sessions: []*presencev1.Session{f.session("s2", "alive", "d1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.reg.Sweep(t.Context()); err != nil || n != 0 {
+		t.Fatalf("sweep before anything expired checked %d users (%v)", n, err)
+	}
+	f.clock.Advance(f.ttl/2 + time.Second) // "gone" expired; "alive" was renewed
+	if n, err := f.reg.Sweep(t.Context()); err != nil || n != 1 {
+		t.Fatalf("sweep checked %d users (%v), want 1", n, err)
+	}
+	if got := f.events.take(); len(got) != 1 || got[0].user != "gone" || got[0].online {
+		t.Fatalf("changes %v, want only gone going offline", got)
+	}
+	if n, _ := f.reg.Sweep(t.Context()); n != 0 {
+		t.Fatalf("a second sweep checked %d users again", n)
+	}
+}
