@@ -230,17 +230,14 @@ func (r *Registry) write(ctx context.Context, sessions []*presencev1.Session, ed
 	}, func(i int) []any {
 		return []any{sessions[i].GetSessionId(), vals[i]}
 	})
-	ts, err := r.runScripts(ctx, writeScript, calls)
-	if err != nil {
-		return 0, err
-	}
 	// The expiry index lets Sweep find users whose edge died.
 	members := make([]redis.Z, len(calls))
 	for i, c := range calls {
 		members[i] = redis.Z{Score: float64(expiry.UnixMilli()), Member: c.userID}
 	}
-	if err := r.client.ZAddGT(ctx, r.expiryKey(), members...).Err(); err != nil {
-		return 0, fmt.Errorf("expiry index: %w", err)
+	ts, err := r.runScripts(ctx, writeScript, calls, func(p redis.Pipeliner) { p.ZAddGT(ctx, r.expiryKey(), members...) })
+	if err != nil {
+		return 0, err
 	}
 	r.report(ts, now)
 	restored := 0

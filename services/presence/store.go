@@ -140,15 +140,19 @@ type transition struct {
 	restored int
 }
 
-// runScripts runs script once per call in one pipelined round trip. Redis
-// forgets loaded scripts when it restarts; on NOSCRIPT the script is loaded
-// and the pipeline sent again (nothing ran, since every EVALSHA failed).
-func (r *Registry) runScripts(ctx context.Context, script *redis.Script, calls []scriptCall) ([]transition, error) {
+// runScripts runs script once per call in one pipelined round trip, plus
+// the idempotent commands also adds, if any. Redis forgets loaded scripts
+// when it restarts; on NOSCRIPT the script is loaded and the pipeline sent
+// again (no script ran, since every EVALSHA failed).
+func (r *Registry) runScripts(ctx context.Context, script *redis.Script, calls []scriptCall, also ...func(redis.Pipeliner)) ([]transition, error) {
 	for attempt := 0; ; attempt++ {
 		cmds := make([]*redis.Cmd, len(calls))
 		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, c := range calls {
 				cmds[i] = script.EvalSha(ctx, p, []string{r.sessionsKey(c.userID), r.lastSeenKey(c.userID)}, c.args...)
+			}
+			for _, f := range also {
+				f(p)
 			}
 			return nil
 		})
