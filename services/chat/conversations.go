@@ -694,13 +694,30 @@ func (s *Service) SetConversationMuted(ctx context.Context, req *chatv1.SetConve
 	if err != nil {
 		return nil, err
 	}
-	tag, err := s.db.Exec(ctx, `UPDATE members SET muted = $3 WHERE conversation_id = $1 AND user_id = $2 AND left_seq IS NULL`,
-		convID, uid, req.GetMuted())
+	var ev *chatv1.UserEvent
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		var was bool
+		err := tx.QueryRow(ctx, `SELECT muted FROM members WHERE conversation_id = $1 AND user_id = $2 AND left_seq IS NULL FOR UPDATE`,
+			convID, uid).Scan(&was)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errNoConversation
+		}
+		if err != nil || was == req.GetMuted() {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE members SET muted = $3 WHERE conversation_id = $1 AND user_id = $2`, convID, uid, req.GetMuted()); err != nil {
+			return err
+		}
+		// The setting is the user's own, synced to all of their devices.
+		ev, err = AppendUserEvent(ctx, tx, uid, &chatv1.UserEvent{Kind: &chatv1.UserEvent_ConversationMuted{
+			ConversationMuted: &chatv1.ConversationMuted{ConversationId: convID.String(), Muted: req.GetMuted()}}})
+		return err
+	})
 	if err != nil {
 		return nil, s.internal(ctx, "mute conversation", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return nil, errNoConversation
+	if ev != nil {
+		s.notify.NotifyUser(uid.String(), ev, sessionID(ctx))
 	}
 	return &chatv1.SetConversationMutedResponse{}, nil
 }

@@ -19,6 +19,7 @@ import (
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+	"github.com/wagglechat/waggle/notify"
 )
 
 // SessionLocator finds users' live sessions: the presence registry, in
@@ -46,6 +47,13 @@ type FanoutConfig struct {
 	// EnqueueTimeout is how long Notify waits for room before dropping an
 	// event (clients then repair it through sync). Default 1 s.
 	EnqueueTimeout time.Duration
+	// Push is told about messages for members with no live session. Nil
+	// sends no offline pushes.
+	Push notify.Notifier
+	// PushLimit is the largest conversation whose offline members get
+	// pushes; in larger groups a message would cost a push per member.
+	// Default 1000.
+	PushLimit int
 }
 
 // Fanout delivers committed events: it finds the members who may see each
@@ -70,6 +78,9 @@ func NewFanout(cfg FanoutConfig, db *pgxpool.Pool, locate SessionLocator, publis
 	}
 	if cfg.EnqueueTimeout == 0 {
 		cfg.EnqueueTimeout = time.Second
+	}
+	if cfg.PushLimit == 0 {
+		cfg.PushLimit = 1000
 	}
 	f := &Fanout{cfg: cfg, db: db, locate: locate, publish: publish, log: log, seed: maphash.MakeSeed()}
 	f.shards = make([]chan job, cfg.Shards)
@@ -280,11 +291,24 @@ func (f *Fanout) deliver(ctx context.Context, j job) error {
 		return fmt.Errorf("lookup sessions: %w", err)
 	}
 	byEdge := map[string][]string{}
+	online := map[string]bool{}
 	for _, s := range found.GetSessions() {
+		online[s.GetUserId()] = true
 		if s.GetSessionId() == j.exclude {
 			continue
 		}
 		byEdge[s.GetEdgeId()] = append(byEdge[s.GetEdgeId()], s.GetUserId())
+	}
+	if m := j.event.GetMessage(); m != nil && f.cfg.Push != nil && len(users) <= f.cfg.PushLimit {
+		var offline []string
+		for _, u := range users {
+			if !online[u] && u != m.GetSenderUserId() {
+				offline = append(offline, u)
+			}
+		}
+		if err := f.pushOffline(ctx, m, offline); err != nil {
+			f.log.Warn("fanout: offline push", "conversation", m.GetConversationId(), "seq", m.GetSeq(), "err", err)
+		}
 	}
 	msgs := make([]bus.Message, 0, len(byEdge))
 	for edge, users := range byEdge {
@@ -305,6 +329,38 @@ func (f *Fanout) deliver(ctx context.Context, j job) error {
 		return fmt.Errorf("publish to %d edges: %w", len(msgs), err)
 	}
 	return nil
+}
+
+// pushOffline hands a notification per offline recipient (unless they muted
+// the conversation) to the push notifier, with their badge.
+func (f *Fanout) pushOffline(ctx context.Context, m *chatv1.Message, users []string) error {
+	if len(users) == 0 {
+		return nil
+	}
+	var title, sender string
+	if err := f.db.QueryRow(ctx, `SELECT c.title, coalesce((SELECT display_name FROM users WHERE id = $2), '')
+		FROM conversations c WHERE c.id = $1`, m.GetConversationId(), m.GetSenderUserId()).Scan(&title, &sender); err != nil {
+		return fmt.Errorf("conversation: %w", err)
+	}
+	rows, err := f.db.Query(ctx, `
+		SELECT o.user_id::text, (SELECT count(*) FROM members m JOIN events u ON u.conversation_id = m.conversation_id
+			WHERE m.user_id = o.user_id AND m.left_seq IS NULL AND NOT m.muted AND `+unreadFilter+`)
+		FROM members o WHERE o.conversation_id = $1 AND o.user_id = ANY($2::uuid[]) AND o.left_seq IS NULL AND NOT o.muted`,
+		m.GetConversationId(), users)
+	if err != nil {
+		return fmt.Errorf("badges: %w", err)
+	}
+	defer rows.Close()
+	preview := notify.Preview(m.GetContent().GetText().GetBody(), m.GetContent().GetCustom().GetType())
+	for rows.Next() {
+		n := notify.Notification{ConversationID: m.GetConversationId(), ConversationTitle: title, MessageID: m.GetMessageId(),
+			Seq: m.GetSeq(), SenderUserID: m.GetSenderUserId(), SenderName: sender, Preview: preview, Time: m.GetCreateTime().AsTime()}
+		if err := rows.Scan(&n.UserID, &n.Badge); err != nil {
+			return fmt.Errorf("badges: %w", err)
+		}
+		f.cfg.Push.Notify(n)
+	}
+	return rows.Err()
 }
 
 // recipients are the members who may see ev, including one just removed

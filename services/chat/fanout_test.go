@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
+	"github.com/wagglechat/waggle/notify"
 )
 
 // sessionsOn places every user on one edge.
@@ -112,5 +114,57 @@ func TestRevokeDeviceClosesItsSessions(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no envelope reached the edge holding the device")
+	}
+}
+
+// onlineOnly places the listed users on edge e1; everyone else is offline.
+type onlineOnly []string
+
+func (on onlineOnly) LookupSessions(_ context.Context, req *presencev1.LookupSessionsRequest) (*presencev1.LookupSessionsResponse, error) {
+	res := &presencev1.LookupSessionsResponse{}
+	for _, u := range req.GetUserIds() {
+		if slices.Contains(on, u) {
+			res.Sessions = append(res.Sessions, &presencev1.Session{SessionId: "s-" + u, UserId: u, EdgeId: "e1"})
+		}
+	}
+	return res, nil
+}
+
+func TestOfflineMembersGetPushesUnlessMuted(t *testing.T) {
+	f := newFixture(t)
+	alice, aliceID := f.user("alice")
+	_, bobID := f.user("bob")
+	carol, carolID := f.user("carol")
+	_, daveID := f.user("dave")
+	conv := f.group(alice, bobID, carolID, daveID)
+	if _, err := f.svc.SetConversationMuted(carol, &chatv1.SetConversationMutedRequest{ConversationId: conv, Muted: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.send(alice, conv, "earlier") // unread for everyone but alice
+
+	b := bus.NewMemory()
+	defer b.Close()
+	got := make(chan notify.Notification, 10)
+	fan := NewFanout(FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n })}, f.db,
+		onlineOnly{aliceID, daveID}, b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.svc.notify = fan
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go fan.Run(ctx)
+
+	msg := f.send(alice, conv, "are you there?")
+	select {
+	case n := <-got:
+		// bob is offline and not muted; carol muted; dave online; alice sent it.
+		if n.UserID != bobID || n.Badge != 2 || n.Preview != "are you there?" || n.Seq != msg.GetSeq() || n.ConversationTitle != "g" {
+			t.Fatalf("notification %+v, want bob with badge 2", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no offline push")
+	}
+	select {
+	case n := <-got:
+		t.Fatalf("unexpected second notification %+v", n)
+	case <-time.After(200 * time.Millisecond):
 	}
 }

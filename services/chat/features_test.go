@@ -424,3 +424,27 @@ func TestTypingIsEphemeralAndRateLimited(t *testing.T) {
 func textContent(s string) *chatv1.MessageContent {
 	return &chatv1.MessageContent{Body: &chatv1.MessageContent_Text{Text: &chatv1.Text{Body: s}}}
 }
+
+func TestMuteIsSyncedAndLeavesTheBadge(t *testing.T) {
+	f, rec := newRecordingFixture(t, Config{})
+	alice, _ := f.user("alice")
+	bob, bobID := f.user("bob")
+	conv := f.group(alice, bobID)
+	f.send(alice, conv, "loud")
+	if f.badgeOf(bob) != 1 {
+		t.Fatal("badge before muting is not 1")
+	}
+	rec.take()
+	for range 2 {
+		if _, err := f.svc.SetConversationMuted(bob, &chatv1.SetConversationMutedRequest{ConversationId: conv, Muted: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, users, _ := rec.take(); len(users[bobID]) != 1 || !users[bobID][0].GetConversationMuted().GetMuted() {
+		t.Fatalf("user events %v, want one mute event (the second call changed nothing)", users)
+	}
+	c := f.conversation(bob, conv)
+	if !c.GetSelf().GetMuted() || c.GetUnreadCount() != 1 || f.badgeOf(bob) != 0 {
+		t.Fatalf("muted conversation: muted=%v unread=%d badge=%d; want muted, unread 1, badge 0", c.GetSelf().GetMuted(), c.GetUnreadCount(), f.badgeOf(bob))
+	}
+}
