@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/wagglechat/waggle/notify"
 	"net"
 	"net/url"
 	"os"
@@ -106,6 +107,16 @@ type Config struct {
 	// unique among live edges. Default: hostname plus a random suffix.
 	EdgeID string
 
+	// PushWebhookURL receives offline push notifications as signed JSON
+	// POSTs (see package notify). Default "": no offline pushes.
+	PushWebhookURL string
+	// PushWebhookSecret signs the webhook's requests (HMAC-SHA256). Required
+	// with PushWebhookURL.
+	PushWebhookSecret string
+	// PresenceGrace is how long a user may be gone before subscribers hear
+	// they went offline. Default 5 s.
+	PresenceGrace time.Duration
+
 	// MaxMessageBytes is the largest RPC message accepted. Default 1 MiB.
 	MaxMessageBytes int
 	// DrainDelay is how long the process reports NOT_SERVING but still
@@ -153,6 +164,14 @@ func (cfg Config) resolve() (Config, secrets, error) {
 	}
 	if cfg.EdgeID == "" {
 		cfg.EdgeID = defaultEdgeID()
+	}
+	if cfg.PresenceGrace < 0 {
+		return cfg, s, errors.New("config: presence grace must not be negative")
+	}
+	if cfg.PushWebhookURL != "" && cfg.Roles.Has(RoleChat) {
+		if err := (notify.WebhookConfig{URL: cfg.PushWebhookURL, Secret: cfg.PushWebhookSecret}).Validate(); err != nil {
+			return cfg, s, fmt.Errorf("config: push webhook: %w", err)
+		}
 	}
 
 	// Split roles must agree on keys; one process may invent its own.

@@ -19,6 +19,7 @@ import (
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
 	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
 	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
+	"github.com/wagglechat/waggle/notify"
 	"github.com/wagglechat/waggle/rpcserver"
 	"github.com/wagglechat/waggle/services/account"
 	"github.com/wagglechat/waggle/services/chat"
@@ -72,7 +73,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	}
 	var presenceReader edge.PresenceReader
 	if roles.Has(RolePresence) {
-		reg := presence.NewRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{})
+		ann := presence.NewAnnouncer(d.cfg.PresenceGrace, b, d.redis, d.cfg.RedisPrefix, d.log)
+		reg := presence.NewRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
+		ann.SetRegistry(reg)
+		g.runners = append(g.runners, func(ctx context.Context) { reg.RunSweeper(ctx, presenceSweepInterval) })
 		svc := presence.NewService(reg, d.log, presence.ServiceConfig{})
 		srv.Handle(presencev1connect.NewSessionRegistryServiceHandler(reg, opts...))
 		srv.Handle(presencev1connect.NewPresenceServiceHandler(svc, opts...))
@@ -89,7 +93,13 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		edge.DeliveryReporter
 	}
 	if roles.Has(RoleChat) {
-		fanout := chat.NewFanout(chat.FanoutConfig{}, d.pg, registry, b, d.log)
+		var push notify.Notifier
+		if d.cfg.PushWebhookURL != "" {
+			hook := notify.NewWebhook(notify.WebhookConfig{URL: d.cfg.PushWebhookURL, Secret: d.cfg.PushWebhookSecret}, d.log)
+			g.runners = append(g.runners, hook.Run)
+			push = hook
+		}
+		fanout := chat.NewFanout(chat.FanoutConfig{Push: push}, d.pg, registry, b, d.log)
 		g.runners = append(g.runners, fanout.Run)
 		chatSvc := chat.New(chat.Config{}, d.pg, fanout, d.log)
 		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{Revoker: fanout}), opts...))
@@ -139,6 +149,11 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	}
 	return g, nil
 }
+
+// presenceSweepInterval is how often the presence role looks for users whose
+// edge died, to announce them offline; a few seconds is well inside the
+// session TTL.
+const presenceSweepInterval = 5 * time.Second
 
 // rpcClient returns an HTTP client for a Connect URL: HTTP/2 with prior
 // knowledge for http:// (so streams and many calls share a connection), and

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/wagglechat/waggle/app"
+	"github.com/wagglechat/waggle/services/presence"
 )
 
 // command is a subcommand of waggle.
@@ -103,6 +104,14 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 	}
 	if (roles.Has(app.RoleEdge) || roles.Has(app.RoleChat)) && !roles.Has(app.RolePresence) {
 		str(&c.PresenceURL, "presence-url", "WAGGLE_PRESENCE_URL", "", "URL of the presence service, e.g. http://presence:8080 (required)")
+	}
+	if roles.Has(app.RoleChat) {
+		str(&c.PushWebhookURL, "push-webhook-url", "WAGGLE_PUSH_WEBHOOK_URL", "", "URL receiving offline push notifications as signed JSON POSTs; empty: none")
+		str(&c.PushWebhookSecret, "push-webhook-secret", "WAGGLE_PUSH_WEBHOOK_SECRET", "", "HMAC-SHA256 key signing the webhook's requests (required with --push-webhook-url)")
+	}
+	if roles.Has(app.RolePresence) {
+		fs.DurationVar(&c.PresenceGrace, "presence-grace", presence.DefaultGrace, "how long a user may be gone before subscribers see them offline")
+		fs.add("presence-grace", "WAGGLE_PRESENCE_GRACE")
 	}
 	if roles.Has(app.RoleEdge) {
 		str(&c.EdgeID, "edge-id", "WAGGLE_EDGE_ID", "", "unique name of this edge node; empty means hostname plus a random suffix")
