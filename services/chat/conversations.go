@@ -717,7 +717,7 @@ func (s *Service) SetConversationMuted(ctx context.Context, req *chatv1.SetConve
 		return nil, s.internal(ctx, "mute conversation", err)
 	}
 	if ev != nil {
-		s.notify.NotifyUser(uid.String(), ev, sessionID(ctx))
+		s.notify.NotifyUser(uid.String(), ev, "") // the answer does not carry it
 	}
 	return &chatv1.SetConversationMutedResponse{}, nil
 }

@@ -8,16 +8,16 @@ import (
 
 func TestSyncCursorRoundTrip(t *testing.T) {
 	tests := []syncCursor{
-		{sent: map[uuid.UUID]int64{}},
-		{watermark: 1, next: 2, sent: map[uuid.UUID]int64{}},
-		{watermark: 1 << 40, next: 1<<40 + 7, conv: uuid.New(), seq: 99, userSeq: 12, sent: map[uuid.UUID]int64{uuid.New(): 5, uuid.New(): 1 << 50}},
+		{sent: map[uuid.UUID]int64{}, skip: map[uuid.UUID]int64{}},
+		{watermark: 1, next: 2, sent: map[uuid.UUID]int64{}, skip: map[uuid.UUID]int64{uuid.New(): 3}},
+		{watermark: 1 << 40, next: 1<<40 + 7, conv: uuid.New(), seq: 99, userSeq: 12, sent: map[uuid.UUID]int64{uuid.New(): 5, uuid.New(): 1 << 50}, skip: map[uuid.UUID]int64{}},
 	}
 	for _, c := range tests {
 		got, err := decodeSyncCursor(c.encode())
 		if err != nil {
 			t.Fatalf("decode(encode(%+v)): %v", c, err)
 		}
-		if got.watermark != c.watermark || got.next != c.next || got.conv != c.conv || got.seq != c.seq || got.userSeq != c.userSeq || len(got.sent) != len(c.sent) {
+		if got.watermark != c.watermark || got.next != c.next || got.conv != c.conv || got.seq != c.seq || got.userSeq != c.userSeq || len(got.sent) != len(c.sent) || len(got.skip) != len(c.skip) {
 			t.Fatalf("round trip: got %+v, want %+v", got, c)
 		}
 		for k, v := range c.sent {

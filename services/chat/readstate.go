@@ -69,10 +69,12 @@ func (s *Service) MarkRead(ctx context.Context, req *chatv1.MarkReadRequest) (*c
 		return nil, s.internal(ctx, "mark read", err)
 	}
 	if userEvent != nil {
-		session := sessionID(ctx)
-		s.notify.NotifyUser(uid.String(), userEvent, session)
+		// The answer does not carry the user event, so the calling session
+		// gets it pushed like the user's other devices (else it would see a
+		// gap in its user sequence).
+		s.notify.NotifyUser(uid.String(), userEvent, "")
 		s.notify.Ephemeral([]string{uid.String()}, &edgev1.Push{Unread: []*chatv1.UnreadChanged{{
-			ConversationId: convID.String(), UnreadCount: res.UnreadCount, Badge: res.Badge}}}, session)
+			ConversationId: convID.String(), UnreadCount: res.UnreadCount, Badge: res.Badge}}}, sessionID(ctx))
 		if members <= s.cfg.ReceiptPushLimit {
 			others, err := s.currentMembers(ctx, convID, uid)
 			if err != nil {

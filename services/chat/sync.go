@@ -7,11 +7,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"maps"
 	"math"
 	"strconv"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
@@ -50,7 +50,14 @@ type syncCursor struct {
 	// Events of a conversation commit in seq order, so everything up to it
 	// has been sent.
 	sent map[uuid.UUID]int64
+	// skip holds, during a paged sync, the positions the device already had
+	// when it started: the previous cursor's sent and its known_positions.
+	skip map[uuid.UUID]int64
 }
+
+// maxSyncPageBytes bounds a page's encoded events, well under the 4 MiB
+// that gRPC clients accept by default.
+const maxSyncPageBytes = 2 << 20
 
 // maxCursorPositions bounds the cursor's size. Past it, positions are left
 // out and the next sync may repeat events, which clients drop by seq.
@@ -65,16 +72,18 @@ func (c syncCursor) encode() string {
 	b = append(b, c.conv[:]...)
 	b = binary.AppendUvarint(b, uint64(c.seq))
 	b = binary.AppendUvarint(b, uint64(c.userSeq))
-	b = binary.AppendUvarint(b, uint64(len(c.sent)))
-	for conv, seq := range c.sent {
-		b = append(b, conv[:]...)
-		b = binary.AppendUvarint(b, uint64(seq))
+	for _, m := range []map[uuid.UUID]int64{c.sent, c.skip} {
+		b = binary.AppendUvarint(b, uint64(len(m)))
+		for conv, seq := range m {
+			b = append(b, conv[:]...)
+			b = binary.AppendUvarint(b, uint64(seq))
+		}
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 func decodeSyncCursor(s string) (syncCursor, error) {
-	c := syncCursor{sent: map[uuid.UUID]int64{}}
+	c := syncCursor{sent: map[uuid.UUID]int64{}, skip: map[uuid.UUID]int64{}}
 	if s == "" {
 		return c, nil
 	}
@@ -106,17 +115,19 @@ func decodeSyncCursor(s string) (syncCursor, error) {
 	if c.userSeq, err = seqOf(); err != nil {
 		return syncCursor{}, bad
 	}
-	n, err := binary.ReadUvarint(r)
-	if err != nil || n > maxCursorPositions {
-		return syncCursor{}, bad
-	}
-	for range n {
-		var conv uuid.UUID
-		if _, err := io.ReadFull(r, conv[:]); err != nil {
+	for _, m := range []map[uuid.UUID]int64{c.sent, c.skip} {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > maxCursorPositions {
 			return syncCursor{}, bad
 		}
-		if c.sent[conv], err = seqOf(); err != nil {
-			return syncCursor{}, bad
+		for range n {
+			var conv uuid.UUID
+			if _, err := io.ReadFull(r, conv[:]); err != nil {
+				return syncCursor{}, bad
+			}
+			if m[conv], err = seqOf(); err != nil {
+				return syncCursor{}, bad
+			}
 		}
 	}
 	if r.Len() != 0 {
@@ -192,26 +203,32 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 	if len(req.GetKnownPositions()) > 10_000 {
 		return nil, invalid("at most 10000 known_positions")
 	}
-	known := maps.Clone(cur.sent)
-	for _, p := range req.GetKnownPositions() {
-		id, err := parseID("known_positions.conversation_id", p.GetConversationId())
-		if err != nil {
-			return nil, err
-		}
-		known[id] = max(known[id], int64(p.GetSeq()))
-	}
-	knownConv := make([]uuid.UUID, 0, len(known))
-	knownSeq := make([]int64, 0, len(known))
-	for id, seq := range known {
-		knownConv, knownSeq = append(knownConv, id), append(knownSeq, seq)
-	}
-
 	firstPage := cur.conv == uuid.Nil && cur.seq == 0
 	if firstPage {
+		// What the device holds for the whole of this sync: what the last
+		// sync sent above its watermark, and what the client says it has.
+		cur.skip, cur.sent = cur.sent, map[uuid.UUID]int64{}
+		for _, p := range req.GetKnownPositions() {
+			id, err := parseID("known_positions.conversation_id", p.GetConversationId())
+			if err != nil {
+				return nil, err
+			}
+			if len(cur.skip) < maxCursorPositions || cur.skip[id] > 0 {
+				cur.skip[id] = max(cur.skip[id], int64(p.GetSeq()))
+			}
+		}
+		if cur.skip, err = s.stillRelevant(ctx, cur.skip, cur.watermark); err != nil {
+			return nil, s.internal(ctx, "sync", err)
+		}
 		// Taken before reading: anything this read misses has an xid >= it.
 		if cur.next, err = s.snapshotXmin(ctx); err != nil {
 			return nil, s.internal(ctx, "sync", err)
 		}
+	}
+	knownConv := make([]uuid.UUID, 0, len(cur.skip))
+	knownSeq := make([]int64, 0, len(cur.skip))
+	for id, seq := range cur.skip {
+		knownConv, knownSeq = append(knownConv, id), append(knownSeq, seq)
 	}
 	query := syncSinceQuery
 	if cur.watermark == 0 {
@@ -222,10 +239,8 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 	if err != nil {
 		return nil, s.internal(ctx, "sync", err)
 	}
-	if firstPage {
-		cur.sent = map[uuid.UUID]int64{}
-	}
 	var events []*chatv1.Event
+	full, bytes := false, 0
 	for rows.Next() {
 		var r eventRow
 		var xid string
@@ -238,6 +253,11 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 			rows.Close()
 			return nil, s.internal(ctx, "sync", err)
 		}
+		if bytes += proto.Size(ev); bytes > maxSyncPageBytes && len(events) > 0 {
+			full = true
+			rows.Close()
+			break
+		}
 		events = append(events, ev)
 		// Sent now but at or above the next watermark: the next sync would
 		// find it again unless the cursor remembers it.
@@ -248,6 +268,7 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 	if err := rows.Err(); err != nil {
 		return nil, s.internal(ctx, "sync", err)
 	}
+	full = full || len(events) == size
 
 	userEvents, err := s.userEventsAfter(ctx, uid, cur.userSeq, size)
 	if err != nil {
@@ -257,9 +278,9 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 		cur.userSeq = int64(userEvents[n-1].GetSeq())
 	}
 
-	res := &chatv1.SyncResponse{Events: events, UserEvents: userEvents, HasMore: len(events) == size || len(userEvents) == size}
+	res := &chatv1.SyncResponse{Events: events, UserEvents: userEvents, HasMore: full || len(userEvents) == size}
 	switch {
-	case len(events) == size:
+	case full:
 		last := events[len(events)-1]
 		cur.conv, cur.seq = uuid.MustParse(last.GetConversationId()), int64(last.GetSeq())
 		res.NextCursor = cur.encode()
@@ -269,7 +290,45 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 		cur.conv, cur.seq = uuid.Max, math.MaxInt64
 		res.NextCursor = cur.encode()
 	default:
+		// Positions the device held before still matter while the
+		// watermark has not passed their events; the next sync prunes them.
+		for conv, seq := range cur.skip {
+			if len(cur.sent) < maxCursorPositions || cur.sent[conv] > 0 {
+				cur.sent[conv] = max(cur.sent[conv], seq)
+			}
+		}
 		res.NextCursor = syncCursor{watermark: cur.next, sent: cur.sent, userSeq: cur.userSeq}.encode()
 	}
 	return res, nil
+}
+
+// stillRelevant keeps the positions that can still hide an event from a
+// sync at watermark: those of conversations with events at or above the
+// watermark at or below the position.
+func (s *Service) stillRelevant(ctx context.Context, positions map[uuid.UUID]int64, watermark uint64) (map[uuid.UUID]int64, error) {
+	if len(positions) == 0 || watermark == 0 {
+		return positions, nil
+	}
+	convs := make([]uuid.UUID, 0, len(positions))
+	seqs := make([]int64, 0, len(positions))
+	for c, seq := range positions {
+		convs, seqs = append(convs, c), append(seqs, seq)
+	}
+	rows, err := s.db.Query(ctx, `SELECT k.cid, k.seq FROM unnest($1::uuid[], $2::bigint[]) AS k(cid, seq)
+		WHERE EXISTS (SELECT 1 FROM events x WHERE x.conversation_id = k.cid AND x.xid >= $3::text::xid8 AND x.seq <= k.seq)`,
+		convs, seqs, strconv.FormatUint(watermark, 10))
+	if err != nil {
+		return nil, fmt.Errorf("prune positions: %w", err)
+	}
+	kept := map[uuid.UUID]int64{}
+	for rows.Next() {
+		var c uuid.UUID
+		var seq int64
+		if err := rows.Scan(&c, &seq); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("prune positions: %w", err)
+		}
+		kept[c] = seq
+	}
+	return kept, rows.Err()
 }

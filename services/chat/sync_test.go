@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
+	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
 )
@@ -181,4 +182,56 @@ func (f *fixture) memberCount(conv string) int {
 	var n int
 	f.db.QueryRow(context.Background(), `SELECT count(*) FROM members WHERE conversation_id = $1 AND left_seq IS NULL`, conv).Scan(&n)
 	return n
+}
+
+// A transaction left open elsewhere holds the watermark back for as long
+// as it runs; syncs must still return each event once, across pages too.
+func TestSyncSendsEachEventOnceWhileTheWatermarkIsHeldBack(t *testing.T) {
+	f := newFixture(t)
+	alice, aliceID := f.user("alice")
+	bob, _ := f.user("bob")
+	convs := []string{f.group(alice), f.group(alice), f.group(alice)}
+	ctx := context.Background()
+	tx, err := f.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	other := f.group(bob)
+	if _, err := appendEvent(ctx, tx, uuid.MustParse(other), uuid.MustParse(f.userID(bob)), "", &chatv1.Event{
+		Kind: &chatv1.Event_ConversationRenamed{ConversationRenamed: &chatv1.ConversationRenamed{Title: "open"}}}, true); err != nil {
+		t.Fatal(err)
+	}
+
+	seen := map[string]map[uint64]int{}
+	cursor := ""
+	for round := range 4 {
+		for _, c := range convs {
+			f.send(alice, c, fmt.Sprint("round ", round))
+		}
+		var got map[string][]uint64
+		got, cursor, _ = f.syncAll(alice, cursor, 2) // small pages: positions must survive paging
+		for c, seqs := range got {
+			if seen[c] == nil {
+				seen[c] = map[uint64]int{}
+			}
+			for _, s := range seqs {
+				seen[c][s]++
+				if seen[c][s] > 1 {
+					t.Fatalf("round %d: %s seq %d sent again", round, c, s)
+				}
+			}
+		}
+	}
+	for _, c := range convs {
+		if len(seen[c]) != 5 {
+			t.Fatalf("%s: got %d distinct events, want 5", c, len(seen[c]))
+		}
+	}
+	_ = aliceID
+}
+
+func (f *fixture) userID(ctx context.Context) string {
+	id, _ := auth.FromContext(ctx)
+	return id.UserID
 }
