@@ -81,7 +81,7 @@ var hints = map[connect.Code]string{
 	connect.CodeUnauthenticated: "log in again: waggle-cli login <username>",
 	connect.CodeUnimplemented:   "this server does not implement the call yet",
 	connect.CodeUnavailable:     "is the server running? set it with --server or WAGGLE_SERVER",
-	connect.CodeNotFound:        "ids are UUIDs; a conversation you are not a member of is reported as not found",
+	connect.CodeNotFound:        "check the ids and seqs; a conversation you are not a member of is reported as not found",
 }
 
 // newHTTPClient speaks HTTP/2 to http:// URLs with prior knowledge (h2c),
