@@ -56,3 +56,16 @@ db: ## create the development database if it does not exist
 .PHONY: serve
 serve: build db ## build and run every role on :8080 (ARGS="--addr :9090" to pass flags)
 	./bin/waggle serve $(ARGS)
+
+# The TypeScript client (clients/ts) has its own pinned dependencies; its
+# tests start a `waggle serve` of their own (clients/ts/test/harness.ts).
+clients/ts/node_modules/.package-lock.json: clients/ts/package-lock.json
+	cd clients/ts && npm ci --no-audit --no-fund
+
+.PHONY: test-ts
+test-ts: clients/ts/node_modules/.package-lock.json ## TypeScript client tests against a live server (Node 20+, Postgres, Redis)
+	cd clients/ts && npm test
+
+.PHONY: test-recipes
+test-recipes: ## run docs/grpcurl.md's recipes against a live server (make test runs them too)
+	go test -count=1 ./e2e/recipes/

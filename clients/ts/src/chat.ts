@@ -1,0 +1,6 @@
+// waggle.chat.v1: ConversationService, MessageService, events, and the
+// internal DeliveryService.
+export * from "../../../gen/ts/waggle/chat/v1/conversation_pb.js";
+export * from "../../../gen/ts/waggle/chat/v1/delivery_pb.js";
+export * from "../../../gen/ts/waggle/chat/v1/event_pb.js";
+export * from "../../../gen/ts/waggle/chat/v1/message_pb.js";

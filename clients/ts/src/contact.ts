@@ -1,0 +1,2 @@
+// waggle.contact.v1: ContactService.
+export * from "../../../gen/ts/waggle/contact/v1/contact_pb.js";
