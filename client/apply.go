@@ -3,72 +3,118 @@ package client
 import (
 	"context"
 	"maps"
+	"slices"
 	"time"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
+// userStream keys the user's own event sequence among the conversations'
+// (no conversation id is empty).
+const userStream = ""
+
+// item is one sequenced change the app applies in order: a conversation
+// event, or one of the user's own events.
+type item struct {
+	key  string // conversation id, or userStream
+	seq  uint64
+	conv *chatv1.Event
+	user *chatv1.UserEvent
+}
+
+func convItem(ev *chatv1.Event) item {
+	return item{key: ev.GetConversationId(), seq: ev.GetSeq(), conv: ev}
+}
+
+func userItem(ev *chatv1.UserEvent) item { return item{key: userStream, seq: ev.GetSeq(), user: ev} }
+
 // applyPush applies a push's events in order, then acks it.
 func (c *Client) applyPush(s *session, p *edgev1.Push) {
 	c.mu.Lock()
 	for _, ev := range p.GetEvents() {
-		c.offer(s, ev)
+		c.offer(s, convItem(ev))
+	}
+	for _, ev := range p.GetUserEvents() {
+		c.offer(s, userItem(ev))
 	}
 	c.mu.Unlock()
 	if p.GetPushId() > 0 {
 		_ = s.send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Ack{Ack: &edgev1.Ack{PushId: p.GetPushId()}}})
 	}
-}
-
-// offer applies a live event (pushed, or the answer to our own send) if it
-// is the next one of its conversation. An event beyond the next is held for
-// GapWait: events published by different senders can overtake each other on
-// the way, and the missing one usually follows at once. If it does not, the
-// held events are dropped and a sync fetches everything (see gapExpired).
-// c.mu is held.
-func (c *Client) offer(s *session, ev *chatv1.Event) {
-	conv, seq := ev.GetConversationId(), ev.GetSeq()
-	have, known := c.state.Seqs[conv]
-	switch {
-	case known && seq <= have:
-		c.stats.Duplicates++
-	case seq == have+1 || (!known && seq == 1):
-		c.apply(ev)
-		c.dirty[conv] = true
-		c.releaseHeld(conv)
-	default:
-		if c.held[conv] == nil {
-			c.held[conv] = map[uint64]*chatv1.Event{}
-			time.AfterFunc(c.cfg.GapWait, func() { c.gapExpired(s, conv) })
-		}
-		c.held[conv][seq] = ev
+	if c.cfg.OnPush != nil {
+		c.cfg.OnPush(p)
 	}
 }
 
-// releaseHeld applies held events of conv that now follow in order. c.mu is
+// position returns what the client holds of a sequence.
+func (c *Client) position(key string) (seq uint64, known bool) {
+	if key == userStream {
+		return c.state.UserSeq, true
+	}
+	seq, known = c.state.Seqs[key]
+	return seq, known
+}
+
+// starts reports whether it can begin an unknown conversation: its creation,
+// or the event that added this user.
+func (c *Client) starts(it item) bool {
+	if it.seq == 1 {
+		return true
+	}
+	added := it.conv.GetMembersAdded()
+	return added != nil && slices.Contains(added.GetUserIds(), c.userID)
+}
+
+// offer applies a live item (pushed, or the answer to our own send) if it is
+// the next one of its sequence. An item beyond the next is held for GapWait:
+// pushes published by different senders can overtake each other on the way,
+// and the missing one usually follows at once. If it does not, the held
+// items are dropped and a sync fetches everything (see gapExpired).
+// c.mu is held.
+func (c *Client) offer(s *session, it item) {
+	have, known := c.position(it.key)
+	switch {
+	case known && it.seq <= have:
+		c.stats.Duplicates++
+	case it.seq == have+1 || (!known && c.starts(it)):
+		c.apply(it)
+		if it.key != userStream {
+			c.dirty[it.key] = true
+		}
+		c.releaseHeld(it.key)
+	default:
+		if c.held[it.key] == nil {
+			c.held[it.key] = map[uint64]item{}
+			time.AfterFunc(c.cfg.GapWait, func() { c.gapExpired(s, it.key) })
+		}
+		c.held[it.key][it.seq] = it
+	}
+}
+
+// releaseHeld applies held items of key that now follow in order. c.mu is
 // held.
-func (c *Client) releaseHeld(conv string) {
-	held := c.held[conv]
+func (c *Client) releaseHeld(key string) {
+	held := c.held[key]
 	for len(held) > 0 {
-		next := c.state.Seqs[conv] + 1
-		ev, ok := held[next]
+		have, _ := c.position(key)
+		it, ok := held[have+1]
 		if !ok {
 			return
 		}
-		delete(held, next)
-		c.apply(ev)
+		delete(held, have+1)
+		c.apply(it)
 		c.stats.Reordered++
 	}
-	delete(c.held, conv)
+	delete(c.held, key)
 }
 
-// gapExpired runs GapWait after a gap opened in conv: if it is still open,
-// the bus lost something, and a sync repairs it.
-func (c *Client) gapExpired(s *session, conv string) {
+// gapExpired runs GapWait after a gap opened in a sequence: if it is still
+// open, the bus lost something, and a sync repairs it.
+func (c *Client) gapExpired(s *session, key string) {
 	c.mu.Lock()
-	open := len(c.held[conv]) > 0
-	delete(c.held, conv)
+	open := len(c.held[key]) > 0
+	delete(c.held, key)
 	if open {
 		c.stats.Gaps++
 	}
@@ -78,10 +124,15 @@ func (c *Client) gapExpired(s *session, conv string) {
 	}
 }
 
-// apply hands ev to the app and records its position. c.mu is held.
-func (c *Client) apply(ev *chatv1.Event) {
-	c.state.Seqs[ev.GetConversationId()] = ev.GetSeq()
-	c.cfg.OnEvent(ev)
+// apply hands it to the app and records its position. c.mu is held.
+func (c *Client) apply(it item) {
+	if it.key == userStream {
+		c.state.UserSeq = it.seq
+		c.cfg.OnUserEvent(it.user)
+		return
+	}
+	c.state.Seqs[it.key] = it.seq
+	c.cfg.OnEvent(it.conv)
 }
 
 // startSync runs a sync from the stored cursor unless one is running, in
@@ -119,21 +170,21 @@ func (c *Client) syncPages(s *session, cursor string, known []*chatv1.Conversati
 		}
 		res := r.frame.GetResult().GetSync()
 		c.mu.Lock()
-		for _, ev := range res.GetEvents() {
-			have, ok := c.state.Seqs[ev.GetConversationId()]
-			if ok && ev.GetSeq() <= have {
+		// Sync is authoritative: it starts where the member may see, so an
+		// unknown conversation starts at its first event here.
+		for _, it := range syncItems(res) {
+			if have, known := c.position(it.key); known && it.seq <= have {
 				c.stats.Duplicates++
 				continue
 			}
-			// Sync is authoritative: it starts where the member may see.
-			c.apply(ev)
-			c.releaseHeld(ev.GetConversationId())
+			c.apply(it)
+			c.releaseHeld(it.key)
 		}
 		cursor = res.GetNextCursor()
 		c.state.Cursor = cursor
-		st := State{Cursor: cursor, Seqs: maps.Clone(c.state.Seqs)}
-		again := !res.GetHasMore() && c.resync
+		st := State{Cursor: cursor, Seqs: maps.Clone(c.state.Seqs), UserSeq: c.state.UserSeq}
 		done := !res.GetHasMore()
+		again := done && c.resync
 		if done {
 			c.syncing = false
 		}
@@ -148,6 +199,17 @@ func (c *Client) syncPages(s *session, cursor string, known []*chatv1.Conversati
 		if done {
 			return
 		}
-		known = nil
+		known = nil // the cursor carries them on to the next page
 	}
+}
+
+func syncItems(res *chatv1.SyncResponse) []item {
+	items := make([]item, 0, len(res.GetEvents())+len(res.GetUserEvents()))
+	for _, ev := range res.GetEvents() {
+		items = append(items, convItem(ev))
+	}
+	for _, ev := range res.GetUserEvents() {
+		items = append(items, userItem(ev))
+	}
+	return items
 }

@@ -20,6 +20,7 @@ import (
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 )
 
 // Config configures a Client. Zero values take the defaults noted.
@@ -31,6 +32,12 @@ type Config struct {
 	// OnEvent receives every conversation event once, in seq order per
 	// conversation. It runs on the client's reader goroutine: keep it short.
 	OnEvent func(*chatv1.Event)
+	// OnUserEvent receives the user's own events (read markers from other
+	// devices, deletions for me, mutes, contact changes) once, in order.
+	OnUserEvent func(*chatv1.UserEvent)
+	// OnPush sees every push after its events were applied, for what is not
+	// sequenced: typing, presence, others' read markers, unread counts.
+	OnPush func(*edgev1.Push)
 	// Store persists the cursor and positions. Default: in memory.
 	Store Store
 	// SyncPageSize is the page size of syncs. Default 500.
@@ -62,18 +69,18 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	state    State
-	dirty    map[string]bool                     // positions moved by pushes since the last sync
-	held     map[string]map[uint64]*chatv1.Event // early events, by conversation and seq
-	session  *session                            // nil while disconnected
-	ready    chan struct{}                       // closed when session is set
-	outbox   map[string]*outgoing
-	syncing  bool
-	resync   bool
-	nextID   atomic.Uint64
-	stats    Stats
-	welcomed *edgev1.Welcome
+	mu      sync.Mutex
+	state   State
+	dirty   map[string]bool            // positions moved by pushes since the last sync
+	held    map[string]map[uint64]item // early items, by sequence and seq
+	userID  string                     // from Welcome
+	session *session                   // nil while disconnected
+	ready   chan struct{}              // closed when session is set
+	outbox  map[string]*outgoing
+	syncing bool
+	resync  bool
+	nextID  atomic.Uint64
+	stats   Stats
 }
 
 // outgoing is a send that has no answer yet. It keeps its client_msg_id
@@ -111,15 +118,21 @@ func New(cfg Config) (*Client, error) {
 	if cfg.OnEvent == nil {
 		cfg.OnEvent = func(*chatv1.Event) {}
 	}
+	if cfg.OnUserEvent == nil {
+		cfg.OnUserEvent = func(*chatv1.UserEvent) {}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Client{cfg: cfg, log: log, ready: make(chan struct{}), outbox: map[string]*outgoing{}, dirty: map[string]bool{},
-		held: map[string]map[uint64]*chatv1.Event{}}, nil
+		held: map[string]map[uint64]item{}}, nil
 }
 
-// Run keeps a session open until ctx is done, reconnecting as needed.
+// Run keeps a session open until ctx is done, reconnecting as needed. It
+// returns an error only for what reconnecting cannot fix: the server refuses
+// the protocol version, or the credentials (twice in a row, so a token
+// provider that refreshes gets its chance).
 func (c *Client) Run(ctx context.Context) error {
 	st, err := c.cfg.Store.Load(ctx)
 	if err != nil {
@@ -133,12 +146,23 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mu.Unlock()
 
 	backoff := c.cfg.MinBackoff
+	refused := 0
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		dialer := c.cfg.Dialers[attempt%len(c.cfg.Dialers)]
 		started := time.Now()
 		err := c.runSession(ctx, dialer)
 		if ctx.Err() != nil {
 			return nil
+		}
+		switch connect.CodeOf(err) {
+		case connect.CodeFailedPrecondition:
+			return fmt.Errorf("client: the edge refused the session: %w", err)
+		case connect.CodeUnauthenticated:
+			if refused++; refused == 2 {
+				return fmt.Errorf("client: credentials refused: %w", err)
+			}
+		default:
+			refused = 0
 		}
 		if time.Since(started) > 10*time.Second {
 			backoff = c.cfg.MinBackoff // it worked for a while: retry soon
@@ -196,7 +220,7 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) error {
 	s := &session{stream: stream, closed: make(chan struct{})}
 	defer close(s.closed)
 	c.mu.Lock()
-	c.session, c.welcomed = s, welcome
+	c.session, c.userID = s, welcome.GetUserId()
 	c.stats.Sessions++
 	close(c.ready)
 	outbox := make([]*outgoing, 0, len(c.outbox))
@@ -341,7 +365,7 @@ func (c *Client) transmit(s *session, o *outgoing) {
 			ev := &chatv1.Event{ConversationId: m.GetConversationId(), Seq: m.GetSeq(), CreateTime: m.GetCreateTime(),
 				ActorUserId: m.GetSenderUserId(), Kind: &chatv1.Event_Message{Message: m}}
 			c.mu.Lock()
-			c.offer(s, ev)
+			c.offer(s, convItem(ev))
 			c.mu.Unlock()
 		}
 		select {
@@ -396,4 +420,43 @@ func (c *Client) WaitConnected(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Call sends a command on the current session (waiting for one) and returns
+// its result. Unlike Send it is not retried after a lost session: callers
+// decide whether repeating the command is safe.
+func (c *Client) Call(ctx context.Context, f *edgev1.ClientFrame) (*edgev1.Result, error) {
+	if err := c.WaitConnected(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	s := c.session
+	c.mu.Unlock()
+	if s == nil {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("session closed"))
+	}
+	select {
+	case r := <-c.call(s, f):
+		if r.err != nil {
+			return nil, r.err
+		}
+		if e := r.frame.GetError(); e != nil {
+			return nil, frameError(e)
+		}
+		return r.frame.GetResult(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// FollowPresence changes whose presence this session receives (in OnPush)
+// and returns the added users' presence now. Follows last for the session:
+// after a reconnect, follow again.
+func (c *Client) FollowPresence(ctx context.Context, add, remove []string) ([]*presencev1.UserPresence, error) {
+	res, err := c.Call(ctx, &edgev1.ClientFrame{Kind: &edgev1.ClientFrame_PresenceSubscription{
+		PresenceSubscription: &edgev1.PresenceSubscription{AddUserIds: add, RemoveUserIds: remove}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetPresenceSnapshot().GetPresences(), nil
 }

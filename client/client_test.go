@@ -232,4 +232,3 @@ func TestSyncRequiredTriggersSync(t *testing.T) {
 		t.Fatalf("sync from %q, want cur-1", req.GetSync().GetCursor())
 	}
 }
-
