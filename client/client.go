@@ -359,15 +359,11 @@ func (c *Client) transmit(s *session, o *outgoing) {
 			}
 			return
 		}
-		if m := r.frame.GetResult().GetSendMessage().GetMessage(); m != nil {
-			// The edge does not push our own message back to this session:
-			// its answer is our copy of the event.
-			ev := &chatv1.Event{ConversationId: m.GetConversationId(), Seq: m.GetSeq(), CreateTime: m.GetCreateTime(),
-				ActorUserId: m.GetSenderUserId(), Kind: &chatv1.Event_Message{Message: m}}
-			c.mu.Lock()
-			c.offer(s, convItem(ev))
-			c.mu.Unlock()
+		c.mu.Lock()
+		for _, it := range resultItems(r.frame.GetResult()) {
+			c.offer(s, it)
 		}
+		c.mu.Unlock()
 		select {
 		case o.done <- r:
 		default:
@@ -443,10 +439,38 @@ func (c *Client) Call(ctx context.Context, f *edgev1.ClientFrame) (*edgev1.Resul
 		if e := r.frame.GetError(); e != nil {
 			return nil, frameError(e)
 		}
+		// The edge does not push a command's own events back to the session
+		// that sent it: the answer is its copy.
+		c.mu.Lock()
+		for _, it := range resultItems(r.frame.GetResult()) {
+			c.offer(s, it)
+		}
+		c.mu.Unlock()
 		return r.frame.GetResult(), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// resultItems are the sequenced changes a command's answer carries.
+func resultItems(r *edgev1.Result) []item {
+	var items []item
+	if m := r.GetSendMessage().GetMessage(); m != nil {
+		items = append(items, convItem(&chatv1.Event{ConversationId: m.GetConversationId(), Seq: m.GetSeq(),
+			CreateTime: m.GetCreateTime(), ActorUserId: m.GetSenderUserId(), Kind: &chatv1.Event_Message{Message: m}}))
+	}
+	for _, ev := range []*chatv1.Event{
+		r.GetEditMessage().GetEvent(), r.GetRecallMessage().GetEvent(),
+		r.GetAddReaction().GetEvent(), r.GetRemoveReaction().GetEvent(),
+	} {
+		if ev != nil {
+			items = append(items, convItem(ev))
+		}
+	}
+	if ev := r.GetDeleteMessagesForMe().GetUserEvent(); ev != nil {
+		items = append(items, userItem(ev))
+	}
+	return items
 }
 
 // FollowPresence changes whose presence this session receives (in OnPush)

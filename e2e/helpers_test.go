@@ -19,6 +19,8 @@ import (
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
 )
 
 // user is one logged-in device of a user, with unary clients acting as it.
@@ -26,6 +28,7 @@ type user struct {
 	name, id, deviceID, token string
 	convs                     chatv1connect.ConversationServiceClient
 	msgs                      chatv1connect.MessageServiceClient
+	presence                  presencev1connect.PresenceServiceClient
 }
 
 const password = "correct horse battery"
@@ -59,8 +62,9 @@ func asUser(chatURL, name, id, device, token string) *user {
 		}
 	}))
 	return &user{name: name, id: id, deviceID: device, token: token,
-		convs: chatv1connect.NewConversationServiceClient(h2c(), chatURL, bearer),
-		msgs:  chatv1connect.NewMessageServiceClient(h2c(), chatURL, bearer)}
+		convs:    chatv1connect.NewConversationServiceClient(h2c(), chatURL, bearer),
+		msgs:     chatv1connect.NewMessageServiceClient(h2c(), chatURL, bearer),
+		presence: presencev1connect.NewPresenceServiceClient(h2c(), chatURL, bearer)}
 }
 
 func (u *user) lastSeq(t *testing.T, conv string) uint64 {
@@ -74,11 +78,14 @@ func (u *user) lastSeq(t *testing.T, conv string) uint64 {
 
 // device runs the Go SDK for one user device and records what it applies.
 type device struct {
-	name   string
-	user   *user
-	client *client.Client
-	mu     sync.Mutex
-	events map[string][]*chatv1.Event
+	name       string
+	user       *user
+	client     *client.Client
+	mu         sync.Mutex
+	events     map[string][]*chatv1.Event
+	userEvents []*chatv1.UserEvent
+	pushes     []*edgev1.Push
+	stop       func() // disconnects the device for good
 }
 
 func connectEdge(url string) client.Dialer { return client.ConnectDialer(h2c(), url) }
@@ -107,6 +114,16 @@ func newDevice(t *testing.T, name string, u *user, dialers ...client.Dialer) *de
 			d.events[ev.GetConversationId()] = append(d.events[ev.GetConversationId()], ev)
 			d.mu.Unlock()
 		},
+		OnUserEvent: func(ev *chatv1.UserEvent) {
+			d.mu.Lock()
+			d.userEvents = append(d.userEvents, ev)
+			d.mu.Unlock()
+		},
+		OnPush: func(p *edgev1.Push) {
+			d.mu.Lock()
+			d.pushes = append(d.pushes, p)
+			d.mu.Unlock()
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +131,8 @@ func newDevice(t *testing.T, name string, u *user, dialers ...client.Dialer) *de
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.client.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	d.stop = func() { cancel(); <-done }
+	t.Cleanup(d.stop)
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 	if err := d.client.WaitConnected(wctx); err != nil {
@@ -207,3 +225,40 @@ func statsLine(devices ...*device) string {
 }
 
 func newClientMsgID() string { return uuid.NewString() }
+
+// eventually polls cond until it holds or 15 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// userEventsOf returns the user events the device applied, in order.
+func (d *device) userEventsOf() []*chatv1.UserEvent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.userEvents)
+}
+
+// pushed returns the unsequenced pushes the device received.
+func (d *device) pushed() []*edgev1.Push {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.pushes)
+}
+
+// last returns the device's newest event of conv, or nil.
+func (d *device) last(conv string) *chatv1.Event {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	evs := d.events[conv]
+	if len(evs) == 0 {
+		return nil
+	}
+	return evs[len(evs)-1]
+}
