@@ -198,7 +198,9 @@ func (r *runner) startSessions(ctx context.Context, users []account) (func(), er
 					cancel()
 					<-sem
 				}()
-				_ = s.client.Run(ctx)
+				if err := s.client.Run(ctx); err != nil {
+					r.cfg.Logger.Warn("bench: session given up", "err", err)
+				}
 			}()
 		}
 	}()

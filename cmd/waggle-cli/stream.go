@@ -79,7 +79,9 @@ func (c *cli) openStream(ctx context.Context, a *api, state client.State, conv s
 	}
 	s := &liveStream{client: cl, ctx: sctx, cancel: cancel, done: make(chan struct{})}
 	go func() {
-		_ = cl.Run(sctx)
+		if err := cl.Run(sctx); err != nil {
+			cancel(err) // refused for good: tail and chat end with why
+		}
 		close(s.done)
 	}()
 	wctx, wcancel := context.WithTimeout(sctx, c.g.timeout)
