@@ -49,6 +49,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Interceptors:    []connect.Interceptor{interceptor},
 		DrainDelay:      cfg.DrainDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		CORSOrigins:     cfg.CORSOrigins,
 	}, log)
 	if err != nil {
 		return err

@@ -117,6 +117,10 @@ type Config struct {
 	// they went offline. Default 5 s.
 	PresenceGrace time.Duration
 
+	// CORSOrigins are the web origins browsers may call from, or "*".
+	// Default none.
+	CORSOrigins []string
+
 	// MaxMessageBytes is the largest RPC message accepted. Default 1 MiB.
 	MaxMessageBytes int
 	// DrainDelay is how long the process reports NOT_SERVING but still

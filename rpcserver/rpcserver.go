@@ -5,10 +5,12 @@
 package rpcserver
 
 import (
+	connectcors "connectrpc.com/cors"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/rs/cors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -61,6 +63,10 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for in-flight requests and streams at
 	// shutdown; connections still open then are closed. Default 15s.
 	ShutdownTimeout time.Duration
+	// CORSOrigins are the browser origins allowed to call (Connect and
+	// gRPC-Web from a web page), such as "https://app.example.com", or "*".
+	// Default none: browsers on other origins are refused.
+	CORSOrigins []string
 }
 
 func (c Config) withDefaults() Config {
@@ -120,7 +126,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	s.http = &http.Server{
-		Handler:   s.mux,
+		Handler:   withCORS(s.mux, cfg.CORSOrigins),
 		Protocols: &protocols,
 		// No ReadTimeout or WriteTimeout: they would cut long-lived streams.
 		ReadHeaderTimeout: 10 * time.Second,
@@ -277,4 +283,19 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) recoverPanic(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 	s.log.ErrorContext(ctx, "handler panic", "procedure", spec.Procedure, "panic", p, "stack", string(debug.Stack()))
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}
+
+// withCORS answers browsers' preflight requests and adds the CORS headers
+// Connect and gRPC-Web need, for the given origins.
+func withCORS(h http.Handler, origins []string) http.Handler {
+	if len(origins) == 0 {
+		return h
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		ExposedHeaders: connectcors.ExposedHeaders(),
+		MaxAge:         7200,
+	}).Handler(h)
 }

@@ -556,3 +556,36 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+func TestCORS(t *testing.T) {
+	ts := start(t, rpcserver.Config{CORSOrigins: []string{"https://app.example"}}, &accounts{})
+	preflight := func(origin string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodOptions, ts.url()+accountv1connect.AccountServiceGetUserProcedure, nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "authorization,connect-protocol-version,content-type") // sorted, as browsers send it
+		res, err := http1Client(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	tests := []struct {
+		origin string
+		allow  string
+	}{
+		{"https://app.example", "https://app.example"},
+		{"https://evil.example", ""},
+	}
+	for _, tt := range tests {
+		res := preflight(tt.origin)
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != tt.allow {
+			t.Errorf("preflight from %s: Access-Control-Allow-Origin %q, want %q", tt.origin, got, tt.allow)
+		}
+		if tt.allow != "" && !strings.Contains(strings.ToLower(res.Header.Get("Access-Control-Allow-Headers")), "authorization") {
+			t.Errorf("preflight allows headers %q, want authorization among them", res.Header.Get("Access-Control-Allow-Headers"))
+		}
+	}
+}

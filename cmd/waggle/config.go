@@ -86,6 +86,11 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		str(&c.Addr, "addr", "WAGGLE_ADDR", app.DefaultAddr, `listen address of every service in this process; ":0" picks a free port`)
 		str(&c.TLSCertFile, "tls-cert", "WAGGLE_TLS_CERT", "", "PEM certificate file; with --tls-key, serve TLS instead of cleartext")
 		str(&c.TLSKeyFile, "tls-key", "WAGGLE_TLS_KEY", "", "PEM private key file for --tls-cert")
+		fs.Func("cors-origins", `comma-separated web origins browsers may call from, or "*"`, func(v string) error {
+			c.CORSOrigins = strings.Split(v, ",")
+			return nil
+		})
+		fs.add("cors-origins", "WAGGLE_CORS_ORIGINS")
 	}
 	if usesPostgres {
 		str(&c.PostgresURL, "postgres", "WAGGLE_POSTGRES_URL", app.DefaultPostgresURL, "Postgres URL")
