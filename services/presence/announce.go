@@ -69,7 +69,7 @@ func (a *Announcer) Change(userID string, online bool, at time.Time) {
 		}
 	}
 	if online {
-		go a.announce(userID, &presencev1.UserPresence{UserId: userID, Status: presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE, DeviceCount: 1})
+		go a.announceOnline(userID)
 		return
 	}
 	a.pending[userID] = time.AfterFunc(a.grace, func() {
@@ -85,6 +85,16 @@ func (a *Announcer) Change(userID string, online bool, at time.Time) {
 		a.announce(userID, &presencev1.UserPresence{UserId: userID, Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE,
 			LastSeenTime: timestamppb.New(at)})
 	})
+}
+
+func (a *Announcer) announceOnline(userID string) {
+	p := &presencev1.UserPresence{UserId: userID, Status: presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE}
+	if a.reg != nil {
+		if states, err := a.reg.load(context.Background(), []string{userID}, false); err == nil && len(states) == 1 {
+			p.DeviceCount = uint32(countDevices(states[0].sessions))
+		}
+	}
+	a.announce(userID, p)
 }
 
 func (a *Announcer) announce(userID string, p *presencev1.UserPresence) {

@@ -1170,6 +1170,8 @@ type Push struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Increases by one with each push of the session that needs an ack.
 	// 0: ephemeral content only (typing, presence), never resent, no ack.
+	// Ephemeral content that travels in one push with content that needs an
+	// ack shares its push_id and is resent with it.
 	PushId uint64 `protobuf:"varint,1,opt,name=push_id,json=pushId,proto3" json:"push_id,omitempty"`
 	// Conversation events, in seq order per conversation.
 	Events []*v1.Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`

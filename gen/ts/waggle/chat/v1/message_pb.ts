@@ -25,7 +25,7 @@ export type SendMessageRequest = Message<"waggle.chat.v1.SendMessageRequest"> & 
 
   /**
    * Chosen by the client, unique per sender and conversation (a UUID is
-   * fine), 1 to 64 characters.
+   * fine), 1 to 64 bytes.
    *
    * @generated from field: string client_msg_id = 2;
    */
@@ -450,7 +450,8 @@ export type AddReactionRequest = Message<"waggle.chat.v1.AddReactionRequest"> & 
   messageId: string;
 
   /**
-   * One emoji grapheme cluster, at most 32 bytes.
+   * An emoji (or a short reaction text): 1 to 32 bytes of UTF-8 without
+   * spaces or control characters.
    *
    * @generated from field: string emoji = 3;
    */

@@ -515,6 +515,8 @@ export type Push = Message<"waggle.edge.v1.Push"> & {
   /**
    * Increases by one with each push of the session that needs an ack.
    * 0: ephemeral content only (typing, presence), never resent, no ack.
+   * Ephemeral content that travels in one push with content that needs an
+   * ack shares its push_id and is resent with it.
    *
    * @generated from field: uint64 push_id = 1;
    */
