@@ -23,6 +23,7 @@ import (
 	"github.com/wagglechat/waggle/rpcserver"
 	"github.com/wagglechat/waggle/services/account"
 	"github.com/wagglechat/waggle/services/chat"
+	"github.com/wagglechat/waggle/services/contact"
 	"github.com/wagglechat/waggle/services/presence"
 )
 
@@ -77,7 +78,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		reg := presence.NewRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
 		ann.SetRegistry(reg)
 		g.runners = append(g.runners, func(ctx context.Context) { reg.RunSweeper(ctx, presenceSweepInterval) })
-		svc := presence.NewService(reg, d.log, presence.ServiceConfig{})
+		svc := presence.NewService(reg, d.log, presence.ServiceConfig{Visibility: presence.NewBlockVisibility(d.redis, d.cfg.RedisPrefix)})
 		srv.Handle(presencev1connect.NewSessionRegistryServiceHandler(reg, opts...))
 		srv.Handle(presencev1connect.NewPresenceServiceHandler(svc, opts...))
 		registry, presenceReader = reg, svc
@@ -103,7 +104,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		g.runners = append(g.runners, fanout.Run)
 		chatSvc := chat.New(chat.Config{}, d.pg, fanout, d.log)
 		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{Revoker: fanout}), opts...))
-		srv.Handle(contactv1connect.NewContactServiceHandler(contactv1connect.UnimplementedContactServiceHandler{}, opts...))
+		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(d.pg, d.redis, d.cfg.RedisPrefix, fanout, d.log), opts...))
 		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatSvc, opts...))

@@ -2,59 +2,98 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/wagglechat/waggle/bench"
+	"github.com/wagglechat/waggle/client"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
 
-// TestBenchAgainstAServer runs short waggle-bench loads against a real
-// server and checks the bench's own accounting: every acked send reaches
-// every other session of its conversation, and the figures add up.
-func TestBenchAgainstAServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("registers users and sends for seconds")
-	}
-	c := newCluster(t)
+// BenchmarkSendDeliver measures messages stored and delivered end to end
+// through one `waggle serve`: groups of 10 online members, every member
+// sending over its edge stream. Reported: sends/s (acked, i.e. stored) and
+// deliveries/s (events applied by recipients' SDKs).
+//
+//	go test ./e2e -run '^$' -bench SendDeliver -benchtime 5000x
+func BenchmarkSendDeliver(b *testing.B) {
+	const groups, size = 10, 10
+	c := newCluster(b)
 	srv := c.start("serve", "serve")
-	for _, tt := range []struct {
-		name string
-		cfg  bench.Config
-	}{
-		{"direct pairs over Connect", bench.Config{Shape: bench.ShapeDirect, Users: 6, Protocol: bench.ProtocolConnect}},
-		{"groups over grpc-go, two devices per user, two sessions per connection", bench.Config{Shape: bench.ShapeGroups, Users: 6,
-			GroupSize: 3, ConnsPerUser: 2, StreamsPerConn: 2, Protocol: bench.ProtocolGRPC}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := tt.cfg
-			cfg.Edges, cfg.PIDs = []string{srv.url()}, []int{srv.cmd.Process.Pid}
-			cfg.Rate, cfg.Duration, cfg.Warmup = 50, 2*time.Second, 500*time.Millisecond
-			var seconds int
-			cfg.Progress = func(bench.Progress) { seconds++ }
-			res, err := bench.Run(context.Background(), cfg)
+	ctx := context.Background()
+
+	var delivered atomic.Int64
+	devices := make([][]*client.Client, groups)
+	convs := make([]string, groups)
+	for g := range groups {
+		var members []*user
+		for i := range size {
+			members = append(members, register(b, srv.url(), fmt.Sprintf("g%du%d", g, i)))
+		}
+		ids := make([]string, 0, size-1)
+		for _, m := range members[1:] {
+			ids = append(ids, m.id)
+		}
+		res, err := members[0].convs.CreateGroupConversation(ctx, &chatv1.CreateGroupConversationRequest{Title: "bench", MemberUserIds: ids})
+		if err != nil {
+			b.Fatal(err)
+		}
+		convs[g] = res.GetConversation().GetConversationId()
+		for _, m := range members {
+			cl, err := client.New(client.Config{
+				Dialers: []client.Dialer{client.ConnectDialer(h2c(), srv.url())},
+				Token:   func(context.Context) (string, error) { return m.token, nil },
+				OnEvent: func(ev *chatv1.Event) {
+					if ev.GetMessage() != nil {
+						delivered.Add(1)
+					}
+				},
+			})
 			if err != nil {
-				t.Fatal(err)
+				b.Fatal(err)
 			}
-			sessions := cfg.Users * max(cfg.ConnsPerUser, 1)
-			if res.Connected != sessions || res.HeldAtEnd != int64(sessions) || res.Reconnects != 0 {
-				t.Errorf("sessions: %d connected, %d held, %d reconnects; want %d, %d, 0", res.Connected, res.HeldAtEnd, res.Reconnects, sessions, sessions)
+			runCtx, cancel := context.WithCancel(ctx)
+			go cl.Run(runCtx)
+			b.Cleanup(cancel)
+			if err := cl.WaitConnected(ctx); err != nil {
+				b.Fatal(err)
 			}
-			if res.Acked < 80 || res.Acked > 120 || len(res.Errors) != 0 {
-				t.Errorf("%d sends acked in 2 s at 50/s, errors %v", res.Acked, res.Errors)
-			}
-			if res.Expected == 0 || res.Delivered != res.Expected || res.Latency.Count != uint64(res.Delivered) {
-				t.Errorf("delivered %d of %d expected, %d latencies", res.Delivered, res.Expected, res.Latency.Count)
-			}
-			if res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 || res.Latency.Max < res.Latency.P99 {
-				t.Errorf("latency %+v", res.Latency)
-			}
-			if len(res.Servers) != 1 || res.Servers[0].RSS <= 0 || res.Servers[0].PeakRSS < res.Servers[0].RSS {
-				t.Errorf("server stats %+v", res.Servers)
-			}
-			if seconds < 2 {
-				t.Errorf("%d progress reports in 2.5 s", seconds)
-			}
-			t.Logf("acked %d, delivered %d/%d, latency p50 %v p99 %v", res.Acked, res.Delivered, res.Expected, res.Latency.P50, res.Latency.P99)
-		})
+			devices[g] = append(devices[g], cl)
+		}
 	}
+
+	content := &chatv1.MessageContent{Body: &chatv1.MessageContent_Text{Text: &chatv1.Text{Body: "a benchmark message of a typical length, about eighty bytes in all."}}}
+	var next atomic.Int64
+	delivered.Store(0)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range groups {
+		for _, cl := range devices[g] {
+			wg.Go(func() {
+				for next.Add(1) <= int64(b.N) {
+					if _, err := cl.Send(ctx, convs[g], content); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	sent := time.Since(start)
+	want := int64(b.N) * size // every member's device, the sender's own copy included
+	deadline := time.Now().Add(60 * time.Second)
+	for delivered.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	all := time.Since(start)
+	b.StopTimer()
+	if got := delivered.Load(); got != want {
+		b.Fatalf("delivered %d, want %d", got, want)
+	}
+	b.ReportMetric(float64(b.N)/sent.Seconds(), "sends/s")
+	b.ReportMetric(float64(want)/all.Seconds(), "deliveries/s")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/wagglechat/waggle/client"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	contactv1 "github.com/wagglechat/waggle/gen/go/waggle/contact/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/notify"
@@ -296,6 +297,37 @@ func TestConversationFeatures(t *testing.T) {
 		converge(t, group, alice.lastSeq(t, group), a1, a2, b1)
 		if b1.last(group).GetConversationRenamed().GetTitle() != "trio!" {
 			t.Fatalf("bob's newest event %v, want the rename", b1.last(group))
+		}
+	})
+
+	t.Run("contacts sync to my devices; a blocked user can neither write nor see me", func(t *testing.T) {
+		mallory := register(t, srv.url(), "mallory")
+		if _, err := alice.contacts.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.id, Alias: "Bobby"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.contacts.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: mallory.id}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "alice's other device to apply both contact changes", func() bool {
+			var alias, blocked bool
+			for _, ev := range a2.userEventsOf() {
+				cc := ev.GetContactChanged()
+				alias = alias || (cc.GetUserId() == bob.id && cc.GetAlias() == "Bobby")
+				blocked = blocked || (cc.GetUserId() == mallory.id && cc.GetBlocked())
+			}
+			return alias && blocked
+		})
+		_, err := mallory.convs.CreateDirectConversation(ctx, &chatv1.CreateDirectConversationRequest{PeerUserId: alice.id})
+		if connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Fatalf("blocked mallory starting a 1:1 with alice: %v, want permission_denied", err)
+		}
+		p, err := mallory.presence.GetPresence(ctx, &presencev1.GetPresenceRequest{UserIds: []string{alice.id, bob.id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.GetPresences()[0].GetStatus() != presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE || p.GetPresences()[0].GetLastSeenTime() != nil ||
+			p.GetPresences()[1].GetStatus() != presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE {
+			t.Fatalf("mallory sees %v; want alice offline without last seen (she blocked him), bob online", p.GetPresences())
 		}
 	})
 

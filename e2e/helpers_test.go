@@ -19,6 +19,7 @@ import (
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
+	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
 )
@@ -29,11 +30,12 @@ type user struct {
 	convs                     chatv1connect.ConversationServiceClient
 	msgs                      chatv1connect.MessageServiceClient
 	presence                  presencev1connect.PresenceServiceClient
+	contacts                  contactv1connect.ContactServiceClient
 }
 
 const password = "correct horse battery"
 
-func register(t *testing.T, chatURL, name string) *user {
+func register(t testing.TB, chatURL, name string) *user {
 	t.Helper()
 	accounts := accountv1connect.NewAccountServiceClient(h2c(), chatURL)
 	res, err := accounts.Register(context.Background(), &accountv1.RegisterRequest{Username: name, Password: password, DeviceName: name + "-1"})
@@ -44,7 +46,7 @@ func register(t *testing.T, chatURL, name string) *user {
 }
 
 // login logs another device of an existing user in.
-func login(t *testing.T, chatURL, name string) *user {
+func login(t testing.TB, chatURL, name string) *user {
 	t.Helper()
 	accounts := accountv1connect.NewAccountServiceClient(h2c(), chatURL)
 	res, err := accounts.Login(context.Background(), &accountv1.LoginRequest{Username: name, Password: password, DeviceName: name + "-2"})
@@ -64,7 +66,8 @@ func asUser(chatURL, name, id, device, token string) *user {
 	return &user{name: name, id: id, deviceID: device, token: token,
 		convs:    chatv1connect.NewConversationServiceClient(h2c(), chatURL, bearer),
 		msgs:     chatv1connect.NewMessageServiceClient(h2c(), chatURL, bearer),
-		presence: presencev1connect.NewPresenceServiceClient(h2c(), chatURL, bearer)}
+		presence: presencev1connect.NewPresenceServiceClient(h2c(), chatURL, bearer),
+		contacts: contactv1connect.NewContactServiceClient(h2c(), chatURL, bearer)}
 }
 
 func (u *user) lastSeq(t *testing.T, conv string) uint64 {

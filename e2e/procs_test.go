@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 // cluster is one Waggle deployment of separate processes sharing a test
 // database and Redis prefix.
 type cluster struct {
-	t           *testing.T
+	t           testing.TB
 	dbURL       string
 	redisPrefix string
 	env         []string
@@ -58,7 +58,7 @@ type cluster struct {
 	procs       []*proc
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	_, prefix := redistest.New(t)
 	seed := make([]byte, 32)
@@ -157,7 +157,7 @@ func (p *proc) stop() {
 
 func (p *proc) url() string { return "http://" + p.addr }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -15,7 +15,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/services/contact/block"
 )
+
+// errBlocked refuses a user the other member of a direct conversation has
+// blocked. It says so plainly: the blocked user learns only that they
+// cannot write, which every chat app shows.
+var errBlocked = connect.NewError(connect.CodePermissionDenied, errors.New("this user does not accept your messages"))
 
 const (
 	maxTitleChars      = 128
@@ -50,6 +56,11 @@ func (s *Service) CreateDirectConversation(ctx context.Context, req *chatv1.Crea
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := requireUsers(ctx, tx, []uuid.UUID{peer}); err != nil {
 			return err
+		}
+		if blocked, err := block.IsBlockedBy(ctx, tx, uid, peer); err != nil {
+			return err
+		} else if blocked {
+			return errBlocked
 		}
 		newID, err := uuid.NewV7()
 		if err != nil {

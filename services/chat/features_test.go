@@ -448,3 +448,30 @@ func TestMuteIsSyncedAndLeavesTheBadge(t *testing.T) {
 		t.Fatalf("muted conversation: muted=%v unread=%d badge=%d; want muted, unread 1, badge 0", c.GetSelf().GetMuted(), c.GetUnreadCount(), f.badgeOf(bob))
 	}
 }
+
+func TestBlockedUserCannotWriteToTheBlocker(t *testing.T) {
+	f := newFixture(t)
+	alice, aliceID := f.user("alice")
+	mallory, malloryID := f.user("mallory")
+	res, err := f.svc.CreateDirectConversation(mallory, &chatv1.CreateDirectConversationRequest{PeerUserId: aliceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := res.GetConversation().GetConversationId()
+	f.send(mallory, conv, "before the block")
+	if _, err := f.db.Exec(context.Background(), `INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2)`, aliceID, malloryID); err != nil {
+		t.Fatal(err)
+	}
+	before := f.conversation(alice, conv).GetLastSeq()
+	_, err = f.svc.SendMessage(mallory, textReq(conv, "blocked-1", "after the block"))
+	wantCode(t, err, connect.CodePermissionDenied)
+	_, err = f.svc.CreateDirectConversation(mallory, &chatv1.CreateDirectConversationRequest{PeerUserId: aliceID})
+	wantCode(t, err, connect.CodePermissionDenied)
+	if f.conversation(alice, conv).GetLastSeq() != before {
+		t.Fatal("a refused send changed the conversation")
+	}
+	// The blocker may still write, and groups are not affected.
+	f.send(alice, conv, "I blocked you")
+	group := f.group(alice, malloryID)
+	f.send(mallory, group, "in a group")
+}

@@ -47,6 +47,9 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 
 	var ev *chatv1.Event
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := refuseBlocked(ctx, tx, convID, uid); err != nil {
+			return err
+		}
 		seq, at, err := nextSeq(ctx, tx, convID, uid, true)
 		if err != nil {
 			return err
@@ -86,6 +89,23 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 }
 
 var errDuplicate = errors.New("duplicate client_msg_id")
+
+// refuseBlocked fails with errBlocked if convID is a direct conversation
+// whose other member blocked sender. One indexed lookup; groups pass.
+func refuseBlocked(ctx context.Context, tx pgx.Tx, convID, sender uuid.UUID) error {
+	var blocked bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM conversations c
+		JOIN members p ON p.conversation_id = c.id AND p.user_id <> $2
+		JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
+		WHERE c.id = $1 AND c.type = 1)`, convID, sender).Scan(&blocked)
+	if err != nil {
+		return fmt.Errorf("check block: %w", err)
+	}
+	if blocked {
+		return errBlocked
+	}
+	return nil
+}
 
 // messageByClientID returns the message this sender already sent with
 // clientMsgID, or nil.

@@ -176,11 +176,21 @@ func (s *Service) mirror(ctx context.Context, blocker, blocked uuid.UUID) error 
 		if err != nil {
 			return err
 		}
-		key := presence.BlockersKey(s.prefix, blocked.String())
-		if isBlocked {
-			return s.rdb.SAdd(ctx, key, blocker.String()).Err()
-		}
-		return s.rdb.SRem(ctx, key, blocker.String()).Err()
+		// Both directions: presence reads who blocked a viewer (snapshots)
+		// and whom a user blocked (live changes).
+		blockers := presence.BlockersKey(s.prefix, blocked.String())
+		blockedBy := presence.BlockedKey(s.prefix, blocker.String())
+		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if isBlocked {
+				p.SAdd(ctx, blockers, blocker.String())
+				p.SAdd(ctx, blockedBy, blocked.String())
+			} else {
+				p.SRem(ctx, blockers, blocker.String())
+				p.SRem(ctx, blockedBy, blocked.String())
+			}
+			return nil
+		})
+		return err
 	})
 }
 

@@ -151,13 +151,20 @@ func lockOwner(ctx context.Context, tx pgx.Tx, owner uuid.UUID) error {
 }
 
 // relation is what an owner has recorded about another user.
-type relation struct{ contact, blocked bool }
+type relation struct {
+	contact, blocked bool
+	alias            string
+}
 
 func readRelation(ctx context.Context, tx pgx.Tx, owner, other uuid.UUID) (relation, error) {
 	var r relation
+	var alias *string
 	err := tx.QueryRow(ctx, `SELECT
-		EXISTS (SELECT 1 FROM contacts WHERE owner_id = $1 AND user_id = $2),
-		EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)`, owner, other).Scan(&r.contact, &r.blocked)
+		(SELECT alias FROM contacts WHERE owner_id = $1 AND user_id = $2),
+		EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)`, owner, other).Scan(&alias, &r.blocked)
+	if alias != nil {
+		r.contact, r.alias = true, *alias
+	}
 	if err != nil {
 		return relation{}, fmt.Errorf("read relation: %w", err)
 	}
@@ -172,7 +179,7 @@ func appendChange(ctx context.Context, tx pgx.Tx, owner, other uuid.UUID) (*chat
 		return nil, err
 	}
 	return chat.AppendUserEvent(ctx, tx, owner, &chatv1.UserEvent{Kind: &chatv1.UserEvent_ContactChanged{
-		ContactChanged: &chatv1.ContactChanged{UserId: other.String(), Contact: r.contact, Blocked: r.blocked},
+		ContactChanged: &chatv1.ContactChanged{UserId: other.String(), Contact: r.contact, Blocked: r.blocked, Alias: r.alias},
 	}})
 }
 

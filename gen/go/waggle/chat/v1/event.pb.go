@@ -1599,10 +1599,12 @@ func (x *ConversationMuted) GetMuted() bool {
 }
 
 type ContactChanged struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Contact       bool                   `protobuf:"varint,2,opt,name=contact,proto3" json:"contact,omitempty"`
-	Blocked       bool                   `protobuf:"varint,3,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	UserId  string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Contact bool                   `protobuf:"varint,2,opt,name=contact,proto3" json:"contact,omitempty"`
+	Blocked bool                   `protobuf:"varint,3,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	// The contact's alias, while contact is true.
+	Alias         string `protobuf:"bytes,4,opt,name=alias,proto3" json:"alias,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1656,6 +1658,13 @@ func (x *ContactChanged) GetBlocked() bool {
 		return x.Blocked
 	}
 	return false
+}
+
+func (x *ContactChanged) GetAlias() string {
+	if x != nil {
+		return x.Alias
+	}
+	return ""
 }
 
 // TypingEvent is ephemeral: never stored, only pushed to online members.
@@ -1895,11 +1904,12 @@ const file_waggle_chat_v1_event_proto_rawDesc = "" +
 	"messageIds\"R\n" +
 	"\x11ConversationMuted\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
-	"\x05muted\x18\x02 \x01(\bR\x05muted\"]\n" +
+	"\x05muted\x18\x02 \x01(\bR\x05muted\"s\n" +
 	"\x0eContactChanged\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
 	"\acontact\x18\x02 \x01(\bR\acontact\x12\x18\n" +
-	"\ablocked\x18\x03 \x01(\bR\ablocked\"g\n" +
+	"\ablocked\x18\x03 \x01(\bR\ablocked\x12\x14\n" +
+	"\x05alias\x18\x04 \x01(\tR\x05alias\"g\n" +
 	"\vTypingEvent\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x16\n" +
