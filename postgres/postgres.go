@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,12 +18,22 @@ import (
 	"github.com/wagglechat/waggle/migrations"
 )
 
+// DefaultMaxConns is the pool size unless the URL sets pool_max_conns.
+const DefaultMaxConns = 32
+
 // Open connects to url and checks the server answers within a few seconds,
 // so a wrong URL fails at start with one clear error.
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parse url: %w", err)
+	}
+	// pgx defaults to max(4, CPUs) connections. Sends to one conversation
+	// wait on its row lock while holding a connection, so a few hot
+	// conversations would starve every other request; the URL's
+	// pool_max_conns still wins.
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -37,50 +39,45 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 		return nil, err
 	}
 
-	// A retry after a lost answer is common: serve it without taking the
-	// conversation's lock.
-	if m, err := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId()); err != nil {
+	msgID, err := uuid.NewV7()
+	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
-	} else if m != nil {
-		return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
 	}
-
-	var ev *chatv1.Event
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		if err := refuseBlocked(ctx, tx, convID, uid); err != nil {
-			return err
-		}
-		seq, at, err := nextSeq(ctx, tx, convID, uid, true)
-		if err != nil {
-			return err
-		}
-		msgID, err := uuid.NewV7()
-		if err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body, message_id, client_msg_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-			ON CONFLICT (conversation_id, actor_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING`,
-			convID, seq, kindMessage, uid, nullUUID(id.DeviceID), at, content, msgID, req.GetClientMsgId())
-		if err != nil {
-			return fmt.Errorf("insert message: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return errDuplicate // a concurrent retry won; roll back our seq
-		}
-		row := eventRow{convID: convID, seq: seq, kind: kindMessage, actor: uid, device: nullUUID(id.DeviceID),
-			created: at, body: content, messageID: &msgID, clientMsgID: &req.ClientMsgId}
-		ev, err = row.event()
-		return err
-	})
-	if errors.Is(err, errDuplicate) {
+	// One statement, so one round trip and its own transaction: the UPDATE
+	// takes the conversation's next seq under its row lock (checking
+	// membership and blocks), the INSERT stores the message. A repeated
+	// client_msg_id violates the unique index, which aborts the statement,
+	// the seq bump included, so no gap is left.
+	var seq int64
+	var at time.Time
+	err = s.db.QueryRow(ctx, `
+		WITH bump AS (
+			UPDATE conversations c SET last_seq = last_seq + 1, change_xid = pg_current_xact_id(), update_time = now()
+			WHERE c.id = $1
+				AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 AND left_seq IS NULL)
+				AND NOT (c.type = 1 AND EXISTS (SELECT 1 FROM members p JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
+					WHERE p.conversation_id = $1 AND p.user_id <> $2))
+			RETURNING last_seq, update_time)
+		INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body, message_id, client_msg_id)
+		SELECT $1, last_seq, 1, $2, $3, update_time, $4, $5, $6 FROM bump
+		RETURNING seq, create_time`,
+		convID, uid, nullUUID(id.DeviceID), content, msgID, req.GetClientMsgId()).Scan(&seq, &at)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ && pgErr.ConstraintName == "events_client_msg_idx":
 		m, err := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId())
 		if err != nil || m == nil {
 			return nil, s.internal(ctx, "send message", fmt.Errorf("duplicate vanished: %w", err))
 		}
 		return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, s.whyRefused(ctx, convID, uid)
+	case err != nil:
+		return nil, s.internal(ctx, "send message", err)
 	}
+	row := eventRow{convID: convID, seq: seq, kind: kindMessage, actor: uid, device: nullUUID(id.DeviceID),
+		created: at, body: content, messageID: &msgID, clientMsgID: &req.ClientMsgId}
+	ev, err := row.event()
 	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
 	}
@@ -88,23 +85,22 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	return &chatv1.SendMessageResponse{Message: ev.GetMessage()}, nil
 }
 
-var errDuplicate = errors.New("duplicate client_msg_id")
-
-// refuseBlocked fails with errBlocked if convID is a direct conversation
-// whose other member blocked sender. One indexed lookup; groups pass.
-func refuseBlocked(ctx context.Context, tx pgx.Tx, convID, sender uuid.UUID) error {
+// whyRefused tells a send that stored nothing why: the other member of a
+// direct conversation blocked the sender, or the sender cannot see it.
+func (s *Service) whyRefused(ctx context.Context, convID, sender uuid.UUID) error {
 	var blocked bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM conversations c
+	err := s.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM conversations c
+		JOIN members me ON me.conversation_id = c.id AND me.user_id = $2 AND me.left_seq IS NULL
 		JOIN members p ON p.conversation_id = c.id AND p.user_id <> $2
 		JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
 		WHERE c.id = $1 AND c.type = 1)`, convID, sender).Scan(&blocked)
-	if err != nil {
-		return fmt.Errorf("check block: %w", err)
-	}
-	if blocked {
+	switch {
+	case err != nil:
+		return s.internal(ctx, "send message", fmt.Errorf("check block: %w", err))
+	case blocked:
 		return errBlocked
 	}
-	return nil
+	return errNoConversation
 }
 
 // messageByClientID returns the message this sender already sent with
