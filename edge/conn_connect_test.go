@@ -31,11 +31,11 @@ import (
 // Over real HTTP/2 (h2c), with connect-go and grpc-go clients.
 
 // newHTTPEdge serves a running test edge over h2c.
-func newHTTPEdge(t *testing.T) (*testEdge, *httptest.Server) {
+func newHTTPEdge(t testing.TB) (*testEdge, *httptest.Server) {
 	return newHTTPEdgeConfig(t, testConfig())
 }
 
-func newHTTPEdgeConfig(t *testing.T, cfg Config) (*testEdge, *httptest.Server) {
+func newHTTPEdgeConfig(t testing.TB, cfg Config) (*testEdge, *httptest.Server) {
 	t.Helper()
 	te := newTestEdge(t, cfg)
 	mux := http.NewServeMux()
@@ -251,7 +251,7 @@ func dialGRPC(t *testing.T, srv *httptest.Server) edgev1.EdgeServiceClient {
 	return edgev1.NewEdgeServiceClient(cc)
 }
 
-func grpcHello(t *testing.T, stream grpc.BidiStreamingClient[edgev1.ConnectRequest, edgev1.ConnectResponse], token string) {
+func grpcHello(t testing.TB, stream grpc.BidiStreamingClient[edgev1.ConnectRequest, edgev1.ConnectResponse], token string) {
 	t.Helper()
 	if err := stream.Send(&edgev1.ConnectRequest{Frame: hello(1, token)}); err != nil {
 		t.Fatal(err)

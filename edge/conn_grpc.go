@@ -1,0 +1,183 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/wagglechat/waggle/auth"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+)
+
+// NewGRPCServer serves EdgeService on grpc-go's own HTTP/2 transport, for a
+// listener of its own. Measured on this machine (see docs/benchmarks.md),
+// it costs the server a fraction of the CPU per push that connect-go over
+// net/http does; the main listener keeps serving Connect, gRPC-Web and
+// browsers. It also answers health checks and reflection, so grpcurl works
+// on either port.
+func NewGRPCServer(e *Edge, opts ...grpc.ServerOption) *grpc.Server {
+	overhead := 1 + protowire.SizeVarint(uint64(e.cfg.MaxFrameBytes))
+	s := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(e.cfg.MaxFrameBytes + overhead),
+		grpc.MaxConcurrentStreams(10_000),
+	}, opts...)...)
+	edgev1.RegisterEdgeServiceServer(s, grpcService{e: e})
+	hs := health.NewServer()
+	hs.SetServingStatus(edgev1.EdgeService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	return s
+}
+
+// grpcService implements edgev1.EdgeServiceServer over the core.
+type grpcService struct {
+	edgev1.UnimplementedEdgeServiceServer
+	e *Edge
+}
+
+func (g grpcService) Connect(stream grpc.BidiStreamingServer[edgev1.ConnectRequest, edgev1.ConnectResponse]) error {
+	conn := &grpcBidiConn{stream: stream, aborted: make(chan struct{})}
+	return g.serve(conn.aborted, func() error { return g.e.Serve(conn) })
+}
+
+func (g grpcService) Subscribe(req *edgev1.SubscribeRequest, stream grpc.ServerStreamingServer[edgev1.SubscribeResponse]) error {
+	token, ok := grpcBearer(stream.Context())
+	if !ok {
+		return status.Error(codes.Unauthenticated, "missing bearer token in the authorization metadata")
+	}
+	conn := &grpcServerConn{stream: stream, aborted: make(chan struct{})}
+	return g.serve(conn.aborted, func() error {
+		return g.e.ServeSubscribe(conn, &edgev1.Hello{ProtocolVersion: req.GetProtocolVersion(), AccessToken: token, ClientName: req.GetClientName()})
+	})
+}
+
+// serve runs a session until it ends or the core aborts its stream. A Send
+// blocked on a client that stopped reading returns only once the handler
+// has returned (grpc-go then cancels the stream), so an abort returns at
+// once and lets the session finish behind it.
+func (g grpcService) serve(aborted <-chan struct{}, run func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- run() }()
+	select {
+	case err := <-done:
+		return grpcStatus(err)
+	case <-aborted:
+		return status.Error(codes.DeadlineExceeded, "the client stopped reading")
+	}
+}
+
+func (g grpcService) Ack(ctx context.Context, req *edgev1.AckRequest) (*edgev1.AckResponse, error) {
+	caller, err := g.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.e.Ack(caller, req.GetSessionId(), req.GetPushId()); err != nil {
+		return nil, grpcStatus(err)
+	}
+	return &edgev1.AckResponse{}, nil
+}
+
+func (g grpcService) UpdatePresenceSubscription(ctx context.Context, req *edgev1.UpdatePresenceSubscriptionRequest) (*edgev1.UpdatePresenceSubscriptionResponse, error) {
+	caller, err := g.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := g.e.UpdatePresenceSubscription(auth.WithIdentity(ctx, caller), caller, req.GetSessionId(), req.GetSubscription())
+	if err != nil {
+		return nil, grpcStatus(err)
+	}
+	return &edgev1.UpdatePresenceSubscriptionResponse{Snapshot: snap}, nil
+}
+
+// caller verifies the bearer token of a unary call; this listener has no
+// interceptor chain of its own.
+func (g grpcService) caller(ctx context.Context) (auth.Identity, error) {
+	token, ok := grpcBearer(ctx)
+	if !ok {
+		return auth.Identity{}, status.Error(codes.Unauthenticated, "missing bearer token in the authorization metadata")
+	}
+	id, err := g.e.deps.Tokens.Verify(token)
+	if err != nil {
+		return auth.Identity{}, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return id, nil
+}
+
+func grpcBearer(ctx context.Context) (string, bool) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if scheme, token, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") && token != "" {
+			return token, true
+		}
+	}
+	return "", false
+}
+
+// grpcStatus carries a core error's Connect code over to gRPC; the two
+// share their numbering.
+func grpcStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if ce := new(connect.Error); errors.As(err, &ce) {
+		return status.Error(codes.Code(ce.Code()), ce.Message())
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// grpcBidiConn adapts grpc-go's bidi stream to FrameConn.
+type grpcBidiConn struct {
+	stream  grpc.BidiStreamingServer[edgev1.ConnectRequest, edgev1.ConnectResponse]
+	aborted chan struct{}
+	once    sync.Once
+}
+
+func (c *grpcBidiConn) Context() context.Context { return c.stream.Context() }
+func (c *grpcBidiConn) Abort()                   { c.once.Do(func() { close(c.aborted) }) }
+
+func (c *grpcBidiConn) Recv() (*edgev1.ClientFrame, error) {
+	req, err := c.stream.Recv()
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return req.GetFrame(), nil
+}
+
+func (c *grpcBidiConn) Send(f *edgev1.ServerFrame) error {
+	return c.stream.Send(&edgev1.ConnectResponse{Frame: f})
+}
+
+// grpcServerConn adapts grpc-go's server stream to FrameSender.
+type grpcServerConn struct {
+	stream  grpc.ServerStreamingServer[edgev1.SubscribeResponse]
+	aborted chan struct{}
+	once    sync.Once
+}
+
+func (c *grpcServerConn) Context() context.Context { return c.stream.Context() }
+func (c *grpcServerConn) Abort()                   { c.once.Do(func() { close(c.aborted) }) }
+
+func (c *grpcServerConn) Send(f *edgev1.ServerFrame) error {
+	return c.stream.Send(&edgev1.SubscribeResponse{Frame: f})
+}
+
+// connectError turns a grpc-go receive error into the Connect error the
+// core reports (io.EOF passes through: a clean end).
+func connectError(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() == codes.OK {
+		return err
+	}
+	return connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
+}
