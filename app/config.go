@@ -103,6 +103,10 @@ type Config struct {
 	// (required when needed; ignored for roles running in this process).
 	ChatURL     string
 	PresenceURL string
+	// EdgeGRPCAddr, if set, is a second listener carrying EdgeService on
+	// grpc-go's own HTTP/2 transport (cheaper per push than net/http; for
+	// native gRPC clients). Default "": only the main listener.
+	EdgeGRPCAddr string
 	// EdgeID names this edge node on the bus and in presence; it must be
 	// unique among live edges. Default: hostname plus a random suffix.
 	EdgeID string

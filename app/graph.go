@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/grpc"
 
 	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/bus"
@@ -131,6 +134,22 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			return nil, err
 		}
 		srv.Handle(edge.NewHandler(e, opts...))
+		if d.cfg.EdgeGRPCAddr != "" {
+			lis, err := net.Listen("tcp", d.cfg.EdgeGRPCAddr)
+			if err != nil {
+				return nil, fmt.Errorf("edge grpc listener: %w", err)
+			}
+			gs := edge.NewGRPCServer(e)
+			// Stopped with the other background work, once the main listener
+			// has drained and the edge has sent its sessions a Goaway.
+			g.runners = append(g.runners, func(ctx context.Context) {
+				go func() { <-ctx.Done(); gs.Stop() }()
+				if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+					d.log.Error("edge grpc listener stopped", "err", err)
+				}
+			})
+			d.log.Info("edge grpc listener", "addr", lis.Addr().String())
+		}
 		requestSync := e.RequestSync
 		onResubscribe.Store(&requestSync)
 		g.runners = append(g.runners, func(ctx context.Context) {

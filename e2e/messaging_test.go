@@ -37,7 +37,9 @@ func TestMessagingAcrossProcesses(t *testing.T) {
 	}
 	edge1ID, edge2ID := "e1-"+suffix, "e2-"+suffix
 	edge1 := c.start("edge1", "edge", edgeArgs(edge1ID)...)
-	edge2 := c.start("edge2", "edge", edgeArgs(edge2ID)...)
+	// Edge 2 also carries the stream on grpc-go's own transport.
+	edge2GRPC := freeAddr(t)
+	edge2 := c.start("edge2", "edge", append(edgeArgs(edge2ID), "--edge-grpc-addr", edge2GRPC)...)
 
 	alice := register(t, chat.url(), "alice")
 	alice2 := login(t, chat.url(), "alice")
@@ -45,10 +47,11 @@ func TestMessagingAcrossProcesses(t *testing.T) {
 	carol := register(t, chat.url(), "carol")
 	dave := register(t, chat.url(), "dave")
 
-	// Edge 2 serves a grpc-go client and a Connect-protocol client at once.
+	// Edge 2 serves grpc-go clients (on both of its listeners) and a
+	// Connect-protocol client at once.
 	a1 := newDevice(t, "alice/1 connect@edge1", alice, connectEdge(edge1.url()))
 	a2 := newDevice(t, "alice/2 grpc-go@edge2", alice2, grpcEdge(t, edge2.addr), connectEdge(edge1.url()))
-	b := newDevice(t, "bob grpc-go@edge2", bob, grpcEdge(t, edge2.addr), connectEdge(edge1.url()))
+	b := newDevice(t, "bob grpc-go@edge2-grpc", bob, grpcEdge(t, edge2GRPC), connectEdge(edge1.url()))
 	cr := newDevice(t, "carol connect@edge2", carol, connectEdge(edge2.url()), connectEdge(edge1.url()))
 	everyone := []*device{a1, a2, b, cr}
 

@@ -119,6 +119,7 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		fs.add("presence-grace", "WAGGLE_PRESENCE_GRACE")
 	}
 	if roles.Has(app.RoleEdge) {
+		str(&c.EdgeGRPCAddr, "edge-grpc-addr", "WAGGLE_EDGE_GRPC_ADDR", "", "second listener serving EdgeService on grpc-go's own transport (native gRPC clients); empty: none")
 		str(&c.EdgeID, "edge-id", "WAGGLE_EDGE_ID", "", "unique name of this edge node; empty means hostname plus a random suffix")
 	}
 	if server {
