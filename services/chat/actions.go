@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
@@ -258,6 +259,17 @@ func (s *Service) RecallMessage(ctx context.Context, req *chatv1.RecallMessageRe
 			return nil, err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM reactions WHERE conversation_id = $1 AND message_seq = $2`, convID, msg.seq); err != nil {
+			return nil, err
+		}
+		// Earlier edits carry the old text too: they keep their place in the
+		// sequence, without it.
+		stripped, err := proto.Marshal(&chatv1.Event{Kind: &chatv1.Event_MessageEdited{MessageEdited: &chatv1.MessageEdited{
+			MessageId: msg.messageID.String(), MessageSeq: uint64(msg.seq)}}})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE events SET body = $3 WHERE conversation_id = $1 AND target_seq = $2 AND kind = $4`,
+			convID, msg.seq, stripped, kindMessageEdited); err != nil {
 			return nil, err
 		}
 		ev, err := appendEvent(ctx, tx, convID, uid, device, &chatv1.Event{Kind: &chatv1.Event_MessageRecalled{MessageRecalled: &chatv1.MessageRecalled{

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -388,4 +389,55 @@ func TestMembershipRules(t *testing.T) {
 	if c := res.GetConversation(); c.GetMemberCount() != 2 || c.GetSelf().GetRole() != chatv1.MemberRole_MEMBER_ROLE_OWNER {
 		t.Fatalf("after transfer and leave: %v", c)
 	}
+}
+
+// A send waiting on the conversation's lock while its sender is removed
+// must be refused once it gets the lock: the membership check reads after
+// the lock, not before.
+func TestSendWaitingOnARemovalIsRefused(t *testing.T) {
+	f := newFixture(t)
+	alice, aliceID := f.user("alice")
+	bob, bobID := f.user("bob")
+	conv := f.group(alice, bobID)
+	ctx := context.Background()
+	tx, err := f.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := removeMember(ctx, tx, uuid.MustParse(conv), uuid.MustParse(aliceID), "", uuid.MustParse(bobID), chatv1.RemovalReason_REMOVAL_REASON_REMOVED); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.svc.SendMessage(bob, textReq(conv, "late", "sent while being removed"))
+		done <- err
+	}()
+	// The send now waits for the removal's lock.
+	waitForLockWaiter(t, f)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, <-done, connect.CodeNotFound)
+	var n int
+	f.db.QueryRow(ctx, `SELECT count(*) FROM events WHERE conversation_id = $1 AND kind = 1`, conv).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d messages stored from a removed member", n)
+	}
+}
+
+// waitForLockWaiter waits until some backend of the test database waits on
+// a lock.
+func waitForLockWaiter(t *testing.T, f *fixture) {
+	t.Helper()
+	for range 500 {
+		var waiting bool
+		f.db.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting)
+		if waiting {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no statement ever waited on the lock")
 }

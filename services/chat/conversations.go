@@ -362,9 +362,12 @@ type membership struct {
 // the caller's current role, or errNoConversation.
 func lockMembership(ctx context.Context, tx pgx.Tx, convID, uid uuid.UUID) (membership, error) {
 	var m membership
+	if _, err := tx.Exec(ctx, lockConversation, convID); err != nil {
+		return m, fmt.Errorf("lock conversation: %w", err)
+	}
 	err := tx.QueryRow(ctx, `SELECT c.type, m.role, c.member_count FROM conversations c
 		JOIN members m ON m.conversation_id = c.id AND m.user_id = $2 AND m.left_seq IS NULL
-		WHERE c.id = $1 FOR UPDATE OF c`, convID, uid).Scan(&m.convType, &m.role, &m.count)
+		WHERE c.id = $1`, convID, uid).Scan(&m.convType, &m.role, &m.count)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, errNoConversation
 	}

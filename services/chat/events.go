@@ -53,6 +53,25 @@ func kindOf(ev *chatv1.Event) int16 {
 	panic(fmt.Sprintf("chat: event kind %T has no stored number", ev.Kind))
 }
 
+// targetOf is the seq of the message an event is about, or nil.
+func targetOf(ev *chatv1.Event) *int64 {
+	var seq uint64
+	switch k := ev.Kind.(type) {
+	case *chatv1.Event_MessageEdited:
+		seq = k.MessageEdited.GetMessageSeq()
+	case *chatv1.Event_MessageRecalled:
+		seq = k.MessageRecalled.GetMessageSeq()
+	case *chatv1.Event_ReactionAdded:
+		seq = k.ReactionAdded.GetMessageSeq()
+	case *chatv1.Event_ReactionRemoved:
+		seq = k.ReactionRemoved.GetMessageSeq()
+	default:
+		return nil
+	}
+	target := int64(seq)
+	return &target
+}
+
 // Committed is an event that is durably stored, handed to the Notifier.
 type Committed struct {
 	Event *chatv1.Event
@@ -61,26 +80,59 @@ type Committed struct {
 	SenderSessionID string
 }
 
-// nextSeq takes the conversation's next seq in tx. The UPDATE takes the
-// conversation's row lock, which serialises writers of one conversation, so
-// seqs are gap-free and in commit order. Unless mustBeMember is false (the
-// creation event), it fails with errNoConversation when actor is not a
-// current member.
+// lockConversation takes convID's row lock in a statement of its own.
+// Checks that read other rows (membership, blocks) must run in a later
+// statement: under READ COMMITTED a statement that waited for a lock still
+// reads other tables as they were when it started, so a check in the
+// locking statement could miss a removal that committed meanwhile.
+const lockConversation = `SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE`
+
+// canWrite is the condition, on conversations c, that user $2 may add an
+// event: a current member, and not blocked by the other member of a direct
+// conversation.
+const canWrite = `EXISTS (SELECT 1 FROM members WHERE conversation_id = c.id AND user_id = $2 AND left_seq IS NULL)
+	AND NOT (c.type = 1 AND EXISTS (SELECT 1 FROM members p JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
+		WHERE p.conversation_id = c.id AND p.user_id <> $2))`
+
+// nextSeq takes the conversation's next seq in tx. The row lock serialises
+// writers of one conversation, so seqs are gap-free and in commit order.
+// Unless mustBeMember is false (the creation event), it fails when actor
+// may not write (see whyRefused).
 func nextSeq(ctx context.Context, tx pgx.Tx, convID, actor uuid.UUID, mustBeMember bool) (int64, time.Time, error) {
+	if _, err := tx.Exec(ctx, lockConversation, convID); err != nil {
+		return 0, time.Time{}, fmt.Errorf("lock conversation: %w", err)
+	}
 	var seq int64
 	var at time.Time
 	err := tx.QueryRow(ctx, `
-		UPDATE conversations SET last_seq = last_seq + 1, change_xid = pg_current_xact_id(), update_time = now()
-		WHERE id = $1 AND (NOT $3 OR EXISTS (
-			SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 AND left_seq IS NULL))
+		UPDATE conversations c SET last_seq = last_seq + 1, change_xid = pg_current_xact_id(), update_time = now()
+		WHERE c.id = $1 AND (NOT $3 OR (`+canWrite+`))
 		RETURNING last_seq, update_time`, convID, actor, mustBeMember).Scan(&seq, &at)
 	if err == pgx.ErrNoRows {
-		return 0, time.Time{}, errNoConversation
+		return 0, time.Time{}, whyRefused(ctx, tx, convID, actor)
 	}
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("bump seq: %w", err)
 	}
 	return seq, at, nil
+}
+
+// whyRefused tells a write that was refused why: the other member of a
+// direct conversation blocked the writer, or the writer cannot see it.
+func whyRefused(ctx context.Context, q querier, convID, writer uuid.UUID) error {
+	var blocked bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM conversations c
+		JOIN members me ON me.conversation_id = c.id AND me.user_id = $2 AND me.left_seq IS NULL
+		JOIN members p ON p.conversation_id = c.id AND p.user_id <> $2
+		JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
+		WHERE c.id = $1 AND c.type = 1)`, convID, writer).Scan(&blocked)
+	switch {
+	case err != nil:
+		return fmt.Errorf("check block: %w", err)
+	case blocked:
+		return errBlocked
+	}
+	return errNoConversation
 }
 
 // appendEvent stores body as the conversation's next event, in tx.
@@ -94,9 +146,9 @@ func appendEvent(ctx context.Context, tx pgx.Tx, convID, actor uuid.UUID, device
 		return nil, fmt.Errorf("encode event: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		convID, seq, kindOf(body), actor, nullUUID(device), at, encoded); err != nil {
+		INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body, target_seq)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		convID, seq, kindOf(body), actor, nullUUID(device), at, encoded, targetOf(body)); err != nil {
 		return nil, fmt.Errorf("insert event: %w", err)
 	}
 	return &chatv1.Event{

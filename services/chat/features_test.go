@@ -388,6 +388,16 @@ func TestEditDeleteForMeAndRecall(t *testing.T) {
 	if len(body) != 0 {
 		t.Fatalf("recalled content still stored: %q", body)
 	}
+	// The edit event kept the edited text until the recall; not after it.
+	sync, err := f.svc.Sync(bob, &chatv1.SyncRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range sync.GetEvents() {
+		if e := ev.GetMessageEdited(); e != nil && e.GetContent() != nil {
+			t.Fatalf("sync still returns the recalled message's edited text: %v", e)
+		}
+	}
 	if n := f.conversation(bob, conv).GetUnreadCount(); n != 0 {
 		t.Fatalf("bob's unread %d after the recall and the delete, want 0", n)
 	}

@@ -43,35 +43,50 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
 	}
-	// One statement, so one round trip and its own transaction: the UPDATE
-	// takes the conversation's next seq under its row lock (checking
-	// membership and blocks), the INSERT stores the message. A repeated
-	// client_msg_id violates the unique index, which aborts the statement,
-	// the seq bump included, so no gap is left.
-	var seq int64
-	var at time.Time
-	err = s.db.QueryRow(ctx, `
+	// One round trip and one (implicit) transaction: the batch locks the
+	// conversation, then one statement checks the writer (see canWrite, read
+	// after the lock), takes the next seq and stores the message. A repeated
+	// client_msg_id violates the unique index, which aborts the batch, the
+	// seq bump included, so no gap is left.
+	batch := &pgx.Batch{}
+	batch.Queue(lockConversation, convID)
+	batch.Queue(`
 		WITH bump AS (
 			UPDATE conversations c SET last_seq = last_seq + 1, change_xid = pg_current_xact_id(), update_time = now()
-			WHERE c.id = $1
-				AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 AND left_seq IS NULL)
-				AND NOT (c.type = 1 AND EXISTS (SELECT 1 FROM members p JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
-					WHERE p.conversation_id = $1 AND p.user_id <> $2))
+			WHERE c.id = $1 AND `+canWrite+`
 			RETURNING last_seq, update_time)
 		INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body, message_id, client_msg_id)
 		SELECT $1, last_seq, 1, $2, $3, update_time, $4, $5, $6 FROM bump
 		RETURNING seq, create_time`,
-		convID, uid, nullUUID(id.DeviceID), content, msgID, req.GetClientMsgId()).Scan(&seq, &at)
+		convID, uid, nullUUID(id.DeviceID), content, msgID, req.GetClientMsgId())
+	var seq int64
+	var at time.Time
+	br := s.db.SendBatch(ctx, batch)
+	_, err = br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&seq, &at)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ && pgErr.ConstraintName == "events_client_msg_idx":
-		m, err := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId())
-		if err != nil || m == nil {
-			return nil, s.internal(ctx, "send message", fmt.Errorf("duplicate vanished: %w", err))
+	case errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ && pgErr.ConstraintName == "events_client_msg_idx",
+		errors.Is(err, pgx.ErrNoRows):
+		// Stored before (the answer was lost), or refused: a retry of a
+		// stored message gets the original even if the sender was since
+		// removed or blocked.
+		m, ferr := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId())
+		if ferr != nil {
+			return nil, s.internal(ctx, "send message", ferr)
 		}
-		return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, s.whyRefused(ctx, convID, uid)
+		if m != nil {
+			return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, s.internal(ctx, "send message", whyRefused(ctx, s.db, convID, uid))
+		}
+		return nil, s.internal(ctx, "send message", fmt.Errorf("duplicate vanished: %w", err))
 	case err != nil:
 		return nil, s.internal(ctx, "send message", err)
 	}
@@ -83,24 +98,6 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	}
 	s.notify.Notify(Committed{Event: ev, SenderSessionID: sessionID(ctx)})
 	return &chatv1.SendMessageResponse{Message: ev.GetMessage()}, nil
-}
-
-// whyRefused tells a send that stored nothing why: the other member of a
-// direct conversation blocked the sender, or the sender cannot see it.
-func (s *Service) whyRefused(ctx context.Context, convID, sender uuid.UUID) error {
-	var blocked bool
-	err := s.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM conversations c
-		JOIN members me ON me.conversation_id = c.id AND me.user_id = $2 AND me.left_seq IS NULL
-		JOIN members p ON p.conversation_id = c.id AND p.user_id <> $2
-		JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
-		WHERE c.id = $1 AND c.type = 1)`, convID, sender).Scan(&blocked)
-	switch {
-	case err != nil:
-		return s.internal(ctx, "send message", fmt.Errorf("check block: %w", err))
-	case blocked:
-		return errBlocked
-	}
-	return errNoConversation
 }
 
 // messageByClientID returns the message this sender already sent with
