@@ -64,6 +64,7 @@ type Result struct {
 // ServerStats is one server process, from /proc.
 type ServerStats struct {
 	PID        int           `json:"pid"`
+	RSSBefore  int64         `json:"rss_before_bytes"` // before the sessions connected
 	RSS        int64         `json:"rss_bytes"`        // at the end
 	MaxRSS     int64         `json:"max_rss_bytes"`    // highest sampled during the run (1 Hz)
 	PeakRSS    int64         `json:"peak_rss_bytes"`   // VmHWM: highest since the process started
@@ -76,6 +77,7 @@ type ServerStats struct {
 type procWatch struct {
 	pids         []int
 	log          *slog.Logger
+	before       map[int]procSample
 	start, end   map[int]procSample
 	maxRSS       map[int]int64
 	window       time.Duration
@@ -83,7 +85,7 @@ type procWatch struct {
 }
 
 func newProcWatch(pids []int, log *slog.Logger) *procWatch {
-	return &procWatch{pids: pids, log: log, start: map[int]procSample{}, end: map[int]procSample{},
+	return &procWatch{pids: pids, log: log, before: map[int]procSample{}, start: map[int]procSample{}, end: map[int]procSample{},
 		maxRSS: map[int]int64{}, warnedFailed: map[int]bool{}}
 }
 
@@ -111,6 +113,14 @@ func (p *procWatch) sample() int64 {
 	return sum
 }
 
+func (p *procWatch) markBefore() {
+	for _, pid := range p.pids {
+		if s, ok := p.read(pid); ok {
+			p.before[pid] = s
+		}
+	}
+}
+
 func (p *procWatch) markStart() {
 	for _, pid := range p.pids {
 		if s, ok := p.read(pid); ok {
@@ -135,7 +145,7 @@ func (p *procWatch) results() []ServerStats {
 		if !ok {
 			continue
 		}
-		s := ServerStats{PID: pid, RSS: end.RSS, MaxRSS: p.maxRSS[pid], PeakRSS: end.Peak, OpenFiles: openFileLimit(pid)}
+		s := ServerStats{PID: pid, RSSBefore: p.before[pid].RSS, RSS: end.RSS, MaxRSS: p.maxRSS[pid], PeakRSS: end.Peak, OpenFiles: openFileLimit(pid)}
 		if start, ok := p.start[pid]; ok && p.window > 0 {
 			s.CPU = end.CPU - start.CPU
 			s.CPUPercent = 100 * s.CPU.Seconds() / p.window.Seconds()
@@ -189,8 +199,9 @@ func WriteTable(w io.Writer, r *Result) {
 		if s.CPU > 0 {
 			perCPU = fmt.Sprintf(", %.0f deliveries per CPU-second", float64(r.Delivered)/s.CPU.Seconds())
 		}
-		row("server", "pid %d: RSS %s at the end (%s max sampled, %s VmHWM); CPU %.1fs = %.0f%% of a core%s; open files limit %d",
-			s.PID, mib(s.RSS), mib(s.MaxRSS), mib(s.PeakRSS), s.CPU.Seconds(), s.CPUPercent, perCPU, s.OpenFiles)
+		row("server", "pid %d: RSS %s before the sessions, %s at the end (%s max sampled, %s VmHWM); open files limit %d",
+			s.PID, mib(s.RSSBefore), mib(s.RSS), mib(s.MaxRSS), mib(s.PeakRSS), s.OpenFiles)
+		row("", "pid %d: CPU %.1fs while measuring = %.0f%% of a core%s", s.PID, s.CPU.Seconds(), s.CPUPercent, perCPU)
 	}
 	row("bench", "CPU %.1fs = %.0f%% of a core", r.BenchCPU.Seconds(), 100*r.BenchCPU.Seconds()/r.Duration.Seconds())
 	tw.Flush()

@@ -106,6 +106,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	log.Info("bench: conversations created", "conversations", len(convs), "in", res.ConversationTime)
 
+	procs := newProcWatch(cfg.PIDs, cfg.Logger)
+	procs.markBefore()
 	// The sessions live until the run ends, whatever ctx does meanwhile.
 	sessCtx, stopSessions := context.WithCancel(context.WithoutCancel(ctx))
 	closeTransports, err := r.startSessions(sessCtx, users)
@@ -129,7 +131,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("bench: no session could connect to %v", cfg.Edges)
 	}
 
-	r.send(ctx, res, r.slots(convs))
+	r.send(ctx, res, r.slots(convs), procs)
 
 	for _, s := range r.sessions {
 		st := s.client.Stats()
@@ -284,7 +286,7 @@ const pacingTick = 2 * time.Millisecond
 
 // send paces sends at cfg.Rate for Warmup+Duration, reporting progress
 // every second, then waits for the answers and the deliveries.
-func (r *runner) send(ctx context.Context, res *Result, slots []slot) {
+func (r *runner) send(ctx context.Context, res *Result, slots []slot, procs *procWatch) {
 	cfg := r.cfg
 	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSends()
@@ -292,7 +294,6 @@ func (r *runner) send(ctx context.Context, res *Result, slots []slot) {
 	from, to := start.Add(cfg.Warmup), start.Add(cfg.Warmup+cfg.Duration)
 	r.measureFrom.Store(from.UnixNano())
 	r.measureTo.Store(to.UnixNano())
-	procs := newProcWatch(cfg.PIDs, cfg.Logger)
 	var cpuFrom time.Duration
 	measuring := cfg.Warmup == 0
 	if measuring {

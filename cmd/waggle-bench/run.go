@@ -47,7 +47,6 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&c.Rate, "rate", 100, "total sends per second")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured time")
 	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "time sending before measuring")
-	fs.DurationVar(&c.Settle, "settle", 0, "pause after the set-up before connecting, so the servers' memory baseline excludes the registrations' password hashing")
 	fs.DurationVar(&c.Drain, "drain", 3*time.Second, "time to wait for deliveries after the last ack")
 	fs.IntVar(&c.PayloadBytes, "size", 100, "payload bytes per message (at least 12)")
 	fs.DurationVar(&c.SendTimeout, "send-timeout", 10*time.Second, "deadline of each send")
