@@ -25,7 +25,10 @@ type options struct {
 }
 
 // usageError is a mistake on the command line.
-type usageError struct{ error }
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
