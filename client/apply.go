@@ -10,6 +10,9 @@ import (
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
+// maxKnownPositions bounds the positions one sync request carries.
+const maxKnownPositions = 500
+
 // userStream keys the user's own event sequence among the conversations'
 // (no conversation id is empty).
 const userStream = ""
@@ -113,6 +116,10 @@ func (c *Client) releaseHeld(key string) {
 // open, the bus lost something, and a sync repairs it.
 func (c *Client) gapExpired(s *session, key string) {
 	c.mu.Lock()
+	if s != c.session {
+		c.mu.Unlock()
+		return // that session is gone; the next one syncs on connect
+	}
 	open := len(c.held[key]) > 0
 	delete(c.held, key)
 	if open {
@@ -139,6 +146,10 @@ func (c *Client) apply(it item) {
 // which case that one is repeated when it ends.
 func (c *Client) startSync(s *session) {
 	c.mu.Lock()
+	if s != c.session {
+		c.mu.Unlock()
+		return // a stale timer or answer of a session that is gone
+	}
 	if c.syncing {
 		c.resync = true
 		c.mu.Unlock()
@@ -149,6 +160,11 @@ func (c *Client) startSync(s *session) {
 	// Tell the server what pushes already brought, so it is not sent again.
 	var known []*chatv1.ConversationPosition
 	for conv := range c.dirty {
+		// Beyond the cap the server just sends a few events again, which are
+		// dropped; the cap keeps the request well inside a frame.
+		if len(known) == maxKnownPositions {
+			break
+		}
 		known = append(known, &chatv1.ConversationPosition{ConversationId: conv, Seq: c.state.Seqs[conv]})
 	}
 	c.dirty = map[string]bool{}
@@ -165,6 +181,11 @@ func (c *Client) syncPages(s *session, cursor string, known []*chatv1.Conversati
 			Cursor: cursor, PageSize: c.cfg.SyncPageSize, KnownPositions: known}}})
 		if r.err != nil || r.frame.GetError() != nil {
 			c.log.Warn("client: sync failed", "err", r.err, "error", r.frame.GetError())
+			c.mu.Lock()
+			if s == c.session {
+				c.syncing = false
+			}
+			c.mu.Unlock()
 			_ = s.stream.Close() // reconnect and sync again
 			return
 		}

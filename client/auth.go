@@ -89,7 +89,11 @@ func (t *Tokens) Token(ctx context.Context) (string, error) {
 		refresh := t.refresh
 		t.mu.Unlock()
 
-		res, err := t.accounts.RefreshToken(ctx, &accountv1.RefreshTokenRequest{RefreshToken: refresh})
+		// Not the caller's context: once the server rotated the token, losing
+		// the answer to a cancelled caller would leave only a dead token.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		res, err := t.accounts.RefreshToken(rctx, &accountv1.RefreshTokenRequest{RefreshToken: refresh})
+		cancel()
 		t.mu.Lock()
 		t.refreshed = nil
 		close(done)

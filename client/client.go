@@ -30,7 +30,8 @@ type Config struct {
 	// Token returns a valid access token for Hello.
 	Token func(ctx context.Context) (string, error)
 	// OnEvent receives every conversation event once, in seq order per
-	// conversation. It runs on the client's reader goroutine: keep it short.
+	// conversation. It runs on the client's reader goroutine with the
+	// client's lock held: keep it short and call no Client method from it.
 	OnEvent func(*chatv1.Event)
 	// OnUserEvent receives the user's own events (read markers from other
 	// devices, deletions for me, mutes, contact changes) once, in order.
@@ -38,6 +39,10 @@ type Config struct {
 	// OnPush sees every push after its events were applied, for what is not
 	// sequenced: typing, presence, others' read markers, unread counts.
 	OnPush func(*edgev1.Push)
+	// OnSession is called (on its own goroutine) after every session starts,
+	// the first and each reconnect: the place to follow presence again,
+	// since follows last for one session.
+	OnSession func(*edgev1.Welcome)
 	// Store persists the cursor and positions. Default: in memory.
 	Store Store
 	// SyncPageSize is the page size of syncs. Default 500.
@@ -150,9 +155,14 @@ func (c *Client) Run(ctx context.Context) error {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		dialer := c.cfg.Dialers[attempt%len(c.cfg.Dialers)]
 		started := time.Now()
-		err := c.runSession(ctx, dialer)
+		established, err := c.runSession(ctx, dialer)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if established && connect.CodeOf(err) == connect.CodeUnauthenticated {
+			// The edge ends a live session this way when its device logs
+			// out: reconnecting with the same credentials must not follow.
+			return fmt.Errorf("client: the device was logged out: %w", err)
 		}
 		switch connect.CodeOf(err) {
 		case connect.CodeFailedPrecondition:
@@ -194,27 +204,28 @@ func (s *session) send(f *edgev1.ClientFrame) error {
 	return s.stream.Send(f)
 }
 
-func (c *Client) runSession(ctx context.Context, dialer Dialer) error {
+// runSession runs one session; established says whether it got past Hello.
+func (c *Client) runSession(ctx context.Context, dialer Dialer) (established bool, err error) {
 	token, err := c.cfg.Token(ctx)
 	if err != nil {
-		return fmt.Errorf("token: %w", err)
+		return false, fmt.Errorf("token: %w", err)
 	}
 	stream, err := dialer.Dial(ctx)
 	if err != nil {
-		return fmt.Errorf("dial: %w", err)
+		return false, fmt.Errorf("dial: %w", err)
 	}
 	defer stream.Close()
 	if err := stream.Send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Hello{Hello: &edgev1.Hello{
 		ProtocolVersion: 1, AccessToken: token, ClientName: c.cfg.ClientName}}}); err != nil {
-		return fmt.Errorf("hello: %w", err)
+		return false, fmt.Errorf("hello: %w", err)
 	}
 	first, err := stream.Recv()
 	if err != nil {
-		return fmt.Errorf("hello: %w", err)
+		return false, fmt.Errorf("hello: %w", err)
 	}
 	welcome := first.GetWelcome()
 	if welcome == nil {
-		return fmt.Errorf("hello answered with %v", first)
+		return false, fmt.Errorf("hello answered with %v", first)
 	}
 
 	s := &session{stream: stream, closed: make(chan struct{})}
@@ -242,6 +253,9 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) error {
 
 	// Catch up first, then repeat what may not have been stored.
 	c.startSync(s)
+	if c.cfg.OnSession != nil {
+		go c.cfg.OnSession(welcome)
+	}
 	for _, o := range outbox {
 		c.transmit(s, o)
 	}
@@ -256,7 +270,7 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) error {
 	for {
 		f, err := stream.Recv()
 		if err != nil {
-			return err
+			return true, err
 		}
 		c.handle(s, f)
 	}
@@ -291,7 +305,8 @@ func (c *Client) handle(s *session, f *edgev1.ServerFrame) {
 	case *edgev1.ServerFrame_SyncRequired:
 		c.startSync(s)
 	case *edgev1.ServerFrame_Goaway:
-		_ = s.stream.Close()
+		// The edge ends the stream right after, with the reason's code
+		// (none when it drains, unauthenticated on logout); Run reads it.
 	}
 }
 
@@ -355,7 +370,12 @@ func (c *Client) transmit(s *session, o *outgoing) {
 			select {
 			case <-s.closed: // the next session resends
 			case <-time.After(time.Second):
-				c.transmit(s, o)
+				c.mu.Lock()
+				pending := c.outbox[o.req.GetClientMsgId()] == o
+				c.mu.Unlock()
+				if pending { // Send may have given up meanwhile
+					c.transmit(s, o)
+				}
 			}
 			return
 		}

@@ -232,3 +232,20 @@ func TestSyncRequiredTriggersSync(t *testing.T) {
 		t.Fatalf("sync from %q, want cur-1", req.GetSync().GetCursor())
 	}
 }
+
+// A gap timer of a session that died must not wedge the next session's
+// syncs.
+func TestStaleGapTimerDoesNotBlockTheNextSession(t *testing.T) {
+	edge, _, _ := startClient(t, 30*time.Millisecond)
+	s := <-edge.streams
+	s.accept(t, "cur-1")
+	s.out <- push(1, msg("c", 1))
+	s.out <- push(2, msg("c", 3)) // a gap opens; its timer outlives the session
+	s.expect(t, "the ack of push 2", func(f *edgev1.ClientFrame) bool { return f.GetAck().GetPushId() == 2 })
+	s.Close()
+	s2 := <-edge.streams
+	s2.accept(t, "cur-2")
+	time.Sleep(100 * time.Millisecond) // the old timer has fired by now
+	s2.out <- &edgev1.ServerFrame{Kind: &edgev1.ServerFrame_SyncRequired{SyncRequired: &edgev1.SyncRequired{}}}
+	s2.expect(t, "a sync on the new session", isSync)
+}
