@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
@@ -22,6 +23,10 @@ const (
 // presence. The set is kept so live presence changes can be routed to it.
 func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.PresenceSubscription) (*edgev1.PresenceSnapshot, error) {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the session is closing"))
+	}
 	if s.presenceSubs == nil {
 		s.presenceSubs = make(map[string]struct{})
 	}
@@ -58,6 +63,15 @@ func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.Pr
 	s.e.watchers.unfollow(s, removed)
 	// Follow before reading the snapshot, so no change falls between them.
 	s.e.watchers.follow(s, added)
+	// A unary update can race the session's end: finish unfollows what the
+	// session followed when it ran, so undo what was added after.
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		s.e.watchers.unfollow(s, added)
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the session is closing"))
+	}
 
 	snap := &edgev1.PresenceSnapshot{}
 	for start := 0; start < len(added); start += maxPresenceLookup {

@@ -51,9 +51,14 @@ func (w *watchers) follow(s *session, users []string) {
 		sub, err := w.e.deps.Bus.Subscribe(ctx, PresenceChannel(u), func(payload []byte) { w.deliver(u, payload) })
 		cancel()
 		if err != nil {
-			// The follower still has the snapshot; it misses live changes
-			// of u until it follows again.
+			// Followers keep their snapshot but miss live changes of u;
+			// dropping the half-made entry lets the next follow retry.
 			w.e.log.Warn("edge: subscribe to presence", "user_id", u, "err", err)
+			w.mu.Lock()
+			if wt := w.users[u]; wt != nil && wt.sub == nil {
+				delete(w.users, u)
+			}
+			w.mu.Unlock()
 			continue
 		}
 		w.mu.Lock()

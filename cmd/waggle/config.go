@@ -87,7 +87,11 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		str(&c.TLSCertFile, "tls-cert", "WAGGLE_TLS_CERT", "", "PEM certificate file; with --tls-key, serve TLS instead of cleartext")
 		str(&c.TLSKeyFile, "tls-key", "WAGGLE_TLS_KEY", "", "PEM private key file for --tls-cert")
 		fs.Func("cors-origins", `comma-separated web origins browsers may call from, or "*"`, func(v string) error {
-			c.CORSOrigins = strings.Split(v, ",")
+			for _, o := range strings.Split(v, ",") {
+				if o = strings.TrimSpace(o); o != "" {
+					c.CORSOrigins = append(c.CORSOrigins, o)
+				}
+			}
 			return nil
 		})
 		fs.add("cors-origins", "WAGGLE_CORS_ORIGINS")

@@ -400,10 +400,10 @@ func (s *Service) SendTyping(ctx context.Context, req *chatv1.SendTypingRequest)
 		return nil, err
 	}
 	var count int
-	err = s.db.QueryRow(ctx, `SELECT c.member_count FROM conversations c JOIN members m ON m.conversation_id = c.id
-		WHERE c.id = $1 AND m.user_id = $2 AND m.left_seq IS NULL`, convID, uid).Scan(&count)
+	err = s.db.QueryRow(ctx, `SELECT c.member_count FROM conversations c WHERE c.id = $1 AND `+canWrite,
+		convID, uid).Scan(&count)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, errNoConversation
+		return nil, s.internal(ctx, "send typing", whyRefused(ctx, s.db, convID, uid))
 	}
 	if err != nil {
 		return nil, s.internal(ctx, "send typing", err)

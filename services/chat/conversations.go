@@ -509,7 +509,7 @@ func (s *Service) AddMembers(ctx context.Context, req *chatv1.AddMembersRequest)
 		if _, err := tx.Exec(ctx, `INSERT INTO members (conversation_id, user_id, role, joined_seq, read_seq)
 			SELECT $1, u, $3, $4, $4 FROM unnest($2::uuid[]) AS u
 			ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role, joined_seq = excluded.joined_seq,
-				read_seq = excluded.read_seq, left_seq = NULL, join_time = now(), muted = false`,
+				read_seq = excluded.read_seq, left_seq = NULL, join_time = now()`,
 			convID, fresh, chatv1.MemberRole_MEMBER_ROLE_MEMBER, joined); err != nil {
 			return nil, fmt.Errorf("insert members: %w", err)
 		}

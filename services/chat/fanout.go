@@ -33,6 +33,9 @@ type Publisher interface {
 	PublishBatch(ctx context.Context, msgs []bus.Message) error
 }
 
+// maxLookup is the most users one LookupSessions call takes.
+const maxLookup = 10_000
+
 // EdgeChannel is the bus channel an edge node listens on.
 func EdgeChannel(edgeID string) string { return "edge:" + edgeID }
 
@@ -286,13 +289,17 @@ func (f *Fanout) deliver(ctx context.Context, j job) error {
 			return err
 		}
 	}
-	found, err := f.locate.LookupSessions(ctx, &presencev1.LookupSessionsRequest{UserIds: users})
-	if err != nil {
-		return fmt.Errorf("lookup sessions: %w", err)
+	var sessions []*presencev1.Session
+	for start := 0; start < len(users); start += maxLookup {
+		found, err := f.locate.LookupSessions(ctx, &presencev1.LookupSessionsRequest{UserIds: users[start:min(start+maxLookup, len(users))]})
+		if err != nil {
+			return fmt.Errorf("lookup sessions: %w", err)
+		}
+		sessions = append(sessions, found.GetSessions()...)
 	}
 	byEdge := map[string][]string{}
 	online := map[string]bool{}
-	for _, s := range found.GetSessions() {
+	for _, s := range sessions {
 		online[s.GetUserId()] = true
 		if s.GetSessionId() == j.exclude {
 			continue

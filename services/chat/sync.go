@@ -261,7 +261,10 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 		events = append(events, ev)
 		// Sent now but at or above the next watermark: the next sync would
 		// find it again unless the cursor remembers it.
-		if x, _ := strconv.ParseUint(xid, 10, 64); x >= cur.next && (len(cur.sent) < maxCursorPositions || cur.sent[r.convID] > 0) {
+		// Once one event of a conversation is recorded, later ones are too:
+		// an xid taken before the conversation's lock (a message lock, say)
+		// can be lower than an earlier seq's.
+		if x, _ := strconv.ParseUint(xid, 10, 64); (x >= cur.next && len(cur.sent) < maxCursorPositions) || cur.sent[r.convID] > 0 {
 			cur.sent[r.convID] = max(cur.sent[r.convID], r.seq)
 		}
 	}
@@ -274,11 +277,19 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 	if err != nil {
 		return nil, s.internal(ctx, "sync", err)
 	}
+	// User events share the page's byte budget; the rest come next page.
+	userDone := len(userEvents) < size
+	for i, ev := range userEvents {
+		if bytes += proto.Size(ev); bytes > maxSyncPageBytes && (i > 0 || len(events) > 0) {
+			userEvents, userDone = userEvents[:i], false
+			break
+		}
+	}
 	if n := len(userEvents); n > 0 {
 		cur.userSeq = int64(userEvents[n-1].GetSeq())
 	}
 
-	res := &chatv1.SyncResponse{Events: events, UserEvents: userEvents, HasMore: full || len(userEvents) == size}
+	res := &chatv1.SyncResponse{Events: events, UserEvents: userEvents, HasMore: full || !userDone}
 	switch {
 	case full:
 		last := events[len(events)-1]

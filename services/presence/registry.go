@@ -301,6 +301,9 @@ func sortSessions(ss []*presencev1.Session) {
 
 func (r *Registry) expiryKey() string { return r.prefix + "sess-expiry" }
 
+// sweepBatch is how many users one Sweep checks.
+const sweepBatch = 1000
+
 // sweepScript removes users from the expiry index whose newest expiry is
 // still the one that passed (a renewal meanwhile raised it).
 // KEYS: the index. ARGV: now, then user ids.
@@ -319,7 +322,7 @@ return 0
 func (r *Registry) Sweep(ctx context.Context) (int, error) {
 	now := r.now()
 	users, err := r.client.ZRangeByScore(ctx, r.expiryKey(), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: 1000}).Result()
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: sweepBatch}).Result()
 	if err != nil || len(users) == 0 {
 		return 0, err
 	}
@@ -342,8 +345,17 @@ func (r *Registry) RunSweeper(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("presence: sweep", "err", err)
+			// A dead edge may leave many users at once: keep sweeping while
+			// full batches come back, within the interval.
+			deadline := time.Now().Add(interval)
+			for time.Now().Before(deadline) {
+				n, err := r.Sweep(ctx)
+				if err != nil && ctx.Err() == nil {
+					r.log.Warn("presence: sweep", "err", err)
+				}
+				if err != nil || n < sweepBatch {
+					break
+				}
 			}
 		}
 	}
