@@ -117,6 +117,10 @@ type Config struct {
 	// PushWebhookSecret signs the webhook's requests (HMAC-SHA256). Required
 	// with PushWebhookURL.
 	PushWebhookSecret string
+	// SendRate and SendBurst limit each user's messages per second, per
+	// chat process. Defaults 20 and 100.
+	SendRate  float64
+	SendBurst int
 	// PresenceGrace is how long a user may be gone before subscribers hear
 	// they went offline. Default 5 s.
 	PresenceGrace time.Duration

@@ -115,6 +115,10 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		str(&c.PresenceURL, "presence-url", "WAGGLE_PRESENCE_URL", "", "URL of the presence service, e.g. http://presence:8080 (required)")
 	}
 	if roles.Has(app.RoleChat) {
+		fs.Float64Var(&c.SendRate, "send-rate", 20, "messages a second each user may send (per chat process)")
+		fs.add("send-rate", "WAGGLE_SEND_RATE")
+		fs.IntVar(&c.SendBurst, "send-burst", 100, "burst of messages a user may send above --send-rate")
+		fs.add("send-burst", "WAGGLE_SEND_BURST")
 		str(&c.PushWebhookURL, "push-webhook-url", "WAGGLE_PUSH_WEBHOOK_URL", "", "URL receiving offline push notifications as signed JSON POSTs; empty: none")
 		str(&c.PushWebhookSecret, "push-webhook-secret", "WAGGLE_PUSH_WEBHOOK_SECRET", "", "HMAC-SHA256 key signing the webhook's requests (required with --push-webhook-url)")
 	}

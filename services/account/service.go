@@ -14,6 +14,7 @@ import (
 
 	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
+	"github.com/wagglechat/waggle/ratelimit"
 )
 
 // DefaultRefreshTTL is how long a refresh token lives. Every refresh starts a
@@ -37,6 +38,9 @@ type Options struct {
 	Revoker DeviceRevoker
 	// Now is the clock; defaults to time.Now.
 	Now func() time.Time
+	// LoginLimit limits login attempts per username, against password
+	// guessing. Default: 10 a minute, in bursts of 10.
+	LoginLimit *ratelimit.Limiter
 }
 
 // Service implements accountv1connect.AccountServiceHandler.
@@ -48,6 +52,7 @@ type Service struct {
 	revoker    DeviceRevoker
 	refreshTTL time.Duration
 	now        func() time.Time
+	logins     *ratelimit.Limiter
 }
 
 var _ accountv1connect.AccountServiceHandler = (*Service)(nil)
@@ -66,6 +71,10 @@ func New(pool *pgxpool.Pool, signer *auth.Signer, log *slog.Logger, opts Options
 		revoker:    opts.Revoker,
 		refreshTTL: opts.RefreshTTL,
 		now:        opts.Now,
+		logins:     opts.LoginLimit,
+	}
+	if s.logins == nil {
+		s.logins = ratelimit.New(10.0/60, 10)
 	}
 	if s.passwords == nil {
 		s.passwords = auth.NewPasswords(auth.DefaultPasswordParams, 0)

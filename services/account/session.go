@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -86,6 +87,9 @@ func (s *Service) Login(ctx context.Context, req *accountv1.LoginRequest) (*acco
 	}
 	if err := validateLabel("device name", req.GetDeviceName()); err != nil {
 		return nil, err
+	}
+	if !s.logins.Allow(strings.ToLower(req.GetUsername())) {
+		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("too many login attempts for this username; try again in a minute"))
 	}
 	u, hash, err := s.userByName(ctx, req.GetUsername())
 	if errors.Is(err, errNoUser) {

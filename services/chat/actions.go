@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -362,31 +361,6 @@ func dedupeIDs(ids []uuid.UUID) map[uuid.UUID]bool {
 	return m
 }
 
-// typingLimiter remembers when each user last said they were typing in a
-// conversation. It is per process: with several chat processes a user may
-// get one signal through per process, which is still a bound.
-type typingLimiter struct {
-	mu   sync.Mutex
-	last map[[2]uuid.UUID]time.Time
-}
-
-// allow reports whether a typing signal may pass at now.
-func (l *typingLimiter) allow(user, conv uuid.UUID, now time.Time, interval time.Duration) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last == nil || len(l.last) > 100_000 {
-		// Entries older than the interval are worthless; dropping them all
-		// at once keeps the map bounded without a sweeper.
-		l.last = map[[2]uuid.UUID]time.Time{}
-	}
-	key := [2]uuid.UUID{user, conv}
-	if now.Sub(l.last[key]) < interval {
-		return false
-	}
-	l.last[key] = now
-	return true
-}
-
 // SendTyping pushes a typing indicator to the other members' live sessions.
 // It is never stored. "Typing" signals are limited to one per
 // TypingInterval per user and conversation; "stopped" always passes.
@@ -408,7 +382,7 @@ func (s *Service) SendTyping(ctx context.Context, req *chatv1.SendTypingRequest)
 	if err != nil {
 		return nil, s.internal(ctx, "send typing", err)
 	}
-	if req.GetTyping() && !s.typing.allow(uid, convID, s.now(), s.cfg.TypingInterval) {
+	if req.GetTyping() && !s.typing.Allow(uid.String()+convID.String()) {
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("at most one typing signal per %v", s.cfg.TypingInterval))
 	}
 	if count > s.cfg.TypingLimit {

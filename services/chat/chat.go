@@ -20,6 +20,7 @@ import (
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	"github.com/wagglechat/waggle/ratelimit"
 )
 
 // Config tunes the chat service. Zero values take the defaults noted.
@@ -44,6 +45,11 @@ type Config struct {
 	// user in one conversation; more are refused with resource_exhausted.
 	// Default 2 s.
 	TypingInterval time.Duration
+	// SendRate and SendBurst limit each user's messages (per chat
+	// process); more are refused with resource_exhausted. Defaults 20 a
+	// second, bursts of 100.
+	SendRate  float64
+	SendBurst int
 }
 
 func (c Config) withDefaults() Config {
@@ -68,6 +74,12 @@ func (c Config) withDefaults() Config {
 	if c.TypingInterval == 0 {
 		c.TypingInterval = 2 * time.Second
 	}
+	if c.SendRate == 0 {
+		c.SendRate = 20
+	}
+	if c.SendBurst == 0 {
+		c.SendBurst = 100
+	}
 	return c
 }
 
@@ -90,7 +102,8 @@ type Service struct {
 	notify Notifier
 	log    *slog.Logger
 	now    func() time.Time
-	typing typingLimiter
+	typing *ratelimit.Limiter // per user and conversation
+	sends  *ratelimit.Limiter // per user
 }
 
 // New returns a chat service on db. notify may be nil (nothing is pushed;
@@ -99,7 +112,10 @@ func New(cfg Config, db *pgxpool.Pool, notify Notifier, log *slog.Logger) *Servi
 	if notify == nil {
 		notify = discard{}
 	}
-	return &Service{cfg: cfg.withDefaults(), db: db, notify: notify, log: log, now: time.Now}
+	cfg = cfg.withDefaults()
+	return &Service{cfg: cfg, db: db, notify: notify, log: log, now: time.Now,
+		typing: ratelimit.New(1/cfg.TypingInterval.Seconds(), 1),
+		sends:  ratelimit.New(cfg.SendRate, cfg.SendBurst)}
 }
 
 type discard struct{}

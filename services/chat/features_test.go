@@ -485,3 +485,17 @@ func TestBlockedUserCannotWriteToTheBlocker(t *testing.T) {
 	group := f.group(alice, malloryID)
 	f.send(mallory, group, "in a group")
 }
+
+func TestSendsAreRateLimitedPerUser(t *testing.T) {
+	f := newFixture(t)
+	f.svc = New(Config{SendRate: 0.001, SendBurst: 3}, f.db, nil, f.svc.log)
+	alice, _ := f.user("alice")
+	bob, bobID := f.user("bob")
+	conv := f.group(alice, bobID)
+	for i := range 3 {
+		f.send(alice, conv, fmt.Sprint("burst ", i))
+	}
+	_, err := f.svc.SendMessage(alice, textReq(conv, "one-too-many", "flood"))
+	wantCode(t, err, connect.CodeResourceExhausted)
+	f.send(bob, conv, "bob has his own budget")
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -38,7 +39,9 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	if err != nil {
 		return nil, err
 	}
-
+	if !s.sends.Allow(uid.String()) {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("at most %v messages a second", s.cfg.SendRate))
+	}
 	msgID, err := uuid.NewV7()
 	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
