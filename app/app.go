@@ -19,6 +19,7 @@ import (
 	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/rpcserver"
+	"github.com/wagglechat/waggle/services/contact"
 )
 
 // Run serves cfg.Roles until ctx is done, then drains and returns nil. It
@@ -107,6 +108,22 @@ func Migrate(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer pool.Close()
 	return postgres.Migrate(ctx, pool, log)
+}
+
+// ResyncBlockers rebuilds Redis's copy of the block lists from Postgres;
+// run it after Redis lost data (see contact.Service.ResyncBlockers).
+func ResyncBlockers(ctx context.Context, cfg Config, log *slog.Logger) error {
+	pool, err := openPostgres(ctx, or(cfg.PostgresURL, DefaultPostgresURL))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rdb, err := openRedis(ctx, or(cfg.RedisURL, DefaultRedisURL), "waggle-resync-blockers")
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	return contact.New(pool, rdb, or(cfg.RedisPrefix, DefaultRedisPrefix), nil, log).ResyncBlockers(ctx)
 }
 
 // deps is what services are built from. Fields a role does not need are nil.

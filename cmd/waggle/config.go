@@ -26,6 +26,7 @@ var commands = []command{
 	{"chat", "run accounts, contacts, conversations and messages (uses Postgres)", app.RoleChat},
 	{"presence", "run presence and the session registry", app.RolePresence},
 	{"migrate", "apply the database migrations and exit", 0},
+	{"resync-blockers", "rebuild Redis's copy of the block lists from Postgres (after Redis lost data) and exit", 0},
 	{"version", "print the version and exit", 0},
 }
 
@@ -80,7 +81,7 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 	}
 	roles := cmd.roles
 	server := roles != 0
-	usesPostgres := roles.Has(app.RoleChat) || cmd.name == "migrate"
+	usesPostgres := roles.Has(app.RoleChat) || cmd.name == "migrate" || cmd.name == "resync-blockers"
 
 	if server {
 		str(&c.Addr, "addr", "WAGGLE_ADDR", app.DefaultAddr, `listen address of every service in this process; ":0" picks a free port`)
@@ -102,9 +103,11 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 	if server && usesPostgres {
 		boolean(&c.SkipMigrate, "no-migrate", "WAGGLE_NO_MIGRATE", "do not apply database migrations at start")
 	}
-	if server {
+	if server || cmd.name == "resync-blockers" {
 		str(&c.RedisURL, "redis", "WAGGLE_REDIS_URL", app.DefaultRedisURL, "Redis URL (sessions and the bus)")
 		str(&c.RedisPrefix, "redis-prefix", "WAGGLE_REDIS_PREFIX", app.DefaultRedisPrefix, "prefix of every Redis key and channel")
+	}
+	if server {
 		str(&c.TokenKey, "token-key", "WAGGLE_TOKEN_KEY", "", "base64 32-byte Ed25519 seed signing access tokens, the same in every process (required unless serve; generate: head -c32 /dev/urandom | base64)")
 		str(&c.InternalSecret, "internal-secret", "WAGGLE_INTERNAL_SECRET", "", "shared secret of calls between processes, at least 16 characters (required unless serve)")
 	}

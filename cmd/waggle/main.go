@@ -49,6 +49,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 0
 	case "migrate":
 		err = app.Migrate(ctx, inv.app, log)
+	case "resync-blockers":
+		err = app.ResyncBlockers(ctx, inv.app, log)
 	default:
 		err = app.Run(ctx, inv.app, log)
 	}

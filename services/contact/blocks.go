@@ -199,7 +199,8 @@ func (s *Service) mirror(ctx context.Context, blocker, blocked uuid.UUID) error 
 const resyncBatch = 1000
 
 // ResyncBlockers rebuilds the Redis mirror of the blocks table that the
-// presence service reads (see [presence.BlockersKey]): it adds every block,
+// presence service reads, both ways (see [presence.BlockersKey] and
+// [presence.BlockedKey]; `waggle resync-blockers` runs it): it adds every block,
 // then removes every set member Postgres does not hold (a mirror write that
 // failed, users deleted since, leftovers of another deployment).
 //
@@ -273,16 +274,13 @@ func (s *Service) resyncAdd(ctx context.Context) (int, error) {
 				return fmt.Errorf("read blocks: %w", err)
 			}
 			total += len(current)
-			byBlocked := make(map[uuid.UUID][]any)
-			for _, p := range current {
-				byBlocked[p.blocked] = append(byBlocked[p.blocked], p.blocker.String())
-			}
-			if len(byBlocked) == 0 {
+			if len(current) == 0 {
 				return nil
 			}
 			_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for blocked, members := range byBlocked {
-					p.SAdd(ctx, presence.BlockersKey(s.prefix, blocked.String()), members...)
+				for _, b := range current {
+					p.SAdd(ctx, presence.BlockersKey(s.prefix, b.blocked.String()), b.blocker.String())
+					p.SAdd(ctx, presence.BlockedKey(s.prefix, b.blocker.String()), b.blocked.String())
 				}
 				return nil
 			})
@@ -317,32 +315,48 @@ func lockOwners(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) error {
 	return nil
 }
 
-// resyncPrune removes the mirror's members that Postgres does not hold. It
-// returns how many keys it saw and how many members it removed.
-func (s *Service) resyncPrune(ctx context.Context) (keys, removed int, err error) {
-	keyPrefix := presence.BlockersKey(s.prefix, "")
-	keyPrefix = keyPrefix[:len(keyPrefix)-1] // "<prefix>blockers:{"
-	match := escapeGlob(keyPrefix) + "*}"
-	var cursor uint64
-	for {
-		batch, next, err := s.rdb.Scan(ctx, cursor, match, resyncBatch).Result()
-		if err != nil {
-			return keys, removed, fmt.Errorf("redis scan: %w", err)
-		}
-		keys += len(batch)
-		n, err := s.pruneKeys(ctx, keyPrefix, batch)
-		removed += n
-		if err != nil {
-			return keys, removed, err
-		}
-		if cursor = next; cursor == 0 {
-			return keys, removed, nil
-		}
-	}
+// mirrorSet is one direction of the mirror: its key per user, and the block
+// a member of that user's set stands for.
+type mirrorSet struct {
+	key  func(prefix, userID string) string
+	pair func(keyUser, member uuid.UUID) pair
 }
 
-// pruneKeys checks every member of the blockers sets named by keys.
-func (s *Service) pruneKeys(ctx context.Context, keyPrefix string, keys []string) (int, error) {
+var mirrorSets = []mirrorSet{
+	{presence.BlockersKey, func(blocked, blocker uuid.UUID) pair { return pair{blocker, blocked} }},
+	{presence.BlockedKey, func(blocker, blocked uuid.UUID) pair { return pair{blocker, blocked} }},
+}
+
+// resyncPrune removes the mirror's members that Postgres does not hold, in
+// both directions. It returns how many keys it saw and how many members it
+// removed.
+func (s *Service) resyncPrune(ctx context.Context) (keys, removed int, err error) {
+	for _, set := range mirrorSets {
+		keyPrefix := set.key(s.prefix, "")
+		keyPrefix = keyPrefix[:len(keyPrefix)-1] // "<prefix>blockers:{"
+		match := escapeGlob(keyPrefix) + "*}"
+		var cursor uint64
+		for {
+			batch, next, err := s.rdb.Scan(ctx, cursor, match, resyncBatch).Result()
+			if err != nil {
+				return keys, removed, fmt.Errorf("redis scan: %w", err)
+			}
+			keys += len(batch)
+			n, err := s.pruneKeys(ctx, set, keyPrefix, batch)
+			removed += n
+			if err != nil {
+				return keys, removed, err
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+	}
+	return keys, removed, nil
+}
+
+// pruneKeys checks every member of the sets named by keys.
+func (s *Service) pruneKeys(ctx context.Context, set mirrorSet, keyPrefix string, keys []string) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
@@ -361,7 +375,7 @@ func (s *Service) pruneKeys(ctx context.Context, keyPrefix string, keys []string
 	// service, and no block can match them.
 	var garbage []string
 	for i, k := range keys {
-		blocked, err := uuid.Parse(strings.TrimSuffix(strings.TrimPrefix(k, keyPrefix), "}"))
+		keyUser, err := uuid.Parse(strings.TrimSuffix(strings.TrimPrefix(k, keyPrefix), "}"))
 		if err != nil {
 			if err := s.rdb.Del(ctx, k).Err(); err != nil {
 				return removed, fmt.Errorf("redis del: %w", err)
@@ -371,8 +385,8 @@ func (s *Service) pruneKeys(ctx context.Context, keyPrefix string, keys []string
 		}
 		garbage = garbage[:0]
 		for _, m := range cmds[i].Val() {
-			if blocker, err := uuid.Parse(m); err == nil {
-				candidates = append(candidates, pair{blocker, blocked})
+			if member, err := uuid.Parse(m); err == nil {
+				candidates = append(candidates, set.pair(keyUser, member))
 			} else {
 				garbage = append(garbage, m)
 			}
@@ -420,6 +434,7 @@ func (s *Service) pruneStale(ctx context.Context, pairs []pair) (int, error) {
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, st := range stale {
 				p.SRem(ctx, presence.BlockersKey(s.prefix, st.blocked.String()), st.blocker.String())
+				p.SRem(ctx, presence.BlockedKey(s.prefix, st.blocker.String()), st.blocked.String())
 			}
 			return nil
 		})

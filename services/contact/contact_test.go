@@ -812,11 +812,25 @@ func TestResyncBlockers(t *testing.T) {
 		if n, err := f.rdb.Exists(ctx, f.prefix+"lastseen:{x}").Result(); err != nil || n != 1 {
 			t.Fatalf("%s: an unrelated key was touched: %d, %v", when, n, err)
 		}
+		// The other direction: whom each user blocked.
+		blockedKeys, err := f.rdb.Keys(ctx, f.prefix+"blocked:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(blockedKeys) != 60 {
+			t.Fatalf("%s: %d blocked keys, want 60", when, len(blockedKeys))
+		}
+		if n, err := f.rdb.SCard(ctx, blockedKeys[0]).Result(); err != nil || n != 59 {
+			t.Fatalf("%s: %s holds %d users, want 59", when, blockedKeys[0], n)
+		}
+		if n, _ := f.rdb.Exists(ctx, presence.BlockedKey(f.prefix, alice.String())).Result(); n != 0 {
+			t.Fatalf("%s: alice's blocked set survived bob's deletion", when)
+		}
 	}
 	check("after damage")
 
 	// A total loss (a flush), then resync.
-	keys, err := f.rdb.Keys(ctx, f.prefix+"blockers:*").Result()
+	keys, err := f.rdb.Keys(ctx, f.prefix+"block*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
