@@ -2,7 +2,6 @@ package chat
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
@@ -146,12 +145,9 @@ func (s *Service) ListReactions(ctx context.Context, req *chatv1.ListReactionsRe
 	if err != nil {
 		return nil, err
 	}
-	after := uuid.Nil
-	if tok := req.GetPageToken(); tok != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(tok)
-		if after, err = uuid.FromBytes(raw); err != nil {
-			return nil, invalid("malformed page_token")
-		}
+	after, err := decodeUserToken(req.GetPageToken())
+	if err != nil {
+		return nil, err
 	}
 	_, uid, err := caller(ctx)
 	if err != nil {
@@ -177,7 +173,7 @@ func (s *Service) ListReactions(ctx context.Context, req *chatv1.ListReactionsRe
 	res := &chatv1.ListReactionsResponse{}
 	if len(users) > size {
 		users = users[:size]
-		res.NextPageToken = base64.RawURLEncoding.EncodeToString(users[size-1][:])
+		res.NextPageToken = encodeUserToken(users[size-1])
 	}
 	for _, u := range users {
 		res.UserIds = append(res.UserIds, u.String())

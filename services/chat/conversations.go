@@ -659,12 +659,9 @@ func (s *Service) ListMembers(ctx context.Context, req *chatv1.ListMembersReques
 	if err != nil {
 		return nil, err
 	}
-	after := uuid.Nil
-	if tok := req.GetPageToken(); tok != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(tok)
-		if after, err = uuid.FromBytes(raw); err != nil {
-			return nil, invalid("malformed page_token")
-		}
+	after, err := decodeUserToken(req.GetPageToken())
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.db.Query(ctx, `
 		SELECT m.user_id, m.role, m.joined_seq, m.join_time, m.read_seq, m.muted AND m.user_id = $2
@@ -694,7 +691,7 @@ func (s *Service) ListMembers(ctx context.Context, req *chatv1.ListMembersReques
 	if len(members) > size {
 		res.Members = members[:size]
 		last := uuid.MustParse(members[size-1].GetUserId())
-		res.NextPageToken = base64.RawURLEncoding.EncodeToString(last[:])
+		res.NextPageToken = encodeUserToken(last)
 	}
 	return res, nil
 }

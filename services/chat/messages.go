@@ -279,6 +279,25 @@ func decodeHistoryToken(tok string, conv uuid.UUID, forward bool) (int64, error)
 	return seq, nil
 }
 
+// User-ordered lists (members, receipts, reactions) page by the last user
+// id of the page.
+func encodeUserToken(last uuid.UUID) string { return base64.RawURLEncoding.EncodeToString(last[:]) }
+
+func decodeUserToken(tok string) (uuid.UUID, error) {
+	if tok == "" {
+		return uuid.Nil, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return uuid.Nil, invalid("malformed page_token")
+	}
+	id, err := uuid.FromBytes(raw)
+	if err != nil {
+		return uuid.Nil, invalid("malformed page_token")
+	}
+	return id, nil
+}
+
 // pageSize applies a list call's default and maximum page size.
 func pageSize(requested int32, def, max int) (int, error) {
 	switch {

@@ -2,7 +2,6 @@ package chat
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
@@ -122,12 +121,9 @@ func (s *Service) ListReadReceipts(ctx context.Context, req *chatv1.ListReadRece
 	if err != nil {
 		return nil, err
 	}
-	after := uuid.Nil
-	if tok := req.GetPageToken(); tok != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(tok)
-		if after, err = uuid.FromBytes(raw); err != nil {
-			return nil, invalid("malformed page_token")
-		}
+	after, err := decodeUserToken(req.GetPageToken())
+	if err != nil {
+		return nil, err
 	}
 	seq := int64(req.GetSeq())
 	sender, err := s.visibleMessageSender(ctx, convID, uid, seq)
@@ -160,7 +156,7 @@ func (s *Service) ListReadReceipts(ctx context.Context, req *chatv1.ListReadRece
 	if len(markers) > size {
 		markers = markers[:size]
 		last := uuid.MustParse(markers[size-1].GetUserId())
-		res.NextPageToken = base64.RawURLEncoding.EncodeToString(last[:])
+		res.NextPageToken = encodeUserToken(last)
 	}
 	res.Markers = markers
 	return res, nil
