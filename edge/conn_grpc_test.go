@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -159,15 +160,23 @@ func benchmarkPushes(b *testing.B, te *testEdge, addr string) {
 		te.publish(b, envelope(push, users...))
 		// Stay within the sessions' queue limit, as a healthy client does
 		// by reading: an edge drops sessions that fall further behind.
-		for int64(i-256)*sessions > received.Load() {
-			runtime.Gosched()
-		}
+		waitFor(b, func() bool { return int64(i-256)*sessions <= received.Load() })
 	}
-	for received.Load() < int64(b.N*sessions) {
-		runtime.Gosched()
-	}
+	waitFor(b, func() bool { return received.Load() >= int64(b.N*sessions) })
 	b.StopTimer()
 	b.ReportMetric(float64(received.Load())/b.Elapsed().Seconds(), "pushes/s")
+}
+
+// waitFor spins until cond holds, failing the benchmark after 30 s (a
+// session the edge dropped would otherwise hang it).
+func waitFor(b *testing.B, cond func() bool) {
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatal("pushes stopped arriving: a session was dropped")
+		}
+		runtime.Gosched()
+	}
 }
 
 // Compare the two transports carrying the same session core:

@@ -247,13 +247,31 @@ func (f *Fanout) publishFrom(ctx context.Context, o *order, j job) {
 	}
 }
 
-// releaseHeld gives up waiting and delivers what is held in seq order.
+// releaseHeld gives up waiting. A conversation's seqs commit in order, so
+// the events missing before the held ones are committed: they are read back
+// and delivered first, and the stream still goes out in order (a
+// predecessor may have gone through another chat process, or been dropped
+// under load). What cannot be read is skipped; recipients then sync.
 func (f *Fanout) releaseHeld(ctx context.Context, o *order) {
 	seqs := make([]uint64, 0, len(o.held))
 	for seq := range o.held {
 		seqs = append(seqs, seq)
 	}
 	slices.Sort(seqs)
+	first := o.held[seqs[0]]
+	if first.event != nil && o.next > 0 {
+		missing, err := f.eventsBetween(ctx, first.event.GetConversationId(), o.next, seqs[len(seqs)-1])
+		if err != nil {
+			f.log.Warn("fanout: read missing events", "conversation", first.event.GetConversationId(), "err", err)
+		}
+		for _, ev := range missing {
+			if _, held := o.held[ev.GetSeq()]; !held {
+				o.held[ev.GetSeq()] = job{stream: first.stream, seq: ev.GetSeq(), event: ev, push: &edgev1.Push{Events: []*chatv1.Event{ev}}}
+				seqs = append(seqs, ev.GetSeq())
+			}
+		}
+		slices.Sort(seqs)
+	}
 	for _, seq := range seqs {
 		j := o.held[seq]
 		delete(o.held, seq)
@@ -261,6 +279,22 @@ func (f *Fanout) releaseHeld(ctx context.Context, o *order) {
 		o.next = seq + 1
 	}
 	o.deadline = time.Time{}
+}
+
+// eventsBetween reads conv's events with from <= seq < to.
+func (f *Fanout) eventsBetween(ctx context.Context, conv string, from, to uint64) ([]*chatv1.Event, error) {
+	rows, err := f.db.Query(ctx, `SELECT `+eventColumns+` FROM events e WHERE e.conversation_id = $1 AND e.seq >= $2 AND e.seq < $3
+		ORDER BY e.seq`, conv, int64(from), int64(to))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatv1.Event, error) {
+		var r eventRow
+		if err := r.scan(row); err != nil {
+			return nil, err
+		}
+		return r.event()
+	})
 }
 
 func soonest(orders map[string]*order, now time.Time) time.Duration {
