@@ -180,6 +180,9 @@ func (cfg Config) resolve() (Config, secrets, error) {
 	if cfg.PresenceGrace < 0 {
 		return cfg, s, errors.New("config: presence grace must not be negative")
 	}
+	if cfg.SendRate < 0 || cfg.SendBurst < 0 {
+		return cfg, s, errors.New("config: send rate and burst must not be negative")
+	}
 	if cfg.PushWebhookURL != "" && cfg.Roles.Has(RoleChat) {
 		if err := (notify.WebhookConfig{URL: cfg.PushWebhookURL, Secret: cfg.PushWebhookSecret}).Validate(); err != nil {
 			return cfg, s, fmt.Errorf("config: push webhook: %w", err)
