@@ -160,7 +160,7 @@ func benchmarkPushes(b *testing.B, te *testEdge, addr string) {
 		te.publish(b, envelope(push, users...))
 		// Stay within the sessions' queue limit, as a healthy client does
 		// by reading: an edge drops sessions that fall further behind.
-		waitFor(b, func() bool { return int64(i-256)*sessions <= received.Load() })
+		waitFor(b, func() bool { return int64(i-64)*sessions <= received.Load() })
 	}
 	waitFor(b, func() bool { return received.Load() >= int64(b.N*sessions) })
 	b.StopTimer()
