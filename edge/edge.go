@@ -22,6 +22,7 @@ import (
 	"fmt"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,9 +141,17 @@ func (e *Edge) Run(ctx context.Context) error {
 // quiet conversation would otherwise show no gap to reveal it.
 func (e *Edge) RequestSync() {
 	for _, s := range e.hub.all() {
-		s.enqueueControl(&edgev1.ServerFrame{Kind: &edgev1.ServerFrame_SyncRequired{SyncRequired: &edgev1.SyncRequired{}}})
+		// Spread over a second or two: every session syncing at once after
+		// a Redis blip would be a thundering herd on the chat service.
+		time.AfterFunc(time.Duration(rand.Int64N(int64(syncSpread))), func() {
+			s.enqueueControl(&edgev1.ServerFrame{Kind: &edgev1.ServerFrame_SyncRequired{SyncRequired: &edgev1.SyncRequired{}}})
+		})
 	}
 }
+
+// syncSpread is the window RequestSync spreads its sync_required frames
+// over.
+const syncSpread = 2 * time.Second
 
 // Shutdown drains the edge: new sessions are refused (unavailable), every
 // session gets a Goaway and ends, is unregistered, and pending delivery
