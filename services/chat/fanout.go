@@ -372,6 +372,11 @@ func (f *Fanout) deliver(ctx context.Context, j job) error {
 	return nil
 }
 
+// pushBadgeCap bounds the count behind a push's badge: a member with a huge
+// backlog would otherwise cost a long scan per message, and apps show
+// "999+" anyway. GetBadge and ListConversations stay exact.
+const pushBadgeCap = 1000
+
 // pushOffline hands a notification per offline recipient (unless they muted
 // the conversation) to the push notifier, with their badge.
 func (f *Fanout) pushOffline(ctx context.Context, m *chatv1.Message, users []string) error {
@@ -384,10 +389,10 @@ func (f *Fanout) pushOffline(ctx context.Context, m *chatv1.Message, users []str
 		return fmt.Errorf("conversation: %w", err)
 	}
 	rows, err := f.db.Query(ctx, `
-		SELECT o.user_id::text, (SELECT count(*) FROM members m JOIN events u ON u.conversation_id = m.conversation_id
-			WHERE m.user_id = o.user_id AND m.left_seq IS NULL AND NOT m.muted AND `+unreadFilter+`)
+		SELECT o.user_id::text, (SELECT count(*) FROM (SELECT FROM members m JOIN events u ON u.conversation_id = m.conversation_id
+			WHERE m.user_id = o.user_id AND m.left_seq IS NULL AND NOT m.muted AND `+unreadFilter+` LIMIT $3) capped)
 		FROM members o WHERE o.conversation_id = $1 AND o.user_id = ANY($2::uuid[]) AND o.left_seq IS NULL AND NOT o.muted`,
-		m.GetConversationId(), users)
+		m.GetConversationId(), users, pushBadgeCap)
 	if err != nil {
 		return fmt.Errorf("badges: %w", err)
 	}
