@@ -121,6 +121,13 @@ func (c *Client) gapExpired(s *session, key string) {
 		return // that session is gone; the next one syncs on connect
 	}
 	open := len(c.held[key]) > 0
+	if open && c.sending(key) {
+		// The missing seq may be our own message whose answer is late:
+		// wait for it rather than sync a whole page for one event.
+		c.mu.Unlock()
+		time.AfterFunc(c.cfg.GapWait, func() { c.gapExpired(s, key) })
+		return
+	}
 	delete(c.held, key)
 	if open {
 		c.stats.Gaps++
@@ -129,6 +136,17 @@ func (c *Client) gapExpired(s *session, key string) {
 	if open {
 		c.startSync(s)
 	}
+}
+
+// sending reports whether a send to conversation conv awaits its answer.
+// c.mu is held.
+func (c *Client) sending(conv string) bool {
+	for _, o := range c.outbox {
+		if o.req.GetConversationId() == conv {
+			return true
+		}
+	}
+	return false
 }
 
 // apply hands it to the app and records its position. c.mu is held.

@@ -249,3 +249,24 @@ func TestStaleGapTimerDoesNotBlockTheNextSession(t *testing.T) {
 	s2.out <- &edgev1.ServerFrame{Kind: &edgev1.ServerFrame_SyncRequired{SyncRequired: &edgev1.SyncRequired{}}}
 	s2.expect(t, "a sync on the new session", isSync)
 }
+
+// A hole that may be our own message, whose answer is late, is waited for
+// rather than synced.
+func TestOwnLateAnswerIsNotAGap(t *testing.T) {
+	edge, rec, c := startClient(t, 30*time.Millisecond)
+	s := <-edge.streams
+	s.accept(t, "cur-1")
+	s.out <- push(1, msg("c", 1))
+	go c.Send(context.Background(), "c", &chatv1.MessageContent{Body: &chatv1.MessageContent_Text{Text: &chatv1.Text{Body: "mine"}}})
+	send := s.expect(t, "the send", func(f *edgev1.ClientFrame) bool { return f.GetSendMessage() != nil })
+	s.out <- push(2, msg("c", 3)) // someone else's message overtakes our answer
+	time.Sleep(150 * time.Millisecond)
+	s.out <- &edgev1.ServerFrame{Id: send.GetId(), Kind: &edgev1.ServerFrame_Result{Result: &edgev1.Result{
+		Kind: &edgev1.Result_SendMessage{SendMessage: &chatv1.SendMessageResponse{Message: &chatv1.Message{ConversationId: "c", Seq: 2, MessageId: "m2"}}}}}}
+	if got := rec.waitFor(t, "c", 3); len(got) != 3 || got[2] != 3 {
+		t.Fatalf("applied %v, want [1 2 3]", got)
+	}
+	if st := c.Stats(); st.Gaps != 0 || st.Syncs != 1 {
+		t.Fatalf("stats %+v, want no gap and only the first sync", st)
+	}
+}
