@@ -49,7 +49,11 @@ type Edge struct {
 	watchers   *watchers
 	register   *batcher
 	unregister *batcher
-	deliveries *deliveryBatcher
+	// registryOrder keeps a renewal and an unregistration of the same
+	// session from crossing: a renewal that landed after the session was
+	// unregistered would bring it back for a TTL.
+	registryOrder sync.Mutex
+	deliveries    *deliveryBatcher
 
 	// mu orders session starts against Shutdown: once draining is set no
 	// session starts, so sessions.Wait sees every session.
@@ -90,6 +94,8 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Edge, error) {
 		return err
 	})
 	e.unregister = newBatcher(maxRegistryBatch, cfg.CommandTimeout, func(ctx context.Context, ss []*presencev1.Session) error {
+		e.registryOrder.Lock()
+		defer e.registryOrder.Unlock()
 		_, err := deps.Registry.UnregisterSessions(ctx, &presencev1.UnregisterSessionsRequest{Sessions: ss})
 		return err
 	})

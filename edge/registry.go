@@ -97,6 +97,8 @@ func (e *Edge) renewLoop(ctx context.Context) {
 }
 
 func (e *Edge) renew(ctx context.Context) {
+	e.registryOrder.Lock()
+	defer e.registryOrder.Unlock()
 	all := e.hub.all()
 	sessions := make([]*presencev1.Session, len(all))
 	for i, s := range all {
