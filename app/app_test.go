@@ -72,6 +72,7 @@ func TestRunRoles(t *testing.T) {
 		"waggle.chat.v1.ConversationService",
 		"waggle.chat.v1.DeliveryService",
 		"waggle.chat.v1.MessageService",
+		"waggle.chat.v1.RelationService",
 		"waggle.contact.v1.ContactService",
 	}
 	presenceServices := []string{"waggle.presence.v1.PresenceService", "waggle.presence.v1.SessionRegistryService"}
@@ -85,7 +86,7 @@ func TestRunRoles(t *testing.T) {
 		{"serve", app.Config{PostgresURL: pgURL}, slices.Concat(chatServices, presenceServices, edgeServices)},
 		{"chat", app.Config{Roles: app.RoleChat, PostgresURL: pgURL, PresenceURL: "http://127.0.0.1:1"}, chatServices},
 		// Only chat uses Postgres: the other roles start with it unreachable.
-		{"presence", app.Config{Roles: app.RolePresence, PostgresURL: unreachablePostgres}, presenceServices},
+		{"presence", app.Config{Roles: app.RolePresence, PostgresURL: unreachablePostgres, ChatURL: "http://127.0.0.1:1"}, presenceServices},
 		{"edge", app.Config{Roles: app.RoleEdge, PostgresURL: unreachablePostgres, ChatURL: "http://127.0.0.1:1", PresenceURL: "http://127.0.0.1:1"}, edgeServices},
 	}
 	for _, tt := range tests {

@@ -221,7 +221,8 @@ func (cfg Config) resolve() (Config, secrets, error) {
 	}
 
 	// Edges call chat and presence; chat calls presence to find sessions.
-	needChat := cfg.Roles.Has(RoleEdge) && !cfg.Roles.Has(RoleChat)
+	// Presence asks chat whose presence a user may see.
+	needChat := (cfg.Roles.Has(RoleEdge) || cfg.Roles.Has(RolePresence)) && !cfg.Roles.Has(RoleChat)
 	needPresence := (cfg.Roles.Has(RoleEdge) || cfg.Roles.Has(RoleChat)) && !cfg.Roles.Has(RolePresence)
 	for _, peer := range []struct {
 		name, url, flag string

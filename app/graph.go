@@ -19,6 +19,7 @@ import (
 	"github.com/wagglechat/waggle/bus"
 	"github.com/wagglechat/waggle/edge"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
 	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
 	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
@@ -70,6 +71,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	}})
 	g.closers = append(g.closers, func() { _ = b.Close() })
 
+	// The chat service, once built below, answers presence's relation
+	// questions in this process.
+	var chatRelations lateRelations
+
 	// Presence: in this process, or a client of the presence role.
 	var registry interface {
 		chat.SessionLocator
@@ -81,7 +86,17 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		reg := presence.NewRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
 		ann.SetRegistry(reg)
 		g.runners = append(g.runners, func(ctx context.Context) { reg.RunSweeper(ctx, presenceSweepInterval) })
-		svc := presence.NewService(reg, d.log, presence.ServiceConfig{Visibility: presence.NewBlockVisibility(d.redis, d.cfg.RedisPrefix)})
+		// Presence is for contacts and conversation partners (asked of the
+		// chat role) who have not blocked the viewer.
+		var related presence.RelatedFilter = &chatRelations
+		if !roles.Has(RoleChat) {
+			hc, url := rpcClient(d.cfg.ChatURL)
+			related = chatv1connect.NewRelationServiceClient(hc, url, connect.WithInterceptors(auth.InternalClientInterceptor(d.internalSecret)))
+		}
+		svc := presence.NewService(reg, d.log, presence.ServiceConfig{Visibility: presence.AllOf{
+			presence.NewRelationVisibility(related),
+			presence.NewBlockVisibility(d.redis, d.cfg.RedisPrefix),
+		}})
 		srv.Handle(presencev1connect.NewSessionRegistryServiceHandler(reg, opts...))
 		srv.Handle(presencev1connect.NewPresenceServiceHandler(svc, opts...))
 		registry, presenceReader = reg, svc
@@ -111,6 +126,8 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatSvc, opts...))
+		srv.Handle(chatv1connect.NewRelationServiceHandler(chatSvc, opts...))
+		chatRelations.svc = chatSvc
 		messages = chatSvc
 	} else if roles.Has(RoleEdge) {
 		hc, url := rpcClient(d.cfg.ChatURL)
@@ -168,6 +185,14 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		})
 	}
 	return g, nil
+}
+
+// lateRelations forwards to the chat service built after presence in the
+// same process.
+type lateRelations struct{ svc *chat.Service }
+
+func (l *lateRelations) FilterRelated(ctx context.Context, req *chatv1.FilterRelatedRequest) (*chatv1.FilterRelatedResponse, error) {
+	return l.svc.FilterRelated(ctx, req)
 }
 
 // presenceSweepInterval is how often the presence role looks for users whose

@@ -41,6 +41,7 @@ func DefaultPolicy() Policy {
 		InternalOnly: []string{
 			"/" + presencev1connect.SessionRegistryServiceName + "/",
 			"/" + chatv1connect.DeliveryServiceName + "/",
+			"/" + chatv1connect.RelationServiceName + "/",
 		},
 	}
 }

@@ -249,6 +249,10 @@ func TestConversationFeatures(t *testing.T) {
 	t.Run("presence subscriptions: offline after the grace, quick reconnects unseen", func(t *testing.T) {
 		dave := register(t, srv.url(), "dave")
 		d1 := newDevice(t, "dave/1", dave, connectEdge(srv.url()))
+		// Presence is for contacts and conversation partners.
+		if _, err := bob.contacts.AddContact(ctx, &contactv1.AddContactRequest{UserId: dave.id}); err != nil {
+			t.Fatal(err)
+		}
 		pres, err := b1.client.FollowPresence(ctx, []string{dave.id}, nil)
 		if err != nil || len(pres) != 1 || pres[0].GetStatus() != presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE {
 			t.Fatalf("snapshot %v, %v; want dave online", pres, err)
@@ -321,13 +325,20 @@ func TestConversationFeatures(t *testing.T) {
 		if connect.CodeOf(err) != connect.CodePermissionDenied {
 			t.Fatalf("blocked mallory starting a 1:1 with alice: %v, want permission_denied", err)
 		}
+		// mallory shares nothing with anyone, and alice blocked him: he
+		// sees nobody's presence. bob, alice's partner, sees hers.
 		p, err := mallory.presence.GetPresence(ctx, &presencev1.GetPresenceRequest{UserIds: []string{alice.id, bob.id}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.GetPresences()[0].GetStatus() != presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE || p.GetPresences()[0].GetLastSeenTime() != nil ||
-			p.GetPresences()[1].GetStatus() != presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE {
-			t.Fatalf("mallory sees %v; want alice offline without last seen (she blocked him), bob online", p.GetPresences())
+		for _, u := range p.GetPresences() {
+			if !u.GetHidden() || u.GetStatus() != presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE || u.GetLastSeenTime() != nil {
+				t.Fatalf("mallory sees %v; want everyone hidden, offline, never seen", u)
+			}
+		}
+		p, err = bob.presence.GetPresence(ctx, &presencev1.GetPresenceRequest{UserIds: []string{alice.id}})
+		if err != nil || p.GetPresences()[0].GetHidden() || p.GetPresences()[0].GetStatus() != presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE {
+			t.Fatalf("bob sees alice as %v, %v; want online", p.GetPresences(), err)
 		}
 	})
 

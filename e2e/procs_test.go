@@ -97,7 +97,13 @@ type proc struct {
 // health check answers SERVING.
 func (c *cluster) start(name, role string, args ...string) *proc {
 	c.t.Helper()
-	addr := freeAddr(c.t)
+	return c.startAt(name, freeAddr(c.t), role, args...)
+}
+
+// startAt is start on a chosen address, for processes that must know each
+// other's address before either starts.
+func (c *cluster) startAt(name, addr, role string, args ...string) *proc {
+	c.t.Helper()
 	p := &proc{name: name, addr: addr, stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, append([]string{role, "--addr", addr}, args...)...)
 	p.cmd.Env = c.env

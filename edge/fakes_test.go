@@ -226,6 +226,8 @@ func (f *fakeRegistry) isLive(id string) bool {
 	return ok
 }
 
+// fakePresence shows everyone online, except ids starting with "hidden",
+// which the caller may not see.
 type fakePresence struct{}
 
 func (fakePresence) GetPresence(_ context.Context, r *presencev1.GetPresenceRequest) (*presencev1.GetPresenceResponse, error) {
@@ -234,6 +236,10 @@ func (fakePresence) GetPresence(_ context.Context, r *presencev1.GetPresenceRequ
 	}
 	res := &presencev1.GetPresenceResponse{}
 	for _, id := range r.GetUserIds() {
+		if strings.HasPrefix(id, "hidden") {
+			res.Presences = append(res.Presences, &presencev1.UserPresence{UserId: id, Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE, Hidden: true})
+			continue
+		}
 		res.Presences = append(res.Presences, &presencev1.UserPresence{UserId: id, Status: presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE})
 	}
 	return res, nil

@@ -82,5 +82,21 @@ func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.Pr
 		}
 		snap.Presences = append(snap.Presences, res.GetPresences()...)
 	}
+	// Users the caller may not see stay out of the session's follows, so
+	// their live changes never reach it.
+	var hidden []string
+	for _, p := range snap.GetPresences() {
+		if p.GetHidden() {
+			hidden = append(hidden, p.GetUserId())
+		}
+	}
+	if len(hidden) > 0 {
+		s.mu.Lock()
+		for _, id := range hidden {
+			delete(s.presenceSubs, id)
+		}
+		s.mu.Unlock()
+		s.e.watchers.unfollow(s, hidden)
+	}
 	return snap, nil
 }

@@ -411,6 +411,15 @@ func TestPresenceChangesReachFollowers(t *testing.T) {
 	if !te.bus.subscribed(PresenceChannel("star")) {
 		t.Fatal("the edge does not listen to the followed user's channel")
 	}
+	// A user the caller may not see is answered hidden and not followed.
+	follower.send(&edgev1.ClientFrame{Id: 3, Kind: &edgev1.ClientFrame_PresenceSubscription{
+		PresenceSubscription: &edgev1.PresenceSubscription{AddUserIds: []string{"hidden-one"}}}})
+	if f := follower.recv(); !f.GetResult().GetPresenceSnapshot().GetPresences()[0].GetHidden() {
+		t.Fatalf("answer %v, want hidden", f)
+	}
+	if te.bus.subscribed(PresenceChannel("hidden-one")) {
+		t.Fatal("the edge follows a user the caller may not see")
+	}
 	change := &busv1.PresenceChange{
 		Presence:          &presencev1.UserPresence{UserId: "star", Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE},
 		HiddenFromUserIds: []string{"u2"},

@@ -111,7 +111,7 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		str(&c.TokenKey, "token-key", "WAGGLE_TOKEN_KEY", "", "base64 32-byte Ed25519 seed signing access tokens, the same in every process (required unless serve; generate: head -c32 /dev/urandom | base64)")
 		str(&c.InternalSecret, "internal-secret", "WAGGLE_INTERNAL_SECRET", "", "shared secret of calls between processes, at least 16 characters (required unless serve)")
 	}
-	if roles.Has(app.RoleEdge) && !roles.Has(app.RoleChat) {
+	if (roles.Has(app.RoleEdge) || roles.Has(app.RolePresence)) && !roles.Has(app.RoleChat) {
 		str(&c.ChatURL, "chat-url", "WAGGLE_CHAT_URL", "", "URL of the chat service, e.g. http://chat:8080 (required)")
 	}
 	if (roles.Has(app.RoleEdge) || roles.Has(app.RoleChat)) && !roles.Has(app.RolePresence) {

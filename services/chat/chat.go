@@ -130,6 +130,7 @@ var (
 	_ chatv1connect.ConversationServiceHandler = (*Service)(nil)
 	_ chatv1connect.MessageServiceHandler      = (*Service)(nil)
 	_ chatv1connect.DeliveryServiceHandler     = (*Service)(nil)
+	_ chatv1connect.RelationServiceHandler     = (*Service)(nil)
 )
 
 func caller(ctx context.Context) (auth.Identity, uuid.UUID, error) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -498,4 +499,33 @@ func TestSendsAreRateLimitedPerUser(t *testing.T) {
 	_, err := f.svc.SendMessage(alice, textReq(conv, "one-too-many", "flood"))
 	wantCode(t, err, connect.CodeResourceExhausted)
 	f.send(bob, conv, "bob has his own budget")
+}
+
+func TestFilterRelated(t *testing.T) {
+	f := newFixture(t)
+	alice, aliceID := f.user("alice")
+	_, bobID := f.user("bob")
+	_, carolID := f.user("carol")
+	_, daveID := f.user("dave")
+	_, eveID := f.user("eve")
+	f.group(alice, bobID)
+	if _, err := f.db.Exec(context.Background(), `INSERT INTO contacts (owner_id, user_id) VALUES ($1, $2)`, aliceID, carolID); err != nil {
+		t.Fatal(err)
+	}
+	left := f.group(alice, eveID)
+	if _, err := f.svc.RemoveMember(alice, &chatv1.RemoveMemberRequest{ConversationId: left, UserId: eveID}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.svc.FilterRelated(context.Background(), &chatv1.FilterRelatedRequest{ViewerUserId: aliceID,
+		UserIds: []string{aliceID, bobID, carolID, daveID, eveID, "not-a-user"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.GetRelatedUserIds()
+	slices.Sort(got)
+	want := []string{aliceID, bobID, carolID}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("related %v, want alice herself, bob (a conversation partner) and carol (a contact); not dave, nor eve who was removed", got)
+	}
 }

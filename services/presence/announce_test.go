@@ -9,7 +9,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/bus"
+	"github.com/wagglechat/waggle/auth"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/internal/redistest"
 	"github.com/wagglechat/waggle/services/presence"
@@ -125,5 +127,55 @@ func TestSweepReportsUsersOfDeadEdges(t *testing.T) {
 	}
 	if n, _ := f.reg.Sweep(t.Context()); n != 0 {
 		t.Fatalf("a second sweep checked %d users again", n)
+	}
+}
+
+// relatedTo is a RelatedFilter relating the viewer to a fixed set of users.
+type relatedTo []string
+
+func (r relatedTo) FilterRelated(_ context.Context, req *chatv1.FilterRelatedRequest) (*chatv1.FilterRelatedResponse, error) {
+	res := &chatv1.FilterRelatedResponse{}
+	for _, id := range req.GetUserIds() {
+		for _, ok := range r {
+			if id == ok {
+				res.RelatedUserIds = append(res.RelatedUserIds, id)
+			}
+		}
+	}
+	return res, nil
+}
+
+func TestPresenceIsShownToRelatedUsersOnly(t *testing.T) {
+	client, prefix := redistest.New(t)
+	reg := presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
+	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.AllOf{
+		presence.NewRelationVisibility(relatedTo{"friend", "blocker"}),
+		presence.NewBlockVisibility(client, prefix),
+	}})
+	var sessions []*presencev1.Session
+	for _, u := range []string{"friend", "stranger", "blocker"} {
+		sessions = append(sessions, &presencev1.Session{SessionId: "s-" + u, UserId: u, DeviceId: "d", EdgeId: "e1"})
+	}
+	if _, err := reg.RegisterSessions(t.Context(), &presencev1.RegisterSessionsRequest{Sessions: sessions}); err != nil {
+		t.Fatal(err)
+	}
+	client.SAdd(t.Context(), presence.BlockersKey(prefix, "viewer"), "blocker")
+	res, err := svc.GetPresence(auth.WithIdentity(t.Context(), auth.Identity{UserID: "viewer", DeviceID: "d"}),
+		&presencev1.GetPresenceRequest{UserIds: []string{"friend", "stranger", "blocker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct {
+		status presencev1.PresenceStatus
+		hidden bool
+	}{
+		{presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE, false}, // a contact or partner
+		{presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE, true}, // unrelated
+		{presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE, true}, // related, but blocked the viewer
+	} {
+		p := res.GetPresences()[i]
+		if p.GetStatus() != want.status || p.GetHidden() != want.hidden || (want.hidden && p.GetLastSeenTime() != nil) {
+			t.Errorf("%s: %v, want status %v hidden %v", p.GetUserId(), p, want.status, want.hidden)
+		}
 	}
 }

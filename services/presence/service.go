@@ -93,7 +93,7 @@ func (s *Service) GetPresence(ctx context.Context, req *presencev1.GetPresenceRe
 		byUser[st.userID] = st
 	}
 	for _, id := range ids {
-		p := &presencev1.UserPresence{UserId: id, Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE}
+		p := &presencev1.UserPresence{UserId: id, Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE, Hidden: hidden[id]}
 		st := byUser[id] // zero for hidden users
 		switch {
 		case len(st.sessions) > 0:

@@ -6,6 +6,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wagglechat/waggle/auth"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
 
 // BlockersKey is the Redis set of the users who blocked userID:
@@ -62,6 +65,59 @@ func (v *BlockVisibility) Hidden(ctx context.Context, viewerID string, userIDs [
 				hidden = make(map[string]bool)
 			}
 			hidden[userIDs[i]] = true
+		}
+	}
+	return hidden, nil
+}
+
+// RelatedFilter returns those of userIDs whose presence viewerID may see
+// (the chat service's RelationService: itself, contacts and conversation
+// partners).
+type RelatedFilter interface {
+	FilterRelated(context.Context, *chatv1.FilterRelatedRequest) (*chatv1.FilterRelatedResponse, error)
+}
+
+// RelationVisibility shows a viewer the presence of its contacts and
+// conversation partners only, as the brief has it.
+type RelationVisibility struct{ related RelatedFilter }
+
+// NewRelationVisibility asks related, in process or over RPC.
+func NewRelationVisibility(related RelatedFilter) *RelationVisibility {
+	return &RelationVisibility{related: related}
+}
+
+// Hidden returns those of userIDs that are not related to viewerID.
+func (v *RelationVisibility) Hidden(ctx context.Context, viewerID string, userIDs []string) (map[string]bool, error) {
+	res, err := v.related.FilterRelated(auth.WithInternal(ctx), &chatv1.FilterRelatedRequest{ViewerUserId: viewerID, UserIds: userIDs})
+	if err != nil {
+		return nil, fmt.Errorf("presence: relations of %s: %w", viewerID, err)
+	}
+	related := make(map[string]bool, len(res.GetRelatedUserIds()))
+	for _, id := range res.GetRelatedUserIds() {
+		related[id] = true
+	}
+	hidden := map[string]bool{}
+	for _, id := range userIDs {
+		if !related[id] {
+			hidden[id] = true
+		}
+	}
+	return hidden, nil
+}
+
+// AllOf hides what any of vs hides.
+type AllOf []Visibility
+
+// Hidden merges the hidden sets of every Visibility.
+func (all AllOf) Hidden(ctx context.Context, viewerID string, userIDs []string) (map[string]bool, error) {
+	hidden := map[string]bool{}
+	for _, v := range all {
+		h, err := v.Hidden(ctx, viewerID, userIDs)
+		if err != nil {
+			return nil, err
+		}
+		for id := range h {
+			hidden[id] = true
 		}
 	}
 	return hidden, nil

@@ -78,7 +78,11 @@ type UserPresence struct {
 	// When the user was last online; unset while online or if never seen.
 	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
 	// Live devices, while online.
-	DeviceCount   uint32 `protobuf:"varint,4,opt,name=device_count,json=deviceCount,proto3" json:"device_count,omitempty"`
+	DeviceCount uint32 `protobuf:"varint,4,opt,name=device_count,json=deviceCount,proto3" json:"device_count,omitempty"`
+	// The caller may not see this user's presence (not a contact or a
+	// conversation partner, or blocked by them): shown offline, and changes
+	// are not pushed.
+	Hidden        bool `protobuf:"varint,5,opt,name=hidden,proto3" json:"hidden,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -139,6 +143,13 @@ func (x *UserPresence) GetDeviceCount() uint32 {
 		return x.DeviceCount
 	}
 	return 0
+}
+
+func (x *UserPresence) GetHidden() bool {
+	if x != nil {
+		return x.Hidden
+	}
+	return false
 }
 
 type GetPresenceRequest struct {
@@ -234,12 +245,13 @@ var File_waggle_presence_v1_presence_proto protoreflect.FileDescriptor
 
 const file_waggle_presence_v1_presence_proto_rawDesc = "" +
 	"\n" +
-	"!waggle/presence/v1/presence.proto\x12\x12waggle.presence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x01\n" +
+	"!waggle/presence/v1/presence.proto\x12\x12waggle.presence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x01\n" +
 	"\fUserPresence\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12:\n" +
 	"\x06status\x18\x02 \x01(\x0e2\".waggle.presence.v1.PresenceStatusR\x06status\x12@\n" +
 	"\x0elast_seen_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12!\n" +
-	"\fdevice_count\x18\x04 \x01(\rR\vdeviceCount\"/\n" +
+	"\fdevice_count\x18\x04 \x01(\rR\vdeviceCount\x12\x16\n" +
+	"\x06hidden\x18\x05 \x01(\bR\x06hidden\"/\n" +
 	"\x12GetPresenceRequest\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\"U\n" +
 	"\x13GetPresenceResponse\x12>\n" +
