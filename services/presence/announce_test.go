@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wagglechat/waggle/bus"
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
