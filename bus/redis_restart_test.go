@@ -3,9 +3,6 @@ package bus_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,69 +13,12 @@ import (
 	"github.com/wagglechat/waggle/internal/redistest"
 )
 
-// throwawayRedis is a redis-server child process on its own port, so the
-// test can kill it without touching the machine's shared Redis.
-type throwawayRedis struct {
-	t    *testing.T
-	path string
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func startThrowawayRedis(t *testing.T) *throwawayRedis {
-	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not in PATH")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	r := &throwawayRedis{t: t, path: path, port: port, dir: t.TempDir()}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *throwawayRedis) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-
-func (r *throwawayRedis) start() {
-	r.t.Helper()
-	r.cmd = exec.Command(r.path, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", r.dir)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	probe := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
-	defer probe.Close()
-	deadline := time.Now().Add(waitFor)
-	for probe.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server on %s did not come up", r.addr())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *throwawayRedis) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
-
 func TestRedisResubscribesAfterRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a redis-server")
 	}
-	srv := startThrowawayRedis(t)
-	client := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	srv := redistest.StartServer(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer client.Close()
 	resubscribed := make(chan struct{}, 10)
 	b := bus.NewRedis(client, "test:", testLogger(t), bus.RedisConfig{
@@ -91,7 +31,7 @@ func TestRedisResubscribesAfterRestart(t *testing.T) {
 	publish(t, b, "edge:1", "before")
 	in.expect(t, "before")
 
-	srv.stop()
+	srv.Stop()
 	// Subscribing while Redis is down fails and leaves nothing behind.
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	_, err := b.Subscribe(ctx, "edge:2", func([]byte) {})
@@ -103,7 +43,7 @@ func TestRedisResubscribesAfterRestart(t *testing.T) {
 		t.Fatal("OnResubscribe called before Redis came back")
 	}
 
-	srv.start()
+	srv.Start()
 	select {
 	case <-resubscribed:
 	case <-time.After(3 * waitFor):

@@ -3,13 +3,9 @@ package presence_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
-	"strconv"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/redis/go-redis/v9"
@@ -17,6 +13,7 @@ import (
 	"github.com/wagglechat/waggle/auth"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
+	"github.com/wagglechat/waggle/internal/redistest"
 	"github.com/wagglechat/waggle/services/presence"
 )
 
@@ -92,8 +89,8 @@ func TestRedisRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a redis-server")
 	}
-	srv := startThrowawayRedis(t)
-	client := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	srv := redistest.StartServer(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer client.Close()
 	reg := presence.NewRegistry(client, "test:", testLogger(t), presence.RegistryConfig{})
 	sessions := []*presencev1.Session{
@@ -115,69 +112,12 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatalf("second renewal restored %d, want 0", n)
 	}
 
-	srv.stop()
+	srv.Stop()
 	if _, err := reg.RenewSessions(t.Context(), &presencev1.RenewSessionsRequest{EdgeId: "edge-1", Sessions: sessions}); connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("renewal with Redis down: got %v, want Unavailable", err)
 	}
-	srv.start()
+	srv.Start()
 	if n := renew(); n != 2 {
 		t.Fatalf("renewal after restart restored %d, want 2", n)
 	}
-}
-
-// throwawayRedis is a redis-server child process on its own port, so the
-// test can stop it without touching the machine's shared Redis.
-type throwawayRedis struct {
-	t    *testing.T
-	path string
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func startThrowawayRedis(t *testing.T) *throwawayRedis {
-	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not in PATH")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	r := &throwawayRedis{t: t, path: path, port: port, dir: t.TempDir()}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *throwawayRedis) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-
-func (r *throwawayRedis) start() {
-	r.t.Helper()
-	r.cmd = exec.Command(r.path, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", r.dir)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	probe := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
-	defer probe.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for err := probe.Ping(context.Background()).Err(); err != nil; err = probe.Ping(context.Background()).Err() {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server on %s did not come up: %v", r.addr(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *throwawayRedis) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
 }
