@@ -7,12 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/wagglechat/waggle/notify"
 	"net"
 	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/wagglechat/waggle/notify"
 )
 
 // Defaults for the zero values of Config. cmd/waggle shows them in --help.

@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -28,14 +27,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+
+	"github.com/wagglechat/waggle/bus"
+	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 )
-
-// BusChannel is the bus channel of the edge with id edgeID: the chat service
-// publishes Envelopes for that edge's sessions on it.
-func BusChannel(edgeID string) string {
-	return "edge:" + edgeID
-}
 
 // Edge terminates client sessions. Create it with New, start its background
 // work with Run, serve streams with Serve and ServeSubscribe (or NewHandler),
@@ -114,7 +110,7 @@ func (e *Edge) Run(ctx context.Context) error {
 		return errors.New("edge: Run called twice")
 	}
 	defer close(e.runDone)
-	channel := BusChannel(e.cfg.EdgeID)
+	channel := bus.EdgeChannel(e.cfg.EdgeID)
 	sub, err := e.deps.Bus.Subscribe(ctx, channel, e.route)
 	if err != nil {
 		return fmt.Errorf("edge: subscribe to %s: %w", channel, err)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
@@ -344,7 +345,7 @@ func (te *testEdge) run(t testing.TB) {
 	t.Helper()
 	runErr := make(chan error, 1)
 	go func() { runErr <- te.Run(context.Background()) }()
-	waitUntil(t, "bus subscription", func() bool { return te.bus.subscribed(BusChannel(te.ID())) })
+	waitUntil(t, "bus subscription", func() bool { return te.bus.subscribed(bus.EdgeChannel(te.ID())) })
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 		defer cancel()
@@ -359,7 +360,7 @@ func (te *testEdge) run(t testing.TB) {
 
 func (te *testEdge) publish(t testing.TB, env *busv1.Envelope) {
 	t.Helper()
-	if !te.bus.publish(t, BusChannel(te.ID()), env) {
+	if !te.bus.publish(t, bus.EdgeChannel(te.ID()), env) {
 		t.Fatal("edge is not subscribed to its bus channel")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
@@ -324,7 +325,7 @@ func TestShutdownSendsGoaway(t *testing.T) {
 	te := newTestEdge(t, testConfig())
 	runErr := make(chan error, 1)
 	go func() { runErr <- te.Run(context.Background()) }()
-	waitUntil(t, "bus subscription", func() bool { return te.bus.subscribed(BusChannel(te.ID())) })
+	waitUntil(t, "bus subscription", func() bool { return te.bus.subscribed(bus.EdgeChannel(te.ID())) })
 	clients := []*client{te.connect(t, "tok:u1:d1"), te.connect(t, "tok:u2:d1")}
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
@@ -346,7 +347,7 @@ func TestShutdownSendsGoaway(t *testing.T) {
 	if err := <-runErr; err != nil {
 		t.Fatal(err)
 	}
-	if te.bus.subscribed(BusChannel(te.ID())) {
+	if te.bus.subscribed(bus.EdgeChannel(te.ID())) {
 		t.Fatal("bus subscription left open")
 	}
 	late := te.dial(t, 8)
@@ -408,7 +409,7 @@ func TestPresenceChangesReachFollowers(t *testing.T) {
 			t.Fatalf("answer %v", f)
 		}
 	}
-	if !te.bus.subscribed(PresenceChannel("star")) {
+	if !te.bus.subscribed(bus.PresenceChannel("star")) {
 		t.Fatal("the edge does not listen to the followed user's channel")
 	}
 	// A user the caller may not see is answered hidden and not followed.
@@ -417,7 +418,7 @@ func TestPresenceChangesReachFollowers(t *testing.T) {
 	if f := follower.recv(); !f.GetResult().GetPresenceSnapshot().GetPresences()[0].GetHidden() {
 		t.Fatalf("answer %v, want hidden", f)
 	}
-	if te.bus.subscribed(PresenceChannel("hidden-one")) {
+	if te.bus.subscribed(bus.PresenceChannel("hidden-one")) {
 		t.Fatal("the edge follows a user the caller may not see")
 	}
 	change := &busv1.PresenceChange{
@@ -429,7 +430,7 @@ func TestPresenceChangesReachFollowers(t *testing.T) {
 		t.Fatal(err)
 	}
 	te.bus.mu.Lock()
-	h := te.bus.handlers[PresenceChannel("star")]
+	h := te.bus.handlers[bus.PresenceChannel("star")]
 	te.bus.mu.Unlock()
 	h(payload)
 	if p := follower.recv().GetPush(); len(p.GetPresence()) != 1 || p.GetPushId() != 0 {
@@ -444,7 +445,7 @@ func TestPresenceChangesReachFollowers(t *testing.T) {
 			PresenceSubscription: &edgev1.PresenceSubscription{RemoveUserIds: []string{"star"}}}})
 		c.recv()
 	}
-	if te.bus.subscribed(PresenceChannel("star")) {
+	if te.bus.subscribed(bus.PresenceChannel("star")) {
 		t.Fatal("the edge still listens after every follower left")
 	}
 }

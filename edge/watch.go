@@ -7,14 +7,11 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 )
-
-// PresenceChannel is the bus channel carrying a user's presence changes
-// (published by the presence service's announcer).
-func PresenceChannel(userID string) string { return "presence:" + userID }
 
 // watchers routes presence changes to the sessions following a user. The
 // edge subscribes to a user's channel while at least one of its sessions
@@ -48,7 +45,7 @@ func (w *watchers) follow(s *session, users []string) {
 	w.mu.Unlock()
 	for _, u := range subscribe {
 		ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.CommandTimeout)
-		sub, err := w.e.deps.Bus.Subscribe(ctx, PresenceChannel(u), func(payload []byte) { w.deliver(u, payload) })
+		sub, err := w.e.deps.Bus.Subscribe(ctx, bus.PresenceChannel(u), func(payload []byte) { w.deliver(u, payload) })
 		cancel()
 		if err != nil {
 			// Followers keep their snapshot but miss live changes of u;

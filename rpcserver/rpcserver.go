@@ -5,12 +5,10 @@
 package rpcserver
 
 import (
-	connectcors "connectrpc.com/cors"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/rs/cors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,8 +19,10 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"github.com/rs/cors"
 )
 
 // Defaults for the zero values of Config.

@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wagglechat/waggle/client"
-
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
 

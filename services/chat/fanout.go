@@ -36,9 +36,6 @@ type Publisher interface {
 // maxLookup is the most users one LookupSessions call takes.
 const maxLookup = 10_000
 
-// EdgeChannel is the bus channel an edge node listens on.
-func EdgeChannel(edgeID string) string { return "edge:" + edgeID }
-
 // FanoutConfig tunes delivery. Zero values take the defaults noted.
 type FanoutConfig struct {
 	// Shards is the number of delivery workers. Events of one conversation
@@ -361,7 +358,7 @@ func (f *Fanout) deliver(ctx context.Context, j job) error {
 		if err != nil {
 			return fmt.Errorf("encode envelope: %w", err)
 		}
-		msgs = append(msgs, bus.Message{Channel: EdgeChannel(edge), Payload: payload})
+		msgs = append(msgs, bus.Message{Channel: bus.EdgeChannel(edge), Payload: payload})
 	}
 	if len(msgs) == 0 {
 		return nil
@@ -458,7 +455,7 @@ func (f *Fanout) RevokeDevice(ctx context.Context, device auth.Identity) error {
 	for _, s := range found.GetSessions() {
 		if s.GetDeviceId() == device.DeviceID && !seen[s.GetEdgeId()] {
 			seen[s.GetEdgeId()] = true
-			msgs = append(msgs, bus.Message{Channel: EdgeChannel(s.GetEdgeId()), Payload: payload})
+			msgs = append(msgs, bus.Message{Channel: bus.EdgeChannel(s.GetEdgeId()), Payload: payload})
 		}
 	}
 	if len(msgs) == 0 {

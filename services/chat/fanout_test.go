@@ -46,7 +46,7 @@ func TestFanoutPublishesInSeqOrder(t *testing.T) {
 
 	var mu sync.Mutex
 	var got []uint64
-	sub, err := b.Subscribe(context.Background(), EdgeChannel("e1"), func(payload []byte) {
+	sub, err := b.Subscribe(context.Background(), bus.EdgeChannel("e1"), func(payload []byte) {
 		var env busv1.Envelope
 		if err := proto.Unmarshal(payload, &env); err != nil {
 			t.Error(err)
@@ -96,7 +96,7 @@ func TestRevokeDeviceClosesItsSessions(t *testing.T) {
 	defer b.Close()
 	fan := NewFanout(FanoutConfig{}, nil, sessionsOn("e7"), b, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	got := make(chan *busv1.Envelope, 1)
-	sub, err := b.Subscribe(context.Background(), EdgeChannel("e7"), func(payload []byte) {
+	sub, err := b.Subscribe(context.Background(), bus.EdgeChannel("e7"), func(payload []byte) {
 		var env busv1.Envelope
 		if err := proto.Unmarshal(payload, &env); err != nil {
 			t.Error(err)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 )
@@ -24,9 +25,6 @@ const DefaultGrace = 5 * time.Second
 type Publisher interface {
 	Publish(ctx context.Context, channel string, payload []byte) error
 }
-
-// Channel is the bus channel carrying a user's presence changes.
-func Channel(userID string) string { return "presence:" + userID }
 
 // Announcer publishes presence changes for subscribers: online at once,
 // offline only after the grace period and only if the user is still gone
@@ -115,7 +113,7 @@ func (a *Announcer) publishChange(ctx context.Context, userID string, p *presenc
 	if err != nil {
 		return err
 	}
-	return a.publish.Publish(ctx, Channel(userID), payload)
+	return a.publish.Publish(ctx, bus.PresenceChannel(userID), payload)
 }
 
 // BlockedKey is the Redis set of the users userID blocked, kept by the

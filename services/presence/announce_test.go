@@ -54,7 +54,7 @@ func TestAnnouncerAbsorbsQuickReconnects(t *testing.T) {
 	client.SAdd(context.Background(), presence.BlockedKey(prefix, "u1"), "blocked-by-u1")
 
 	h := &heard{}
-	sub, err := b.Subscribe(context.Background(), presence.Channel("u1"), h.add)
+	sub, err := b.Subscribe(context.Background(), bus.PresenceChannel("u1"), h.add)
 	if err != nil {
 		t.Fatal(err)
 	}
