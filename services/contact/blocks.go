@@ -13,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	contactv1 "github.com/wagglechat/waggle/gen/go/waggle/contact/v1"
 	"github.com/wagglechat/waggle/services/contact/block"
 	"github.com/wagglechat/waggle/services/presence"
@@ -38,35 +37,19 @@ func IsBlockedBy(ctx context.Context, q Querier, user, by uuid.UUID) (bool, erro
 // If the block is saved but the presence mirror in Redis cannot be updated,
 // the call fails with Unavailable; calling again completes it.
 func (s *Service) BlockUser(ctx context.Context, req *contactv1.BlockUserRequest) (*contactv1.BlockUserResponse, error) {
-	id, uid, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	other, err := target(uid, req.GetUserId())
-	if err != nil {
-		return nil, err
-	}
-	var ev *chatv1.UserEvent
-	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		if err := lockOwner(ctx, tx, uid); err != nil {
-			return err
-		}
+	uid, other, err := s.change(ctx, "block user", req.GetUserId(), func(tx pgx.Tx, uid, other uuid.UUID) (bool, error) {
 		tag, err := tx.Exec(ctx, `INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, uid, other)
 		switch {
 		case foreignKey(err, "blocks_blocked_fk"):
-			return userNotFound(other)
+			return false, userNotFound(other)
 		case err != nil:
-			return fmt.Errorf("insert block: %w", err)
-		case tag.RowsAffected() == 0:
-			return nil
+			return false, fmt.Errorf("insert block: %w", err)
 		}
-		ev, err = appendChange(ctx, tx, uid, other)
-		return err
+		return tag.RowsAffected() > 0, nil
 	})
 	if err != nil {
-		return nil, s.internal(ctx, "block user", err)
+		return nil, err
 	}
-	s.pushed(id, ev)
 	// Also when nothing changed: a retry completes a mirror write that failed.
 	if err := s.mirror(ctx, uid, other); err != nil {
 		s.log.ErrorContext(ctx, "contact: mirror block to redis", "blocker", uid, "blocked", other, "err", err)
@@ -81,33 +64,19 @@ func (s *Service) BlockUser(ctx context.Context, req *contactv1.BlockUserRequest
 // NotFound. Like BlockUser, it fails with Unavailable if the presence
 // mirror cannot be updated, and calling again completes it.
 func (s *Service) UnblockUser(ctx context.Context, req *contactv1.UnblockUserRequest) (*contactv1.UnblockUserResponse, error) {
-	id, uid, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	other, err := target(uid, req.GetUserId())
-	if err != nil {
-		return nil, err
-	}
-	var ev *chatv1.UserEvent
-	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		if err := lockOwner(ctx, tx, uid); err != nil {
-			return err
-		}
+	uid, other, err := s.change(ctx, "unblock user", req.GetUserId(), func(tx pgx.Tx, uid, other uuid.UUID) (bool, error) {
 		tag, err := tx.Exec(ctx, `DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2`, uid, other)
 		if err != nil {
-			return fmt.Errorf("delete block: %w", err)
+			return false, fmt.Errorf("delete block: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
-			return requireUser(ctx, tx, other)
+			return false, requireUser(ctx, tx, other)
 		}
-		ev, err = appendChange(ctx, tx, uid, other)
-		return err
+		return true, nil
 	})
 	if err != nil {
-		return nil, s.internal(ctx, "unblock user", err)
+		return nil, err
 	}
-	s.pushed(id, ev)
 	if err := s.mirror(ctx, uid, other); err != nil {
 		s.log.ErrorContext(ctx, "contact: mirror unblock to redis", "blocker", uid, "blocked", other, "err", err)
 		return nil, connect.NewError(connect.CodeUnavailable,

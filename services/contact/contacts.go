@@ -43,24 +43,12 @@ func validAlias(a string) error {
 // changes nothing. The user is not told. A blocked user can be a contact:
 // the block stays.
 func (s *Service) AddContact(ctx context.Context, req *contactv1.AddContactRequest) (*contactv1.AddContactResponse, error) {
-	id, uid, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	other, err := target(uid, req.GetUserId())
-	if err != nil {
-		return nil, err
-	}
 	alias := req.GetAlias()
 	if err := validAlias(alias); err != nil {
 		return nil, err
 	}
 	var created time.Time
-	var ev *chatv1.UserEvent
-	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		if err := lockOwner(ctx, tx, uid); err != nil {
-			return err
-		}
+	_, other, err := s.change(ctx, "add contact", req.GetUserId(), func(tx pgx.Tx, uid, other uuid.UUID) (bool, error) {
 		// Returns a row only when it inserted or changed the alias.
 		err := tx.QueryRow(ctx, `INSERT INTO contacts (owner_id, user_id, alias) VALUES ($1, $2, $3)
 			ON CONFLICT (owner_id, user_id) DO UPDATE SET alias = EXCLUDED.alias WHERE contacts.alias <> EXCLUDED.alias
@@ -69,21 +57,19 @@ func (s *Service) AddContact(ctx context.Context, req *contactv1.AddContactReque
 		case errors.Is(err, pgx.ErrNoRows):
 			if err := tx.QueryRow(ctx, `SELECT create_time FROM contacts WHERE owner_id = $1 AND user_id = $2`,
 				uid, other).Scan(&created); err != nil {
-				return fmt.Errorf("read contact: %w", err)
+				return false, fmt.Errorf("read contact: %w", err)
 			}
-			return nil
+			return false, nil
 		case foreignKey(err, "contacts_user_fk"):
-			return userNotFound(other)
+			return false, userNotFound(other)
 		case err != nil:
-			return fmt.Errorf("upsert contact: %w", err)
+			return false, fmt.Errorf("upsert contact: %w", err)
 		}
-		ev, err = appendChange(ctx, tx, uid, other)
-		return err
+		return true, nil
 	})
 	if err != nil {
-		return nil, s.internal(ctx, "add contact", err)
+		return nil, err
 	}
-	s.pushed(id, ev)
 	return &contactv1.AddContactResponse{Contact: &contactv1.Contact{
 		UserId: other.String(), Alias: alias, CreateTime: timestamppb.New(created),
 	}}, nil
@@ -93,34 +79,51 @@ func (s *Service) AddContact(ctx context.Context, req *contactv1.AddContactReque
 // who is not a contact succeeds and changes nothing; a user_id that names
 // no user is NotFound. A block stays.
 func (s *Service) RemoveContact(ctx context.Context, req *contactv1.RemoveContactRequest) (*contactv1.RemoveContactResponse, error) {
-	id, uid, err := caller(ctx)
+	_, _, err := s.change(ctx, "remove contact", req.GetUserId(), func(tx pgx.Tx, uid, other uuid.UUID) (bool, error) {
+		tag, err := tx.Exec(ctx, `DELETE FROM contacts WHERE owner_id = $1 AND user_id = $2`, uid, other)
+		if err != nil {
+			return false, fmt.Errorf("delete contact: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return false, requireUser(ctx, tx, other)
+		}
+		return true, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	other, err := target(uid, req.GetUserId())
+	return &contactv1.RemoveContactResponse{}, nil
+}
+
+// change runs one change of the caller's relation to the user userID in a
+// transaction under the caller's lock. apply makes it and reports whether
+// anything changed; a real change is appended to the caller's own event
+// stream and pushed to the caller's devices after the commit.
+func (s *Service) change(ctx context.Context, op, userID string, apply func(tx pgx.Tx, uid, other uuid.UUID) (bool, error)) (uid, other uuid.UUID, err error) {
+	id, uid, err := caller(ctx)
 	if err != nil {
-		return nil, err
+		return uid, other, err
+	}
+	if other, err = target(uid, userID); err != nil {
+		return uid, other, err
 	}
 	var ev *chatv1.UserEvent
 	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		if err := lockOwner(ctx, tx, uid); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `DELETE FROM contacts WHERE owner_id = $1 AND user_id = $2`, uid, other)
-		if err != nil {
-			return fmt.Errorf("delete contact: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return requireUser(ctx, tx, other)
+		changed, err := apply(tx, uid, other)
+		if err != nil || !changed {
+			return err
 		}
 		ev, err = appendChange(ctx, tx, uid, other)
 		return err
 	})
 	if err != nil {
-		return nil, s.internal(ctx, "remove contact", err)
+		return uid, other, s.internal(ctx, op, err)
 	}
 	s.pushed(id, ev)
-	return &contactv1.RemoveContactResponse{}, nil
+	return uid, other, nil
 }
 
 // requireUser fails with NotFound unless id is a user.
