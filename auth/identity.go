@@ -2,7 +2,13 @@
 // carries the caller's identity through a request's context.
 package auth
 
-import "context"
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+)
 
 // Identity is who a request acts for. Edges calling services on a user's
 // behalf present the internal credential and pass the user's identity along,
@@ -44,4 +50,19 @@ func WithInternal(ctx context.Context) context.Context {
 func IsInternal(ctx context.Context) bool {
 	internal, _ := ctx.Value(internalKey{}).(bool)
 	return internal
+}
+
+// Caller returns the identity a handler acts for, with its user id parsed.
+// The interceptor guarantees one on every non-public procedure, so a
+// missing or malformed one is refused as unauthenticated.
+func Caller(ctx context.Context) (Identity, uuid.UUID, error) {
+	id, ok := FromContext(ctx)
+	if !ok {
+		return Identity{}, uuid.Nil, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials"))
+	}
+	uid, err := uuid.Parse(id.UserID)
+	if err != nil {
+		return Identity{}, uuid.Nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid user in credentials"))
+	}
+	return id, uid, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
@@ -53,7 +54,7 @@ var errRecalled = connect.NewError(connect.CodeFailedPrecondition, errors.New("t
 // mutate runs fn in a transaction on a conversation the caller is in and
 // notifies the events it appended after the commit.
 func (s *Service) mutate(ctx context.Context, op, convIDField string, fn func(tx pgx.Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error)) ([]*chatv1.Event, error) {
-	id, uid, err := caller(ctx)
+	id, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +150,7 @@ func (s *Service) ListReactions(ctx context.Context, req *chatv1.ListReactionsRe
 	if err != nil {
 		return nil, err
 	}
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +282,7 @@ func (s *Service) RecallMessage(ctx context.Context, req *chatv1.RecallMessageRe
 // user event, so every device of the caller hides them; other members are
 // not affected.
 func (s *Service) DeleteMessagesForMe(ctx context.Context, req *chatv1.DeleteMessagesForMeRequest) (*chatv1.DeleteMessagesForMeResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +362,7 @@ func dedupeIDs(ids []uuid.UUID) map[uuid.UUID]bool {
 // It is never stored. "Typing" signals are limited to one per
 // TypingInterval per user and conversation; "stopped" always passes.
 func (s *Service) SendTyping(ctx context.Context, req *chatv1.SendTypingRequest) (*chatv1.SendTypingResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -133,18 +133,6 @@ var (
 	_ chatv1connect.RelationServiceHandler     = (*Service)(nil)
 )
 
-func caller(ctx context.Context) (auth.Identity, uuid.UUID, error) {
-	id, ok := auth.FromContext(ctx)
-	if !ok {
-		return auth.Identity{}, uuid.Nil, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials"))
-	}
-	uid, err := uuid.Parse(id.UserID)
-	if err != nil {
-		return auth.Identity{}, uuid.Nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid user in credentials"))
-	}
-	return id, uid, nil
-}
-
 // parseID parses a UUID from a request field, naming the field on error.
 func parseID(field, s string) (uuid.UUID, error) {
 	if s == "" {

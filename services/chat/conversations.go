@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/services/contact/block"
 )
@@ -33,7 +34,7 @@ const (
 // pair's key is unique in the table, so two concurrent first calls still
 // create one conversation.
 func (s *Service) CreateDirectConversation(ctx context.Context, req *chatv1.CreateDirectConversationRequest) (*chatv1.CreateDirectConversationResponse, error) {
-	id, uid, err := caller(ctx)
+	id, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +102,7 @@ func (s *Service) CreateDirectConversation(ctx context.Context, req *chatv1.Crea
 
 // CreateGroupConversation creates a group owned by the caller.
 func (s *Service) CreateGroupConversation(ctx context.Context, req *chatv1.CreateGroupConversationRequest) (*chatv1.CreateGroupConversationResponse, error) {
-	id, uid, err := caller(ctx)
+	id, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +158,7 @@ func (s *Service) CreateGroupConversation(ctx context.Context, req *chatv1.Creat
 }
 
 func (s *Service) GetConversation(ctx context.Context, req *chatv1.GetConversationRequest) (*chatv1.GetConversationResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +244,7 @@ func (s *Service) conversation(ctx context.Context, uid, convID uuid.UUID) (*cha
 }
 
 func (s *Service) ListConversations(ctx context.Context, req *chatv1.ListConversationsRequest) (*chatv1.ListConversationsResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +318,7 @@ func decodeListPosition(tok string) (listPosition, error) {
 }
 
 func (s *Service) GetBadge(ctx context.Context, _ *chatv1.GetBadgeRequest) (*chatv1.GetBadgeResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +409,7 @@ func memberRole(ctx context.Context, tx pgx.Tx, convID, user uuid.UUID) (chatv1.
 // change runs a membership change in a transaction holding the
 // conversation's lock and notifies its events after the commit.
 func (s *Service) change(ctx context.Context, op string, convIDField string, fn func(tx pgx.Tx, convID, uid uuid.UUID, device string, m membership) ([]*chatv1.Event, error)) ([]*chatv1.Event, error) {
-	id, uid, err := caller(ctx)
+	id, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +460,7 @@ func (s *Service) UpdateConversation(ctx context.Context, req *chatv1.UpdateConv
 	if err != nil {
 		return nil, err
 	}
-	_, uid, _ := caller(ctx)
+	_, uid, _ := auth.Caller(ctx)
 	conv, err := s.conversation(ctx, uid, uuid.MustParse(req.GetConversationId()))
 	if err != nil {
 		return nil, err
@@ -647,7 +648,7 @@ func (s *Service) TransferOwnership(ctx context.Context, req *chatv1.TransferOwn
 }
 
 func (s *Service) ListMembers(ctx context.Context, req *chatv1.ListMembersRequest) (*chatv1.ListMembersResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -697,7 +698,7 @@ func (s *Service) ListMembers(ctx context.Context, req *chatv1.ListMembersReques
 }
 
 func (s *Service) SetConversationMuted(ctx context.Context, req *chatv1.SetConversationMutedRequest) (*chatv1.SetConversationMutedResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

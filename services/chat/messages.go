@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
 
@@ -24,7 +25,7 @@ const maxClientMsgIDLen = 64
 // SendMessage stores the message first and only then hands it to the fanout:
 // once the sender has its answer, the message is durable.
 func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageRequest) (*chatv1.SendMessageResponse, error) {
-	id, uid, err := caller(ctx)
+	id, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +155,7 @@ func (s *Service) encodeContent(c *chatv1.MessageContent) ([]byte, error) {
 // ListMessages pages through the messages the caller may see: from its join,
 // up to its removal if it was removed.
 func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequest) (*chatv1.ListMessagesResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
@@ -20,7 +21,7 @@ import (
 // and shows it to the other members of direct and small group conversations
 // (see Config.ReceiptPushLimit); larger groups pull receipts instead.
 func (s *Service) MarkRead(ctx context.Context, req *chatv1.MarkReadRequest) (*chatv1.MarkReadResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +110,7 @@ func (s *Service) currentMembers(ctx context.Context, convID, except uuid.UUID) 
 // markers: a member has read seq once its marker reached it. The sender and
 // members who joined after the message are left out.
 func (s *Service) ListReadReceipts(ctx context.Context, req *chatv1.ListReadReceiptsRequest) (*chatv1.ListReadReceiptsResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +182,7 @@ func (s *Service) visibleMessageSender(ctx context.Context, convID, uid uuid.UUI
 // GetDeliveryState says which devices of each member acknowledged the
 // message at seq, from the edges' delivery reports.
 func (s *Service) GetDeliveryState(ctx context.Context, req *chatv1.GetDeliveryStateRequest) (*chatv1.GetDeliveryStateResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
 
@@ -188,7 +189,7 @@ var (
 // Sync returns one page of the events the device lacks across all of the
 // user's conversations, grouped by conversation in seq order.
 func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.SyncResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

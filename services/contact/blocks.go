@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/wagglechat/waggle/auth"
 	contactv1 "github.com/wagglechat/waggle/gen/go/waggle/contact/v1"
 	"github.com/wagglechat/waggle/services/contact/block"
 	"github.com/wagglechat/waggle/services/presence"
@@ -88,7 +89,7 @@ func (s *Service) UnblockUser(ctx context.Context, req *contactv1.UnblockUserReq
 // ListBlockedUsers pages through the users the caller blocked, in user id
 // order (page_size default 100, at most 1000).
 func (s *Service) ListBlockedUsers(ctx context.Context, req *contactv1.ListBlockedUsersRequest) (*contactv1.ListBlockedUsersResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

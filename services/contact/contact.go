@@ -70,20 +70,6 @@ func New(pool *pgxpool.Pool, rdb *redis.Client, redisPrefix string, notifier Use
 	return &Service{db: pool, rdb: rdb, prefix: redisPrefix, notify: notifier, log: log}
 }
 
-// caller returns the authenticated identity; the interceptor guarantees one
-// on every non-public procedure, so its absence is a wiring bug.
-func caller(ctx context.Context) (auth.Identity, uuid.UUID, error) {
-	id, ok := auth.FromContext(ctx)
-	if !ok {
-		return auth.Identity{}, uuid.Nil, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials"))
-	}
-	uid, err := uuid.Parse(id.UserID)
-	if err != nil {
-		return auth.Identity{}, uuid.Nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid user in credentials"))
-	}
-	return id, uid, nil
-}
-
 // target parses the user_id of a request about another user.
 func target(self uuid.UUID, raw string) (uuid.UUID, error) {
 	if raw == "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	contactv1 "github.com/wagglechat/waggle/gen/go/waggle/contact/v1"
 )
@@ -100,7 +101,7 @@ func (s *Service) RemoveContact(ctx context.Context, req *contactv1.RemoveContac
 // anything changed; a real change is appended to the caller's own event
 // stream and pushed to the caller's devices after the commit.
 func (s *Service) change(ctx context.Context, op, userID string, apply func(tx pgx.Tx, uid, other uuid.UUID) (bool, error)) (uid, other uuid.UUID, err error) {
-	id, uid, err := caller(ctx)
+	id, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return uid, other, err
 	}
@@ -141,7 +142,7 @@ func requireUser(ctx context.Context, q Querier, id uuid.UUID) error {
 // ListContacts pages through the caller's contacts in user id order
 // (page_size default 100, at most 1000).
 func (s *Service) ListContacts(ctx context.Context, req *contactv1.ListContactsRequest) (*contactv1.ListContactsResponse, error) {
-	_, uid, err := caller(ctx)
+	_, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
