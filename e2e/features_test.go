@@ -356,6 +356,12 @@ func TestConversationFeatures(t *testing.T) {
 		}
 		c1 := newDevice(t, "carol (was offline)", asUser(srv.url(), "carol", carol.id, tokens.DeviceID(), tok), connectEdge(srv.url()))
 		converge(t, group, alice.lastSeq(t, group), c1)
+		// The SDK's API carries the resumed token on every call.
+		api := client.NewAPI(client.HTTP2Client(), srv.url(), resumed, connect.WithGRPC())
+		hist, err := api.Messages.ListMessages(ctx, &chatv1.ListMessagesRequest{ConversationId: group})
+		if err != nil || len(hist.GetMessages()) == 0 {
+			t.Fatalf("carol's history through the SDK's API: %v, %v", hist, err)
+		}
 		evs := c1.userEventsOf()
 		if len(evs) != 1 || !evs[0].GetConversationMuted().GetMuted() {
 			t.Fatalf("carol's user events %v, want her mute", evs)

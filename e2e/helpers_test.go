@@ -38,11 +38,15 @@ const password = "correct horse battery"
 func register(t testing.TB, chatURL, name string) *user {
 	t.Helper()
 	accounts := accountv1connect.NewAccountServiceClient(h2c(), chatURL)
-	res, err := accounts.Register(context.Background(), &accountv1.RegisterRequest{Username: name, Password: password, DeviceName: name + "-1"})
+	tokens, err := client.Register(context.Background(), accounts, &accountv1.RegisterRequest{Username: name, Password: password, DeviceName: name + "-1"})
 	if err != nil {
 		t.Fatalf("register %s: %v", name, err)
 	}
-	return asUser(chatURL, name, res.GetUser().GetUserId(), res.GetDeviceId(), res.GetTokens().GetAccessToken())
+	tok, err := tokens.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asUser(chatURL, name, tokens.UserID(), tokens.DeviceID(), tok)
 }
 
 // login logs another device of an existing user in.
