@@ -501,6 +501,31 @@ func TestSendsAreRateLimitedPerUser(t *testing.T) {
 	f.send(bob, conv, "bob has his own budget")
 }
 
+// A retry of a stored message is answered with the original even when the
+// sender is over its rate: the SDK would otherwise report a stored message
+// as failed.
+func TestRateLimitedRetryOfAStoredMessageGetsTheOriginal(t *testing.T) {
+	f := newFixture(t)
+	f.svc = New(Config{SendRate: 0.001, SendBurst: 1}, f.db, nil, f.svc.log)
+	alice, _ := f.user("alice")
+	_, bobID := f.user("bob")
+	conv := f.group(alice, bobID)
+	req := textReq(conv, "stored-once", "hello")
+	first, err := f.svc.SendMessage(alice, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.svc.SendMessage(alice, req)
+	if err != nil {
+		t.Fatalf("retry over the rate limit: %v, want the stored original", err)
+	}
+	if !again.GetDuplicate() || again.GetMessage().GetMessageId() != first.GetMessage().GetMessageId() {
+		t.Fatalf("retry answered %v, want duplicate of %s", again, first.GetMessage().GetMessageId())
+	}
+	_, err = f.svc.SendMessage(alice, textReq(conv, "new", "flood"))
+	wantCode(t, err, connect.CodeResourceExhausted)
+}
+
 func TestFilterRelated(t *testing.T) {
 	f := newFixture(t)
 	alice, aliceID := f.user("alice")

@@ -41,6 +41,15 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 		return nil, err
 	}
 	if !s.sends.Allow(uid.String()) {
+		// A retry of a stored message gets its original even over the
+		// limit, or the sender would be told a stored message failed.
+		m, err := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId())
+		if err != nil {
+			return nil, s.internal(ctx, "send message", err)
+		}
+		if m != nil {
+			return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
+		}
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("at most %v messages a second", s.cfg.SendRate))
 	}
 	msgID, err := uuid.NewV7()
