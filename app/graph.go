@@ -62,11 +62,11 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	opts := srv.HandlerOptions()
 	roles := d.cfg.Roles
 	// Pushes published while the bus was reconnecting are lost; the edge
-	// (built below) then tells its sessions to sync.
-	var onResubscribe atomic.Pointer[func()]
-	b := bus.NewRedis(d.redis, d.cfg.RedisPrefix, d.log, bus.RedisConfig{OnResubscribe: func() {
+	// (built below) repairs them.
+	var onResubscribe atomic.Pointer[func(bus.Resubscribed)]
+	b := bus.NewRedis(d.redis, d.cfg.RedisPrefix, d.log, bus.RedisConfig{OnResubscribe: func(r bus.Resubscribed) {
 		if f := onResubscribe.Load(); f != nil {
-			(*f)()
+			(*f)(r)
 		}
 	}})
 	g.closers = append(g.closers, func() { _ = b.Close() })
@@ -110,6 +110,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	var messages interface {
 		edge.MessageService
 		edge.DeliveryReporter
+		edge.StreamReader
 	}
 	if roles.Has(RoleChat) {
 		var push notify.Notifier
@@ -143,9 +144,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			Tokens:     d.signer.Verifier(),
 			Messages:   messages,
 			Deliveries: messages,
+			Streams:    messages,
 			Registry:   registry,
 			Presence:   presenceReader,
-			Bus:        edge.BusOf[bus.Subscription](b),
+			Bus:        b,
 		}, d.log)
 		if err != nil {
 			return nil, err
@@ -167,8 +169,8 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			})
 			d.log.Info("edge grpc listener", "addr", lis.Addr().String())
 		}
-		requestSync := e.RequestSync
-		onResubscribe.Store(&requestSync)
+		resubscribed := e.Resubscribed
+		onResubscribe.Store(&resubscribed)
 		g.runners = append(g.runners, func(ctx context.Context) {
 			if err := e.Run(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("edge stopped", "err", err)

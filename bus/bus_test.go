@@ -42,7 +42,7 @@ type inbox chan string
 
 func newInbox() inbox { return make(inbox, 1000) }
 
-func (in inbox) handle(p []byte) { in <- string(p) }
+func (in inbox) handle(_ string, p []byte) { in <- string(p) }
 
 func (in inbox) expect(t *testing.T, want ...string) {
 	t.Helper()
@@ -70,15 +70,18 @@ func (in inbox) expectEmpty(t *testing.T) {
 	}
 }
 
-func subscribe(t *testing.T, b bus.Bus, channel string, handle func([]byte)) bus.Subscription {
+func subscribe(t *testing.T, b bus.Bus, channel string, handle bus.Handler) bus.Subscription {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
-	s, err := b.Subscribe(ctx, channel, handle)
+	s, err := b.Subscribe(ctx, handle, channel)
 	if err != nil {
 		t.Fatalf("Subscribe(%q): %v", channel, err)
 	}
-	return s
+	if len(s) != 1 {
+		t.Fatalf("Subscribe(%q) returned %d subscriptions", channel, len(s))
+	}
+	return s[0]
 }
 
 func publish(t *testing.T, b bus.Bus, channel, payload string) {
@@ -149,13 +152,28 @@ func TestBus(t *testing.T) {
 			second.expect(t, "again")
 			first.expectEmpty(t)
 		}},
+		{"ends subscribed when a channel is left and re-joined at once", func(t *testing.T, b bus.Bus) {
+			for i := range 30 {
+				s := subscribe(t, b, "c", func(string, []byte) {})
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				in := newInbox()
+				again := subscribe(t, b, "c", in.handle)
+				publish(t, b, "c", fmt.Sprint(i))
+				in.expect(t, fmt.Sprint(i))
+				if err := again.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
 		{"lets a handler close its own subscription", func(t *testing.T, b bus.Bus) {
 			in := newInbox()
 			var s bus.Subscription
 			ready := make(chan struct{})
-			s = subscribe(t, b, "c", func(p []byte) {
+			s = subscribe(t, b, "c", func(ch string, p []byte) {
 				<-ready
-				in.handle(p)
+				in.handle(ch, p)
 				s.Close()
 			})
 			close(ready)
@@ -186,6 +204,69 @@ func TestBus(t *testing.T) {
 				t.Fatalf("empty PublishBatch: %v", err)
 			}
 		}},
+		{"subscribes many channels in one call and names each to the handler", func(t *testing.T, b bus.Bus) {
+			got := make(chan string, 100)
+			var channels []string
+			for i := range 50 {
+				channels = append(channels, fmt.Sprint("conv:", i))
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+			defer cancel()
+			subs, err := b.Subscribe(ctx, func(ch string, p []byte) { got <- ch + "=" + string(p) }, channels...)
+			if err != nil {
+				t.Fatalf("Subscribe: %v", err)
+			}
+			if len(subs) != len(channels) {
+				t.Fatalf("%d subscriptions for %d channels", len(subs), len(channels))
+			}
+			for _, ch := range channels {
+				publish(t, b, ch, "x")
+			}
+			var want, seen []string
+			for _, ch := range channels {
+				want = append(want, ch+"=x")
+			}
+			timeout := time.After(waitFor)
+			for len(seen) < len(want) {
+				select {
+				case m := <-got:
+					seen = append(seen, m)
+				case <-timeout:
+					t.Fatalf("got %d of %d messages", len(seen), len(want))
+				}
+			}
+			slices.Sort(seen)
+			slices.Sort(want)
+			if !slices.Equal(seen, want) {
+				t.Fatalf("got %q, want %q", seen, want)
+			}
+			// Closing one channel's subscription leaves the others.
+			if err := subs[0].Close(); err != nil {
+				t.Fatal(err)
+			}
+			publish(t, b, channels[0], "gone")
+			publish(t, b, channels[1], "stays")
+			select {
+			case m := <-got:
+				if m != channels[1]+"=stays" {
+					t.Fatalf("got %q after closing %s, want only %s's message", m, channels[0], channels[1])
+				}
+			case <-time.After(waitFor):
+				t.Fatal("the other channels stopped after one was closed")
+			}
+		}},
+		{"leaves nothing subscribed when Subscribe fails", func(t *testing.T, b bus.Bus) {
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			if _, err := b.Subscribe(ctx, func(string, []byte) {}, "a", "b"); err == nil {
+				// The in-memory bus never waits, so it may succeed.
+				return
+			}
+			in := newInbox()
+			subscribe(t, b, "a", in.handle)
+			publish(t, b, "a", "1")
+			in.expect(t, "1")
+		}},
 		{"does not share the caller's buffer", func(t *testing.T, b bus.Bus) {
 			in := newInbox()
 			subscribe(t, b, "c", in.handle)
@@ -203,7 +284,7 @@ func TestBus(t *testing.T) {
 			if err := b.Publish(t.Context(), "c", []byte("x")); !errors.Is(err, bus.ErrClosed) {
 				t.Errorf("Publish after Close: got %v, want ErrClosed", err)
 			}
-			if _, err := b.Subscribe(t.Context(), "c", func([]byte) {}); !errors.Is(err, bus.ErrClosed) {
+			if _, err := b.Subscribe(t.Context(), func(string, []byte) {}, "c"); !errors.Is(err, bus.ErrClosed) {
 				t.Errorf("Subscribe after Close: got %v, want ErrClosed", err)
 			}
 		}},

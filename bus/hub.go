@@ -7,13 +7,15 @@ import (
 )
 
 // hub maps channels to their local handlers. Both implementations use it;
-// a topic is the local state of one channel.
+// a topic is the local state of one channel. Keys are the channels'
+// upstream names (prefixed, for Redis); handlers get the caller's name.
 type hub struct {
 	mu     sync.RWMutex
 	topics map[string]*topic
 }
 
 type topic struct {
+	name string // as given to Subscribe
 	// subs is copy-on-write, so delivery reads it without copying.
 	subs []*subscription
 	// ready is closed once the channel is subscribed upstream (Redis has
@@ -23,11 +25,11 @@ type topic struct {
 }
 
 type subscription struct {
-	channel string
-	handle  func([]byte)
-	topic   *topic
-	closed  atomic.Bool
-	close   func(*subscription) error
+	key    string
+	handle Handler
+	topic  *topic
+	closed atomic.Bool
+	close  func(*subscription) error
 }
 
 func (s *subscription) Close() error {
@@ -41,17 +43,18 @@ func newHub() hub {
 	return hub{topics: make(map[string]*topic)}
 }
 
-// add registers handle on channel and reports whether it created the topic
-// (the first local subscriber, which must subscribe upstream).
-func (h *hub) add(channel string, handle func([]byte), closeFn func(*subscription) error) (*subscription, bool) {
+// add registers handle on the channel key (named name for the handler) and
+// reports whether it created the topic (the first local subscriber, which
+// must subscribe upstream).
+func (h *hub) add(key, name string, handle Handler, closeFn func(*subscription) error) (*subscription, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	t, ok := h.topics[channel]
+	t, ok := h.topics[key]
 	if !ok {
-		t = &topic{ready: make(chan struct{})}
-		h.topics[channel] = t
+		t = &topic{name: name, ready: make(chan struct{})}
+		h.topics[key] = t
 	}
-	s := &subscription{channel: channel, handle: handle, topic: t, close: closeFn}
+	s := &subscription{key: key, handle: handle, topic: t, close: closeFn}
 	t.subs = append(slices.Clip(t.subs), s)
 	return s, !ok
 }
@@ -67,34 +70,54 @@ func (h *hub) remove(s *subscription) bool {
 		return false
 	}
 	t.subs = slices.Delete(slices.Clone(t.subs), i, i+1)
-	if len(t.subs) > 0 || h.topics[s.channel] != t {
+	if len(t.subs) > 0 || h.topics[s.key] != t {
 		return false
 	}
-	delete(h.topics, s.channel)
+	delete(h.topics, s.key)
 	return true
 }
 
-// confirm marks channel as subscribed upstream, releasing waiting Subscribes.
-func (h *hub) confirm(channel string) {
+// has reports whether key has a local subscriber.
+func (h *hub) has(key string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	_, ok := h.topics[key]
+	return ok
+}
+
+// confirm marks key as subscribed upstream, releasing waiting Subscribes.
+func (h *hub) confirm(key string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if t, ok := h.topics[channel]; ok && !t.confirmed {
+	if t, ok := h.topics[key]; ok && !t.confirmed {
 		t.confirmed = true
 		close(t.ready)
 	}
 }
 
-// dispatch calls the handlers of channel, in subscription order.
-func (h *hub) dispatch(channel string, payload []byte) {
+// names lists the channels with a local subscriber, by the callers' names.
+func (h *hub) names() []string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]string, 0, len(h.topics))
+	for _, t := range h.topics {
+		out = append(out, t.name)
+	}
+	return out
+}
+
+// dispatch calls the handlers of key, in subscription order.
+func (h *hub) dispatch(key string, payload []byte) {
 	h.mu.RLock()
 	var subs []*subscription
-	if t, ok := h.topics[channel]; ok {
-		subs = t.subs
+	var name string
+	if t, ok := h.topics[key]; ok {
+		subs, name = t.subs, t.name
 	}
 	h.mu.RUnlock()
 	for _, s := range subs {
 		if !s.closed.Load() {
-			s.handle(payload)
+			s.handle(name, payload)
 		}
 	}
 }

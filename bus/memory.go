@@ -2,47 +2,60 @@ package bus
 
 import (
 	"context"
+	"hash/maphash"
 	"sync"
 )
 
-// memoryQueueSize bounds the messages waiting for the delivery goroutine;
-// past it, Publish waits (or fails with its context).
-const memoryQueueSize = 4096
+const (
+	// memoryShards is how many goroutines deliver, each for its share of
+	// the channels, so one busy channel does not hold up the others.
+	memoryShards = 8
+	// memoryQueueSize bounds the messages waiting for a shard; past it,
+	// Publish waits (or fails with its context).
+	memoryQueueSize = 4096
+)
 
-// Memory is an in-process [Bus]. Like [Redis], it delivers on one goroutine,
-// in publish order, so code behaves the same on both.
+// Memory is an in-process [Bus]. Like [Redis], it delivers each channel's
+// messages on one goroutine, in publish order, and different channels on
+// different goroutines, so code behaves the same on both.
 type Memory struct {
-	hub       hub
-	queue     chan Message
+	seed      maphash.Seed
+	shards    [memoryShards]memoryShard
 	done      chan struct{}
-	stopped   chan struct{}
+	wg        sync.WaitGroup
 	closeOnce sync.Once
+}
+
+type memoryShard struct {
+	hub   hub
+	queue chan Message
 }
 
 var _ Bus = (*Memory)(nil)
 
-// NewMemory starts an in-process bus. Close it to stop its goroutine.
+// NewMemory starts an in-process bus. Close it to stop its goroutines.
 func NewMemory() *Memory {
-	m := &Memory{
-		hub:     newHub(),
-		queue:   make(chan Message, memoryQueueSize),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
+	m := &Memory{seed: maphash.MakeSeed(), done: make(chan struct{})}
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.hub = newHub()
+		sh.queue = make(chan Message, memoryQueueSize)
+		m.wg.Go(func() {
+			for {
+				select {
+				case msg := <-sh.queue:
+					sh.hub.dispatch(msg.Channel, msg.Payload)
+				case <-m.done:
+					return
+				}
+			}
+		})
 	}
-	go m.run()
 	return m
 }
 
-func (m *Memory) run() {
-	defer close(m.stopped)
-	for {
-		select {
-		case msg := <-m.queue:
-			m.hub.dispatch(msg.Channel, msg.Payload)
-		case <-m.done:
-			return
-		}
-	}
+func (m *Memory) shard(channel string) *memoryShard {
+	return &m.shards[maphash.String(m.seed, channel)%memoryShards]
 }
 
 // Publish implements [Publisher].
@@ -55,7 +68,7 @@ func (m *Memory) Publish(ctx context.Context, channel string, payload []byte) er
 	default:
 	}
 	select {
-	case m.queue <- msg:
+	case m.shard(channel).queue <- msg:
 		return nil
 	case <-m.done:
 		return ErrClosed
@@ -75,24 +88,28 @@ func (m *Memory) PublishBatch(ctx context.Context, msgs []Message) error {
 }
 
 // Subscribe implements [Subscriber].
-func (m *Memory) Subscribe(_ context.Context, channel string, handle func([]byte)) (Subscription, error) {
+func (m *Memory) Subscribe(_ context.Context, handle Handler, channels ...string) ([]Subscription, error) {
 	select {
 	case <-m.done:
 		return nil, ErrClosed
 	default:
 	}
-	s, _ := m.hub.add(channel, handle, func(s *subscription) error {
-		m.hub.remove(s)
-		return nil
-	})
-	return s, nil
+	subs := make([]Subscription, len(channels))
+	for i, ch := range channels {
+		sh := m.shard(ch)
+		subs[i], _ = sh.hub.add(ch, ch, handle, func(s *subscription) error {
+			sh.hub.remove(s)
+			return nil
+		})
+	}
+	return subs, nil
 }
 
 // Close stops delivery; queued messages are dropped.
 func (m *Memory) Close() error {
 	m.closeOnce.Do(func() {
 		close(m.done)
-		<-m.stopped
+		m.wg.Wait()
 	})
 	return nil
 }

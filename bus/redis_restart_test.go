@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,9 +21,11 @@ func TestRedisResubscribesAfterRestart(t *testing.T) {
 	srv := redistest.StartServer(t)
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer client.Close()
-	resubscribed := make(chan struct{}, 10)
+	resubscribed := make(chan bus.Resubscribed, 10)
 	b := bus.NewRedis(client, "test:", testLogger(t), bus.RedisConfig{
-		OnResubscribe: func() { resubscribed <- struct{}{} },
+		OnResubscribe: func(r bus.Resubscribed) { resubscribed <- r },
+		// One connection, so the channel's interruption is reported once.
+		Connections: 1,
 	})
 	defer b.Close()
 
@@ -34,7 +37,7 @@ func TestRedisResubscribesAfterRestart(t *testing.T) {
 	srv.Stop()
 	// Subscribing while Redis is down fails and leaves nothing behind.
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-	_, err := b.Subscribe(ctx, "edge:2", func([]byte) {})
+	_, err := b.Subscribe(ctx, func(string, []byte) {}, "edge:2")
 	cancel()
 	if err == nil {
 		t.Fatal("Subscribe with Redis down succeeded")
@@ -43,9 +46,16 @@ func TestRedisResubscribesAfterRestart(t *testing.T) {
 		t.Fatal("OnResubscribe called before Redis came back")
 	}
 
+	stopped := time.Now()
 	srv.Start()
 	select {
-	case <-resubscribed:
+	case r := <-resubscribed:
+		if !slices.Equal(r.Channels, []string{"edge:1"}) {
+			t.Errorf("resubscribed %q, want the channel that was subscribed", r.Channels)
+		}
+		if r.Since.After(stopped) || time.Since(r.Since) > time.Minute {
+			t.Errorf("messages lost since %v, want a time shortly before Redis stopped at %v", r.Since, stopped)
+		}
 	case <-time.After(3 * waitFor):
 		t.Fatal("OnResubscribe not called after Redis restarted")
 	}
@@ -69,15 +79,15 @@ func BenchmarkRedisPublish(b *testing.B) {
 			defer rb.Close()
 			got := make(chan struct{}, 1)
 			var n atomic.Int64
-			sub, err := rb.Subscribe(b.Context(), "bench", func([]byte) {
+			subs, err := rb.Subscribe(b.Context(), func(string, []byte) {
 				if n.Add(1) == int64(b.N) {
 					got <- struct{}{}
 				}
-			})
+			}, "bench")
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer sub.Close()
+			defer subs[0].Close()
 			payload := make([]byte, 200)
 			msgs := make([]bus.Message, 0, batch)
 			b.SetBytes(int64(len(payload)))

@@ -74,8 +74,11 @@ func (s *session) runCommand(f *edgev1.ClientFrame) *edgev1.ServerFrame {
 // callContext is the context of calls made for the session: it ends with
 // the session, carries its identity and id, and is marked internal, as an
 // edge calling handlers in-process must (auth.WithInternal).
-func (s *session) callContext() context.Context {
-	return auth.WithInternal(auth.WithIdentity(s.ctx, s.ident))
+func (s *session) callContext() context.Context { return s.callContextFrom(s.ctx) }
+
+// callContextFrom is ctx carrying the session's identity, marked internal.
+func (s *session) callContextFrom(ctx context.Context) context.Context {
+	return auth.WithInternal(auth.WithIdentity(ctx, s.ident))
 }
 
 func (s *session) execute(ctx context.Context, f *edgev1.ClientFrame) (*edgev1.Result, error) {

@@ -76,8 +76,12 @@ type connectService struct{ e *Edge }
 var _ edgev1connect.EdgeServiceHandler = connectService{}
 
 func (c connectService) Connect(ctx context.Context, stream *connect.BidiStream[edgev1.ConnectRequest, edgev1.ConnectResponse]) error {
-	return c.e.Serve(&connectBidiConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx)})
+	return c.e.Serve(&connectBidiConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx), json: isJSON(stream.RequestHeader())})
 }
+
+// isJSON reports whether a request uses a JSON codec, which cannot write
+// the edge's pre-encoded frames (see materialize).
+func isJSON(h http.Header) bool { return strings.Contains(h.Get("Content-Type"), "json") }
 
 func (c connectService) Subscribe(ctx context.Context, req *edgev1.SubscribeRequest, stream *connect.ServerStream[edgev1.SubscribeResponse]) error {
 	var header http.Header
@@ -89,7 +93,7 @@ func (c connectService) Subscribe(ctx context.Context, req *edgev1.SubscribeRequ
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token in the Authorization header"))
 	}
 	return c.e.ServeSubscribe(
-		&connectServerConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx)},
+		&connectServerConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx), json: isJSON(header)},
 		&edgev1.Hello{ProtocolVersion: req.GetProtocolVersion(), AccessToken: token, ClientName: req.GetClientName()},
 	)
 }
@@ -129,6 +133,7 @@ func bearerToken(h http.Header) (string, bool) {
 type connectBidiConn struct {
 	ctx    context.Context
 	stream *connect.BidiStream[edgev1.ConnectRequest, edgev1.ConnectResponse]
+	json   bool
 	streamAborter
 }
 
@@ -143,18 +148,34 @@ func (c *connectBidiConn) Recv() (*edgev1.ClientFrame, error) {
 }
 
 func (c *connectBidiConn) Send(f *edgev1.ServerFrame) error {
+	f, err := forCodec(f, c.json)
+	if err != nil {
+		return err
+	}
 	return c.stream.Send(&edgev1.ConnectResponse{Frame: f})
+}
+
+func forCodec(f *edgev1.ServerFrame, json bool) (*edgev1.ServerFrame, error) {
+	if !json {
+		return f, nil
+	}
+	return materialize(f)
 }
 
 // connectServerConn adapts connect-go's server stream to FrameSender.
 type connectServerConn struct {
 	ctx    context.Context
 	stream *connect.ServerStream[edgev1.SubscribeResponse]
+	json   bool
 	streamAborter
 }
 
 func (c *connectServerConn) Context() context.Context { return c.ctx }
 
 func (c *connectServerConn) Send(f *edgev1.ServerFrame) error {
+	f, err := forCodec(f, c.json)
+	if err != nil {
+		return err
+	}
 	return c.stream.Send(&edgev1.SubscribeResponse{Frame: f})
 }

@@ -142,7 +142,7 @@ func TestConnectClientSession(t *testing.T) {
 	if f := s.recv(); f.GetId() != 2 || f.GetResult().GetSendMessage().GetMessage().GetClientMsgId() != "m1" {
 		t.Fatalf("got %v, want send result", f)
 	}
-	te.publish(t, envelope(messagePush("c1", 1), "u1"))
+	te.pushTo(t, messagePush("c1", 1), "u1")
 	if p := s.recv().GetPush(); p.GetPushId() != 1 {
 		t.Fatalf("got %v, want push 1", p)
 	}
@@ -209,7 +209,7 @@ func TestSubscribeAndAckOverHTTP(t *testing.T) {
 	if sid == "" {
 		t.Fatalf("first frame %v, want welcome", stream.Msg())
 	}
-	te.publish(t, envelope(messagePush("c1", 1), "u1"))
+	te.pushTo(t, messagePush("c1", 1), "u1")
 	if !stream.Receive() {
 		t.Fatal(stream.Err())
 	}
@@ -469,7 +469,7 @@ func TestClientThatStopsReadingIsReset(t *testing.T) {
 		}
 		push := messagePush("c1", uint64(i+1))
 		push.Events[0].GetMessage().Content = &chatv1.MessageContent{Body: &chatv1.MessageContent_Text{Text: &chatv1.Text{Body: strings.Repeat("x", 500)}}}
-		te.publish(t, envelope(push, "u1"))
+		te.pushTo(t, push, "u1")
 		closedAt = time.Now()
 		for deadline := time.Now().Add(50 * time.Millisecond); !blocked && queued(s) > 0; {
 			if time.Now().After(deadline) {

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
@@ -67,7 +69,7 @@ func TestGRPCTransportSession(t *testing.T) {
 			t.Fatalf("answer to %v: %v, %v", f, res, err)
 		}
 	}
-	te.publish(t, envelope(messagePush("c1", 1), "u1"))
+	te.pushTo(t, messagePush("c1", 1), "u1")
 	res, err := stream.Recv()
 	if err != nil || len(res.GetFrame().GetPush().GetEvents()) != 1 {
 		t.Fatalf("push: %v, %v", res, err)
@@ -136,6 +138,7 @@ func benchmarkPushes(b *testing.B, te *testEdge, addr string) {
 	users := make([]string, sessions)
 	for i := range sessions {
 		users[i] = fmt.Sprint("u", i)
+		te.streams.groups[users[i]] = []*chatv1.GroupMembership{{ConversationId: "g1"}}
 		s, err := edgev1.NewEdgeServiceClient(grpcClient(b, addr)).Connect(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -154,10 +157,10 @@ func benchmarkPushes(b *testing.B, te *testEdge, addr string) {
 			}
 		})
 	}
-	push := messagePush("c1", 1)
 	b.ResetTimer()
 	for i := range b.N {
-		te.publish(b, envelope(push, users...))
+		// One group message, encoded once for every session.
+		te.toGroup(b, "g1", &busv1.Envelope{Push: messagePush("g1", uint64(i+1))})
 		// Stay within the sessions' queue limit, as a healthy client does
 		// by reading: an edge drops sessions that fall further behind.
 		waitFor(b, func() bool { return int64(i-64)*sessions <= received.Load() })

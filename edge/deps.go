@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/bus"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 )
@@ -53,32 +54,19 @@ type PresenceReader interface {
 	GetPresence(context.Context, *presencev1.GetPresenceRequest) (*presencev1.GetPresenceResponse, error)
 }
 
-// Bus is the subscribing side of the bus. Handlers must not block; the edge
-// only decodes and enqueues in them. Use BusOf to adapt package bus.
+// StreamReader is the part of the chat service's DeliveryService that
+// routes and repairs the edge's bus topics: which groups its users are in,
+// and the events a subscription missed.
+type StreamReader interface {
+	ListRoutes(context.Context, *chatv1.ListRoutesRequest) (*chatv1.ListRoutesResponse, error)
+	ReadEvents(context.Context, *chatv1.ReadEventsRequest) (*chatv1.ReadEventsResponse, error)
+	ListDirectChanges(context.Context, *chatv1.ListDirectChangesRequest) (*chatv1.ListDirectChangesResponse, error)
+}
+
+// Bus is the subscribing side of the bus (bus.Subscriber). Handlers must
+// not block; the edge only decodes, orders and enqueues in them.
 type Bus interface {
-	Subscribe(ctx context.Context, channel string, handle func(payload []byte)) (Subscription, error)
-}
-
-// Subscription ends a Bus subscription.
-type Subscription interface {
-	Close() error
-}
-
-// BusOf adapts a bus whose Subscribe returns its own subscription type, such
-// as bus.Bus with bus.Subscription (Go interfaces are not covariant in
-// return types): edge.BusOf(b).
-func BusOf[S Subscription](b interface {
-	Subscribe(ctx context.Context, channel string, handle func(payload []byte)) (S, error)
-}) Bus {
-	return busAdapter[S]{b.Subscribe}
-}
-
-type busAdapter[S Subscription] struct {
-	subscribe func(context.Context, string, func([]byte)) (S, error)
-}
-
-func (a busAdapter[S]) Subscribe(ctx context.Context, channel string, handle func([]byte)) (Subscription, error) {
-	return a.subscribe(ctx, channel, handle)
+	Subscribe(ctx context.Context, handle bus.Handler, channels ...string) ([]bus.Subscription, error)
 }
 
 // Deps are the services an Edge talks to. All are required.
@@ -86,6 +74,7 @@ type Deps struct {
 	Tokens     TokenVerifier
 	Messages   MessageService
 	Deliveries DeliveryReporter
+	Streams    StreamReader
 	Registry   SessionRegistry
 	Presence   PresenceReader
 	Bus        Bus
@@ -100,6 +89,7 @@ func (d Deps) validate() error {
 		{"Tokens", d.Tokens != nil},
 		{"Messages", d.Messages != nil},
 		{"Deliveries", d.Deliveries != nil},
+		{"Streams", d.Streams != nil},
 		{"Registry", d.Registry != nil},
 		{"Presence", d.Presence != nil},
 		{"Bus", d.Bus != nil},

@@ -1,19 +1,23 @@
 // Package edge is Waggle's connection layer. It owns connections only: which
 // user is on which stream, since when, and when it last heard from it. It
 // keeps no global online state: it registers its sessions with the session
-// registry and subscribes to its own bus channel for what concerns them.
+// registry and subscribes to the bus topics they need (each user's own
+// channel, and the channel of each group its users are in), deciding
+// locally which session gets each event.
 //
 // A session starts with a Hello (or, for Subscribe, a bearer token) answered
-// by a Welcome; it is then in the edge's session map and in the registry.
-// Commands are forwarded to the chat service in order, one session at a
-// time; pushes from the bus are queued per session and written by one writer
-// that merges whatever is pending into one Push frame. Pushes that carry
-// state get a push_id and stay in the session's window until a cumulative
-// Ack; they are resent after AckTimeout and the session is closed after
-// MaxResends, so the client reconnects and syncs.
+// by a Welcome; it is then in the edge's session map and in the registry,
+// and its user's route is loaded (routes.go, topics.go). Commands are
+// forwarded to the chat service in order, one session at a time; pushes
+// from the bus are ordered and deduplicated per stream (stream.go),
+// encoded once per edge (frame.go), queued per session and written by one
+// writer that merges whatever is pending into one Push frame. Pushes that
+// carry state get a push_id and stay in the session's window until a
+// cumulative Ack; they are resent after AckTimeout and the session is
+// closed after MaxResends, so the client reconnects and syncs.
 //
 // The session core works on FrameConn and knows nothing of the RPC library;
-// conn_connect.go adapts connect-go's streams.
+// conn_connect.go adapts connect-go's streams, conn_grpc.go grpc-go's.
 package edge
 
 import (
@@ -21,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +32,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/wagglechat/waggle/bus"
-	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 )
 
@@ -41,15 +44,22 @@ type Edge struct {
 	deps Deps
 	log  *slog.Logger
 
-	hub        *hub
-	watchers   *watchers
-	register   *batcher
-	unregister *batcher
+	hub      *hub
+	watchers *watchers
+	routes   *routes
+	topics   *topics
+
+	register   *batcher[*presencev1.Session, struct{}]
+	unregister *batcher[*presencev1.Session, struct{}]
 	// registryOrder keeps a renewal and an unregistration of the same
 	// session from crossing: a renewal that landed after the session was
 	// unregistered would bring it back for a TTL.
 	registryOrder sync.Mutex
+	loads         *batcher[string, *chatv1.UserRoutes]
+	subs          *batcher[string, bus.Subscription]
+	reads         *batcher[readReq, readRes]
 	deliveries    *deliveryBatcher
+	stats         stats
 
 	// mu orders session starts against Shutdown: once draining is set no
 	// session starts, so sessions.Wait sees every session.
@@ -62,6 +72,35 @@ type Edge struct {
 	stopOnce sync.Once
 	runDone  chan struct{}
 }
+
+// stats counts what the edge repaired, for tests and operators.
+type stats struct {
+	reads, syncsRequested, resubscribes atomic.Int64
+}
+
+// Stats is a snapshot of an edge's repair counters.
+type Stats struct {
+	// RangesRead is how many stream ranges were read back from the chat
+	// service: holes, and catch-ups after a subscribe or a bus loss.
+	RangesRead int64
+	// SyncsRequested is how many users were told to sync after a bus
+	// interruption.
+	SyncsRequested int64
+	// Resubscribes is how many bus interruptions were repaired.
+	Resubscribes int64
+}
+
+// Stats returns the edge's repair counters.
+func (e *Edge) Stats() Stats {
+	return Stats{RangesRead: e.stats.reads.Load(), SyncsRequested: e.stats.syncsRequested.Load(), Resubscribes: e.stats.resubscribes.Load()}
+}
+
+// Batch limits of the calls the edge groups.
+const (
+	maxRouteBatch     = 1000 // ListRoutes users
+	maxSubscribeBatch = 5000 // channels per Subscribe
+	maxReadBatch      = 1000 // ReadEvents ranges
+)
 
 // New returns an Edge. log may be nil to discard logs.
 func New(cfg Config, deps Deps, log *slog.Logger) (*Edge, error) {
@@ -85,42 +124,35 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Edge, error) {
 		runDone:    make(chan struct{}),
 	}
 	e.watchers = newWatchers(e)
-	e.register = newBatcher(maxRegistryBatch, cfg.CommandTimeout, func(ctx context.Context, ss []*presencev1.Session) error {
+	e.routes = newRoutes(e)
+	e.topics = newTopics(e)
+	e.register = newBatcher(maxRegistryBatch, cfg.CommandTimeout, func(ctx context.Context, ss []*presencev1.Session) ([]struct{}, error) {
 		_, err := deps.Registry.RegisterSessions(ctx, &presencev1.RegisterSessionsRequest{Sessions: ss})
-		return err
+		return make([]struct{}, len(ss)), err
 	})
-	e.unregister = newBatcher(maxRegistryBatch, cfg.CommandTimeout, func(ctx context.Context, ss []*presencev1.Session) error {
+	e.unregister = newBatcher(maxRegistryBatch, cfg.CommandTimeout, func(ctx context.Context, ss []*presencev1.Session) ([]struct{}, error) {
 		e.registryOrder.Lock()
 		defer e.registryOrder.Unlock()
 		_, err := deps.Registry.UnregisterSessions(ctx, &presencev1.UnregisterSessionsRequest{Sessions: ss})
-		return err
+		return make([]struct{}, len(ss)), err
 	})
+	e.loads = newBatcher(maxRouteBatch, cfg.CommandTimeout, e.loadRoutes)
+	e.subs = newBatcher(maxSubscribeBatch, cfg.CommandTimeout, e.subscribeChannels)
+	e.reads = newBatcher(maxReadBatch, cfg.CommandTimeout, e.readRanges)
 	return e, nil
 }
 
 // ID is the edge's id (Config.EdgeID or its generated default).
 func (e *Edge) ID() string { return e.cfg.EdgeID }
 
-// Run subscribes to the edge's bus channel and runs the background loops
-// (registry renewal, the timeout and resend sweeper, delivery reports) until
-// ctx is done or Shutdown has drained the sessions. It returns an error only
-// if the bus subscription fails. Call it once.
+// Run runs the background loops (registry renewal, the timeout and resend
+// sweeper, delivery reports) until ctx is done or Shutdown has drained the
+// sessions. Call it once.
 func (e *Edge) Run(ctx context.Context) error {
 	if !e.started.CompareAndSwap(false, true) {
 		return errors.New("edge: Run called twice")
 	}
 	defer close(e.runDone)
-	channel := bus.EdgeChannel(e.cfg.EdgeID)
-	sub, err := e.deps.Bus.Subscribe(ctx, channel, e.route)
-	if err != nil {
-		return fmt.Errorf("edge: subscribe to %s: %w", channel, err)
-	}
-	defer func() {
-		if err := sub.Close(); err != nil {
-			e.log.Warn("edge: close bus subscription", "channel", channel, "err", err)
-		}
-	}()
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -137,23 +169,6 @@ func (e *Edge) Run(ctx context.Context) error {
 	wg.Wait()
 	return nil
 }
-
-// RequestSync tells every session to sync now. Call it when the bus
-// subscription was interrupted: pushes published meanwhile are lost, and a
-// quiet conversation would otherwise show no gap to reveal it.
-func (e *Edge) RequestSync() {
-	for _, s := range e.hub.all() {
-		// Spread over a second or two: every session syncing at once after
-		// a Redis blip would be a thundering herd on the chat service.
-		time.AfterFunc(time.Duration(rand.Int64N(int64(syncSpread))), func() {
-			s.enqueueControl(&edgev1.ServerFrame{Kind: &edgev1.ServerFrame_SyncRequired{SyncRequired: &edgev1.SyncRequired{}}})
-		})
-	}
-}
-
-// syncSpread is the window RequestSync spreads its sync_required frames
-// over.
-const syncSpread = 2 * time.Second
 
 // Shutdown drains the edge: new sessions are refused (unavailable), every
 // session gets a Goaway and ends, is unregistered, and pending delivery
@@ -210,6 +225,7 @@ func (e *Edge) isDraining() bool {
 func (e *Edge) sweepLoop(ctx context.Context) {
 	t := time.NewTicker(e.cfg.sweepInterval())
 	defer t.Stop()
+	lastPrune := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -217,6 +233,10 @@ func (e *Edge) sweepLoop(ctx context.Context) {
 		case now := <-t.C:
 			for _, s := range e.hub.all() {
 				s.sweep(now)
+			}
+			if now.Sub(lastPrune) > directIdle/10 {
+				e.routes.prune(now)
+				lastPrune = now
 			}
 		}
 	}

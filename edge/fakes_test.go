@@ -246,30 +246,40 @@ func (fakePresence) GetPresence(_ context.Context, r *presencev1.GetPresenceRequ
 	return res, nil
 }
 
-// fakeBus delivers synchronously. Its Subscribe returns its own type, like
-// package bus, so the tests go through BusOf.
+// fakeBus delivers synchronously, on the publishing goroutine.
 type fakeBus struct {
 	mu       sync.Mutex
-	handlers map[string]func([]byte)
+	handlers map[string]bus.Handler
+	fail     bool // Subscribe fails
 }
 
 type fakeSubscription struct {
 	bus     *fakeBus
 	channel string
+	once    sync.Once
 }
 
 func (s *fakeSubscription) Close() error {
-	s.bus.mu.Lock()
-	defer s.bus.mu.Unlock()
-	delete(s.bus.handlers, s.channel)
+	s.once.Do(func() {
+		s.bus.mu.Lock()
+		defer s.bus.mu.Unlock()
+		delete(s.bus.handlers, s.channel)
+	})
 	return nil
 }
 
-func (b *fakeBus) Subscribe(_ context.Context, channel string, handle func([]byte)) (*fakeSubscription, error) {
+func (b *fakeBus) Subscribe(_ context.Context, handle bus.Handler, channels ...string) ([]bus.Subscription, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.handlers[channel] = handle
-	return &fakeSubscription{b, channel}, nil
+	if b.fail {
+		return nil, errors.New("bus down")
+	}
+	subs := make([]bus.Subscription, len(channels))
+	for i, ch := range channels {
+		b.handlers[ch] = handle
+		subs[i] = &fakeSubscription{bus: b, channel: ch}
+	}
+	return subs, nil
 }
 
 func (b *fakeBus) subscribed(channel string) bool {
@@ -285,13 +295,110 @@ func (b *fakeBus) publish(t testing.TB, channel string, env *busv1.Envelope) boo
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b.publishRaw(channel, payload)
+}
+
+func (b *fakeBus) publishRaw(channel string, payload []byte) bool {
 	b.mu.Lock()
 	h := b.handlers[channel]
 	b.mu.Unlock()
 	if h != nil {
-		h(payload)
+		h(channel, payload)
 	}
 	return h != nil
+}
+
+// fakeStreams is the chat service's stream store as the edge sees it:
+// users' groups, and the events ReadEvents reads back.
+type fakeStreams struct {
+	mu      sync.Mutex
+	groups  map[string][]*chatv1.GroupMembership
+	userSeq map[string]uint64
+	events  map[string][]*chatv1.Event     // by conversation, seq i+1 at i
+	user    map[string][]*chatv1.UserEvent // by user, seq i+1 at i
+	changes []*chatv1.DirectChange
+	reads   []*chatv1.StreamRange
+	loads   int
+	fail    bool
+}
+
+func newFakeStreams() *fakeStreams {
+	return &fakeStreams{groups: map[string][]*chatv1.GroupMembership{}, userSeq: map[string]uint64{},
+		events: map[string][]*chatv1.Event{}, user: map[string][]*chatv1.UserEvent{}}
+}
+
+// store appends events to a conversation's log; they must follow on.
+func (f *fakeStreams) store(evs ...*chatv1.Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ev := range evs {
+		f.events[ev.GetConversationId()] = append(f.events[ev.GetConversationId()], ev)
+	}
+}
+
+func (f *fakeStreams) readCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.reads)
+}
+
+func (f *fakeStreams) ListRoutes(ctx context.Context, r *chatv1.ListRoutesRequest) (*chatv1.ListRoutesResponse, error) {
+	if !auth.IsInternal(ctx) {
+		return nil, errNotInternal
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.loads++
+	if f.fail {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("chat down"))
+	}
+	res := &chatv1.ListRoutesResponse{}
+	for _, u := range r.GetUserIds() {
+		res.Users = append(res.Users, &chatv1.UserRoutes{UserId: u, UserSeq: f.userSeq[u], Groups: f.groups[u]})
+	}
+	return res, nil
+}
+
+func (f *fakeStreams) ReadEvents(ctx context.Context, r *chatv1.ReadEventsRequest) (*chatv1.ReadEventsResponse, error) {
+	if !auth.IsInternal(ctx) {
+		return nil, errNotInternal
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads = append(f.reads, r.GetConversations()...)
+	f.reads = append(f.reads, r.GetUsers()...)
+	if f.fail {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("chat down"))
+	}
+	res := &chatv1.ReadEventsResponse{}
+	for _, sr := range r.GetConversations() {
+		out := &chatv1.ConversationEvents{ConversationId: sr.GetId()}
+		for _, ev := range f.events[sr.GetId()] {
+			if ev.GetSeq() >= sr.GetFromSeq() && (sr.GetToSeq() == 0 || ev.GetSeq() <= sr.GetToSeq()) {
+				out.Events = append(out.Events, ev)
+			}
+		}
+		res.Conversations = append(res.Conversations, out)
+	}
+	for _, sr := range r.GetUsers() {
+		out := &chatv1.UserEvents{UserId: sr.GetId()}
+		for _, ev := range f.user[sr.GetId()] {
+			if ev.GetSeq() >= sr.GetFromSeq() && (sr.GetToSeq() == 0 || ev.GetSeq() <= sr.GetToSeq()) {
+				out.Events = append(out.Events, ev)
+			}
+		}
+		res.Users = append(res.Users, out)
+	}
+	return res, nil
+}
+
+func (f *fakeStreams) ListDirectChanges(ctx context.Context, r *chatv1.ListDirectChangesRequest) (*chatv1.ListDirectChangesResponse, error) {
+	if !auth.IsInternal(ctx) {
+		return nil, errNotInternal
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &chatv1.ListDirectChangesResponse{Changes: f.changes}, nil
 }
 
 // testEdge is an Edge over fakes.
@@ -301,6 +408,7 @@ type testEdge struct {
 	messages   *fakeMessages
 	registry   *fakeRegistry
 	deliveries *fakeDeliveries
+	streams    *fakeStreams
 }
 
 func testConfig() Config {
@@ -310,18 +418,20 @@ func testConfig() Config {
 func newTestEdge(t testing.TB, cfg Config) *testEdge {
 	t.Helper()
 	te := &testEdge{
-		bus:        &fakeBus{handlers: make(map[string]func([]byte))},
+		bus:        &fakeBus{handlers: make(map[string]bus.Handler)},
 		messages:   newFakeMessages(),
 		registry:   newFakeRegistry(),
 		deliveries: &fakeDeliveries{},
+		streams:    newFakeStreams(),
 	}
 	e, err := New(cfg, Deps{
 		Tokens:     fakeTokens{},
 		Messages:   te.messages,
 		Deliveries: te.deliveries,
+		Streams:    te.streams,
 		Registry:   te.registry,
 		Presence:   fakePresence{},
-		Bus:        BusOf(te.bus),
+		Bus:        te.bus,
 	}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -339,13 +449,12 @@ func newTestEdge(t testing.TB, cfg Config) *testEdge {
 	return te
 }
 
-// run starts the background loops and waits for the bus subscription; the
-// edge is shut down at the end of the test.
+// run starts the background loops; the edge is shut down at the end of
+// the test.
 func (te *testEdge) run(t testing.TB) {
 	t.Helper()
 	runErr := make(chan error, 1)
 	go func() { runErr <- te.Run(context.Background()) }()
-	waitUntil(t, "bus subscription", func() bool { return te.bus.subscribed(bus.EdgeChannel(te.ID())) })
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 		defer cancel()
@@ -358,10 +467,24 @@ func (te *testEdge) run(t testing.TB) {
 	})
 }
 
-func (te *testEdge) publish(t testing.TB, env *busv1.Envelope) {
+// toUsers publishes env on each user's channel, failing if none listens.
+func (te *testEdge) toUsers(t testing.TB, env *busv1.Envelope, users ...string) {
 	t.Helper()
-	if !te.bus.publish(t, bus.EdgeChannel(te.ID()), env) {
-		t.Fatal("edge is not subscribed to its bus channel")
+	heard := false
+	for _, u := range users {
+		heard = te.bus.publish(t, bus.UserChannel(u), env) || heard
+	}
+	if !heard {
+		t.Fatalf("the edge listens to none of the channels of %v", users)
+	}
+}
+
+// toGroup publishes env on a group's channel, failing if the edge does not
+// listen to it.
+func (te *testEdge) toGroup(t testing.TB, conv string, env *busv1.Envelope) {
+	t.Helper()
+	if !te.bus.publish(t, bus.ConversationChannel(conv), env) {
+		t.Fatalf("the edge does not listen to group %s", conv)
 	}
 }
 
@@ -434,6 +557,16 @@ func (c *memConn) Recv() (*edgev1.ClientFrame, error) {
 
 func (c *memConn) Send(f *edgev1.ServerFrame) error {
 	c.sends.Add(1)
+	// Through the wire format, as a transport would: the edge writes
+	// pre-encoded frames.
+	raw, err := proto.Marshal(f)
+	if err != nil {
+		return err
+	}
+	f = &edgev1.ServerFrame{}
+	if err := proto.Unmarshal(raw, f); err != nil {
+		return err
+	}
 	select {
 	case c.out <- f:
 		return nil

@@ -14,8 +14,10 @@ import (
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
-func envelope(push *edgev1.Push, users ...string) *busv1.Envelope {
-	return &busv1.Envelope{UserIds: users, Push: push}
+// pushTo publishes push on each user's channel.
+func (te *testEdge) pushTo(t testing.TB, push *edgev1.Push, users ...string) {
+	t.Helper()
+	te.toUsers(t, &busv1.Envelope{Push: push}, users...)
 }
 
 func TestPushRoutingAndExclusion(t *testing.T) {
@@ -26,10 +28,8 @@ func TestPushRoutingAndExclusion(t *testing.T) {
 	other := te.connect(t, "tok:u2:d1")
 
 	// The sender's own session (phone) is excluded.
-	env := envelope(messagePush("c1", 1), "u1", "nobody-here")
-	env.ExcludeSessionIds = []string{phone.welcome.GetSessionId()}
-	te.publish(t, env)
-	te.publish(t, envelope(messagePush("c1", 2), "u1"))
+	te.toUsers(t, &busv1.Envelope{Push: messagePush("c1", 1), ExcludeSessionIds: []string{phone.welcome.GetSessionId()}}, "u1", "nobody-here")
+	te.pushTo(t, messagePush("c1", 2), "u1")
 
 	for _, tc := range []struct {
 		name string
@@ -57,12 +57,12 @@ func TestPendingPushesMergeIntoOneFrame(t *testing.T) {
 	te.run(t)
 	c := te.connectBuffered(t, "tok:u1:d1", 0) // every Send waits for the reader
 
-	te.publish(t, envelope(messagePush("c1", 1), "u1"))
+	te.pushTo(t, messagePush("c1", 1), "u1")
 	// The writer is now blocked writing the first push; queue three more.
 	waitUntil(t, "the writer to block", func() bool { return c.conn.sends.Load() == 2 })
-	te.publish(t, envelope(messagePush("c1", 2), "u1"))
-	te.publish(t, envelope(&edgev1.Push{Typing: []*chatv1.TypingEvent{{ConversationId: "c1", UserId: "u2", Typing: true}}}, "u1"))
-	te.publish(t, envelope(messagePush("c2", 1, 2), "u1"))
+	te.pushTo(t, messagePush("c1", 2), "u1")
+	te.pushTo(t, &edgev1.Push{Typing: []*chatv1.TypingEvent{{ConversationId: "c1", UserId: "u2", Typing: true}}}, "u1")
+	te.pushTo(t, messagePush("c2", 1, 2), "u1")
 
 	first := c.recv().GetPush()
 	if first.GetPushId() != 1 || !slices.Equal(seqsOf(first), []uint64{1}) {
@@ -83,7 +83,7 @@ func TestEphemeralPushHasNoIDAndIsNotResent(t *testing.T) {
 	te := newTestEdge(t, cfg)
 	te.run(t)
 	c := te.connect(t, "tok:u1:d1")
-	te.publish(t, envelope(&edgev1.Push{Typing: []*chatv1.TypingEvent{{ConversationId: "c1", UserId: "u2", Typing: true}}}, "u1"))
+	te.pushTo(t, &edgev1.Push{Typing: []*chatv1.TypingEvent{{ConversationId: "c1", UserId: "u2", Typing: true}}}, "u1")
 	if p := c.recv().GetPush(); p == nil || p.GetPushId() != 0 {
 		t.Fatalf("typing push %v, want push_id 0", p)
 	}
@@ -108,7 +108,7 @@ func TestCumulativeAckReportsDeliveries(t *testing.T) {
 	c := te.connect(t, "tok:u1:d1")
 	pushes := []*edgev1.Push{messagePush("c1", 1), messagePush("c1", 2, 3), messagePush("c2", 5)}
 	for i, p := range pushes {
-		te.publish(t, envelope(p, "u1"))
+		te.pushTo(t, p, "u1")
 		if got := c.recv().GetPush(); got.GetPushId() != uint64(i+1) {
 			t.Fatalf("push %v, want push_id %d", got, i+1)
 		}
@@ -155,7 +155,7 @@ func TestResendThenGiveUp(t *testing.T) {
 	te.run(t)
 	c := te.connect(t, "tok:u1:d1")
 	start := time.Now()
-	te.publish(t, envelope(messagePush("c1", 1), "u1"))
+	te.pushTo(t, messagePush("c1", 1), "u1")
 	for i := range cfg.MaxResends + 1 {
 		p := c.recv().GetPush()
 		if p.GetPushId() != 1 || !slices.Equal(seqsOf(p), []uint64{1}) {
@@ -177,7 +177,7 @@ func TestAckStopsResends(t *testing.T) {
 	te := newTestEdge(t, cfg)
 	te.run(t)
 	c := te.connect(t, "tok:u1:d1")
-	te.publish(t, envelope(messagePush("c1", 1), "u1"))
+	te.pushTo(t, messagePush("c1", 1), "u1")
 	if p := c.recv().GetPush(); p.GetPushId() != 1 {
 		t.Fatalf("push %v", p)
 	}
@@ -197,7 +197,7 @@ func TestQueueOverflowClosesOnlySlowSession(t *testing.T) {
 	slow := te.connectBuffered(t, "tok:u1:d1", 0) // never reads
 	fast := te.connect(t, "tok:u2:d1")
 	for seq := uint64(1); seq <= 6; seq++ {
-		te.publish(t, envelope(messagePush("c1", seq), "u1", "u2"))
+		te.pushTo(t, messagePush("c1", seq), "u1", "u2")
 		if p := fast.recv().GetPush(); !slices.Equal(seqsOf(p), []uint64{seq}) {
 			t.Fatalf("fast session got %v", p)
 		}
@@ -217,7 +217,7 @@ func TestCloseDevices(t *testing.T) {
 	te.run(t)
 	phone := te.connect(t, "tok:u1:phone")
 	laptop := te.connect(t, "tok:u1:laptop")
-	te.publish(t, &busv1.Envelope{CloseDevices: []*busv1.DeviceRef{{UserId: "u1", DeviceId: "phone"}}})
+	te.toUsers(t, &busv1.Envelope{CloseDevices: []*busv1.DeviceRef{{UserId: "u1", DeviceId: "phone"}}}, "u1")
 	if f := phone.recv(); f.GetGoaway() == nil {
 		t.Fatalf("got %v, want goaway", f)
 	}
@@ -248,7 +248,7 @@ func TestSubscribeSessionWithUnaryAcks(t *testing.T) {
 	me := auth.Identity{UserID: "u1", DeviceID: "web"}
 	sid := welcome.GetSessionId()
 
-	te.publish(t, envelope(messagePush("c1", 1), "u1"))
+	te.pushTo(t, messagePush("c1", 1), "u1")
 	if p := (<-conn.out).GetPush(); p.GetPushId() != 1 {
 		t.Fatalf("push %v", p)
 	}
@@ -285,36 +285,5 @@ func TestSubscribeSessionWithUnaryAcks(t *testing.T) {
 		}
 	case <-time.After(waitTime):
 		t.Fatal("silent subscribe session not closed")
-	}
-}
-
-func TestMergeDoesNotModifySharedPushes(t *testing.T) {
-	a, b := messagePush("c1", 1), messagePush("c1", 2)
-	merged := mergePushes([]pendingPush{{push: a}, {push: b}})
-	merged.PushId = 5
-	merged.Events[0] = nil
-	if len(a.GetEvents()) != 1 || a.GetEvents()[0] == nil || a.GetPushId() != 0 {
-		t.Fatal("merging modified an input push")
-	}
-	single := mergePushes([]pendingPush{{push: a}})
-	single.PushId = 6
-	if a.GetPushId() != 0 {
-		t.Fatal("single push modified")
-	}
-}
-
-func TestRequestSyncReachesEverySession(t *testing.T) {
-	te := newTestEdge(t, testConfig())
-	te.run(t)
-	a := te.connect(t, "tok:u1:phone")
-	b := te.connect(t, "tok:u2:d1")
-	if a.welcome.GetUserId() != "u1" || a.welcome.GetDeviceId() != "phone" {
-		t.Fatalf("welcome names %q/%q, want u1/phone", a.welcome.GetUserId(), a.welcome.GetDeviceId())
-	}
-	te.RequestSync()
-	for _, c := range []*client{a, b} {
-		if f := c.recv(); f.GetSyncRequired() == nil {
-			t.Fatalf("got %v, want sync_required", f)
-		}
 	}
 }

@@ -32,20 +32,15 @@ type outItem struct {
 	push  pendingPush
 }
 
-// pendingPush is a Push from the bus, shared by every session it is routed
-// to: read-only.
-type pendingPush struct {
-	push    *edgev1.Push
-	size    int  // encoded size, for merge limits
-	durable bool // carries state that must be acknowledged
-}
-
 type sentPush struct {
 	id          uint64
 	frame       *edgev1.ServerFrame
 	count       int // pushes merged into it, counted in held
 	sentAt      time.Time
 	firstSentAt time.Time
+	// positions are the highest conversation events it carries, for
+	// delivery reports once acknowledged.
+	positions map[string]uint64
 }
 
 func (s *session) poke() {
@@ -175,58 +170,33 @@ func (s *session) takeQueue(frames []*edgev1.ServerFrame, now time.Time) []*edge
 		var run []pendingPush
 		size, durable := 0, false
 		for len(queue) > 0 && queue[0].frame == nil &&
-			(len(run) == 0 || size+queue[0].push.size <= maxMergedPushBytes) {
+			(len(run) == 0 || size+len(queue[0].push.body) <= maxMergedPushBytes) {
 			p := queue[0].push
 			run = append(run, p)
-			size += p.size
+			size += len(p.body)
 			durable = durable || p.durable
 			queue = queue[1:]
 		}
-		push := mergePushes(run)
-		frame := &edgev1.ServerFrame{Kind: &edgev1.ServerFrame_Push{Push: push}}
-		if durable {
-			s.lastPushID++
-			push.PushId = s.lastPushID
-			s.window = append(s.window, &sentPush{id: push.PushId, frame: frame, count: len(run), sentAt: now, firstSentAt: now})
-		} else {
+		if !durable {
 			s.held -= len(run) // typing and presence are never resent
+			frames = append(frames, pushFrame(0, run))
+			continue
 		}
+		s.lastPushID++
+		frame := pushFrame(s.lastPushID, run)
+		sent := &sentPush{id: s.lastPushID, frame: frame, count: len(run), sentAt: now, firstSentAt: now}
+		for _, p := range run {
+			if p.conv != "" && p.seq > sent.positions[p.conv] {
+				if sent.positions == nil {
+					sent.positions = make(map[string]uint64, 1)
+				}
+				sent.positions[p.conv] = p.seq
+			}
+		}
+		s.window = append(s.window, sent)
 		frames = append(frames, frame)
 	}
 	return frames
-}
-
-// mergePushes concatenates pushes, in order, into one new Push. The shared
-// inputs are never modified.
-func mergePushes(ps []pendingPush) *edgev1.Push {
-	if len(ps) == 1 {
-		p := ps[0].push
-		return &edgev1.Push{
-			Events:      p.GetEvents(),
-			UserEvents:  p.GetUserEvents(),
-			ReadMarkers: p.GetReadMarkers(),
-			Unread:      p.GetUnread(),
-			Typing:      p.GetTyping(),
-			Presence:    p.GetPresence(),
-		}
-	}
-	m := &edgev1.Push{}
-	for _, pp := range ps {
-		p := pp.push
-		m.Events = append(m.Events, p.GetEvents()...)
-		m.UserEvents = append(m.UserEvents, p.GetUserEvents()...)
-		m.ReadMarkers = append(m.ReadMarkers, p.GetReadMarkers()...)
-		m.Unread = append(m.Unread, p.GetUnread()...)
-		m.Typing = append(m.Typing, p.GetTyping()...)
-		m.Presence = append(m.Presence, p.GetPresence()...)
-	}
-	return m
-}
-
-// isDurable reports whether p carries state the client must acknowledge.
-func isDurable(p *edgev1.Push) bool {
-	return len(p.GetEvents()) > 0 || len(p.GetUserEvents()) > 0 ||
-		len(p.GetReadMarkers()) > 0 || len(p.GetUnread()) > 0
 }
 
 // ack drops every push up to and including pushID from the window (acks are
@@ -253,10 +223,8 @@ func (s *session) ack(pushID uint64) {
 
 	positions := make(map[string]uint64)
 	for _, w := range acked {
-		for _, ev := range w.frame.GetPush().GetEvents() {
-			if conv := ev.GetConversationId(); conv != "" && ev.GetSeq() > positions[conv] {
-				positions[conv] = ev.GetSeq()
-			}
+		for conv, seq := range w.positions {
+			positions[conv] = max(positions[conv], seq)
 		}
 	}
 	if len(positions) > 0 {

@@ -34,6 +34,7 @@ type session struct {
 	clientName string
 	loginTime  time.Time
 	info       *presencev1.Session // its registry record; read-only
+	route      *userRoute          // its user's bus route; set before it serves
 	conn       FrameSender
 
 	ctx    context.Context // done once the session is closed
@@ -153,13 +154,32 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 	}
 	s := e.newSession(conn, ident, hello.GetClientName())
 	e.hub.add(s)
-	if err := e.register.do(s.info); err != nil {
+	// The registry and the user's route (bus subscriptions) in parallel:
+	// both before the Welcome, so what is committed after the client's
+	// first sync reaches it.
+	var regErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { _, regErr = e.register.do(s.info) })
+	ctx, cancel := context.WithTimeout(s.ctx, e.cfg.CommandTimeout)
+	route, routeErr := e.routes.acquire(ctx, ident.UserID)
+	cancel()
+	wg.Wait()
+	if regErr != nil || routeErr != nil {
+		if route != nil {
+			e.routes.release(route)
+		}
+		if regErr == nil {
+			if _, err := e.unregister.do(s.info); err != nil {
+				e.log.Warn("edge: unregister session", "session_id", s.id, "err", err)
+			}
+		}
 		e.hub.remove(s)
 		s.cancel()
 		e.sessions.Done()
-		e.log.Error("edge: register session", "session_id", s.id, "user_id", ident.UserID, "err", err)
-		return nil, connect.NewError(connect.CodeUnavailable, errors.New("cannot register the session: try again"))
+		e.log.Error("edge: open session", "session_id", s.id, "user_id", ident.UserID, "registry_err", regErr, "route_err", routeErr)
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("cannot open the session: try again"))
 	}
+	s.route = route
 	welcome := &edgev1.ServerFrame{Kind: &edgev1.ServerFrame_Welcome{Welcome: &edgev1.Welcome{
 		SessionId:         s.id,
 		ProtocolVersion:   ProtocolVersion,
@@ -225,7 +245,10 @@ func (s *session) finish() error {
 	following := slices.Collect(maps.Keys(s.presenceSubs))
 	s.mu.Unlock()
 	s.e.watchers.unfollow(s, following)
-	if err := s.e.unregister.do(s.info); err != nil {
+	if s.route != nil {
+		s.e.routes.release(s.route)
+	}
+	if _, err := s.e.unregister.do(s.info); err != nil {
 		// Its registry entry expires with its TTL.
 		s.e.log.Warn("edge: unregister session", "session_id", s.id, "err", err)
 	}

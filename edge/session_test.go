@@ -325,7 +325,6 @@ func TestShutdownSendsGoaway(t *testing.T) {
 	te := newTestEdge(t, testConfig())
 	runErr := make(chan error, 1)
 	go func() { runErr <- te.Run(context.Background()) }()
-	waitUntil(t, "bus subscription", func() bool { return te.bus.subscribed(bus.EdgeChannel(te.ID())) })
 	clients := []*client{te.connect(t, "tok:u1:d1"), te.connect(t, "tok:u2:d1")}
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
@@ -347,8 +346,10 @@ func TestShutdownSendsGoaway(t *testing.T) {
 	if err := <-runErr; err != nil {
 		t.Fatal(err)
 	}
-	if te.bus.subscribed(bus.EdgeChannel(te.ID())) {
-		t.Fatal("bus subscription left open")
+	for _, u := range []string{"u1", "u2"} {
+		if te.bus.subscribed(bus.UserChannel(u)) {
+			t.Fatalf("bus subscription of %s left open", u)
+		}
 	}
 	late := te.dial(t, 8)
 	late.send(hello(1, "tok:u3:d1"))
@@ -429,10 +430,7 @@ func TestPresenceChangesReachFollowers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.bus.mu.Lock()
-	h := te.bus.handlers[bus.PresenceChannel("star")]
-	te.bus.mu.Unlock()
-	h(payload)
+	te.bus.publishRaw(bus.PresenceChannel("star"), payload)
 	if p := follower.recv().GetPush(); len(p.GetPresence()) != 1 || p.GetPushId() != 0 {
 		t.Fatalf("follower got %v, want one ephemeral presence push", p)
 	}

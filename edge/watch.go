@@ -24,7 +24,7 @@ type watchers struct {
 
 type watch struct {
 	sessions map[*session]struct{}
-	sub      Subscription // nil until the subscription is confirmed
+	sub      bus.Subscription // nil until the subscription is confirmed
 }
 
 func newWatchers(e *Edge) *watchers { return &watchers{e: e, users: map[string]*watch{}} }
@@ -44,9 +44,7 @@ func (w *watchers) follow(s *session, users []string) {
 	}
 	w.mu.Unlock()
 	for _, u := range subscribe {
-		ctx, cancel := context.WithTimeout(context.Background(), w.e.cfg.CommandTimeout)
-		sub, err := w.e.deps.Bus.Subscribe(ctx, bus.PresenceChannel(u), func(payload []byte) { w.deliver(u, payload) })
-		cancel()
+		sub, err := w.e.subs.do(bus.PresenceChannel(u))
 		if err != nil {
 			// Followers keep their snapshot but miss live changes of u;
 			// dropping the half-made entry lets the next follow retry.
@@ -71,7 +69,7 @@ func (w *watchers) follow(s *session, users []string) {
 
 // unfollow stops s receiving the presence changes of users.
 func (w *watchers) unfollow(s *session, users []string) {
-	var closing []Subscription
+	var closing []bus.Subscription
 	w.mu.Lock()
 	for _, u := range users {
 		wt := w.users[u]
@@ -101,8 +99,11 @@ func (w *watchers) deliver(user string, payload []byte) {
 		w.e.log.Warn("edge: undecodable presence change", "user_id", user, "err", err)
 		return
 	}
-	push := &edgev1.Push{Presence: []*presencev1.UserPresence{change.GetPresence()}}
-	p := pendingPush{push: push, size: proto.Size(push)}
+	p, err := newPendingPush(&edgev1.Push{Presence: []*presencev1.UserPresence{change.GetPresence()}})
+	if err != nil {
+		w.e.log.Error("edge: encode presence push", "user_id", user, "err", err)
+		return
+	}
 	w.mu.Lock()
 	var targets []*session
 	if wt := w.users[user]; wt != nil {
@@ -115,5 +116,43 @@ func (w *watchers) deliver(user string, payload []byte) {
 	w.mu.Unlock()
 	for _, s := range targets {
 		s.enqueuePush(p)
+	}
+}
+
+// refresh pushes fresh presence of users to the sessions following them,
+// as each session may see it: changes published while the bus was
+// interrupted are lost.
+func (w *watchers) refresh(ctx context.Context, users []string) {
+	bySession := map[*session][]string{}
+	w.mu.Lock()
+	for _, u := range users {
+		if wt := w.users[u]; wt != nil {
+			for s := range wt.sessions {
+				bySession[s] = append(bySession[s], u)
+			}
+		}
+	}
+	w.mu.Unlock()
+	for s, users := range bySession {
+		for start := 0; start < len(users); start += maxPresenceLookup {
+			batch := users[start:min(start+maxPresenceLookup, len(users))]
+			res, err := w.e.deps.Presence.GetPresence(s.callContextFrom(ctx), &presencev1.GetPresenceRequest{UserIds: batch})
+			if err != nil {
+				w.e.log.Warn("edge: refresh presence after a bus interruption", "session_id", s.id, "err", err)
+				continue
+			}
+			var visible []*presencev1.UserPresence
+			for _, p := range res.GetPresences() {
+				if !p.GetHidden() {
+					visible = append(visible, p)
+				}
+			}
+			if len(visible) == 0 {
+				continue
+			}
+			if pp, err := newPendingPush(&edgev1.Push{Presence: visible}); err == nil {
+				s.enqueuePush(pp)
+			}
+		}
 	}
 }

@@ -70,7 +70,7 @@ func (s *Service) mutate(ctx context.Context, op, convIDField string, fn func(tx
 		return nil, s.internal(ctx, op, err)
 	}
 	for _, ev := range evs {
-		s.notify.Notify(Committed{Event: ev, SenderSessionID: sessionID(ctx)})
+		s.notify.Notify(ctx, Committed{Event: ev, SenderSessionID: sessionID(ctx)})
 	}
 	return evs, nil
 }
@@ -345,7 +345,7 @@ func (s *Service) DeleteMessagesForMe(ctx context.Context, req *chatv1.DeleteMes
 		return nil, s.internal(ctx, "delete messages", err)
 	}
 	if ev != nil {
-		s.notify.NotifyUser(uid.String(), ev, sessionID(ctx))
+		s.notify.NotifyUser(ctx, uid.String(), ev, sessionID(ctx))
 	}
 	return &chatv1.DeleteMessagesForMeResponse{UserEvent: ev}, nil
 }
@@ -385,11 +385,7 @@ func (s *Service) SendTyping(ctx context.Context, req *chatv1.SendTypingRequest)
 	if count > s.cfg.TypingLimit {
 		return &chatv1.SendTypingResponse{}, nil // not shown in large groups
 	}
-	others, err := s.currentMembers(ctx, convID, uid)
-	if err != nil {
-		return nil, s.internal(ctx, "send typing", err)
-	}
-	s.notify.Ephemeral(others, &edgev1.Push{Typing: []*chatv1.TypingEvent{{
-		ConversationId: convID.String(), UserId: uid.String(), Typing: req.GetTyping()}}}, "")
+	s.notify.EphemeralToConversation(ctx, convID.String(), &edgev1.Push{Typing: []*chatv1.TypingEvent{{
+		ConversationId: convID.String(), UserId: uid.String(), Typing: req.GetTyping()}}}, uid.String())
 	return &chatv1.SendTypingResponse{}, nil
 }

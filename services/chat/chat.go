@@ -1,7 +1,7 @@
 // Package chat is the chat service: conversations, members, messages, their
 // gap-free event sequences, sync and history. It is stateless over Postgres;
-// after each commit it hands the new event to the fanout, which finds the
-// recipients' edges through presence and publishes on the bus.
+// after each commit it hands the new event to the fanout, which publishes
+// it on the bus topics that edges holding its members subscribe to.
 package chat
 
 import (
@@ -84,14 +84,19 @@ func (c Config) withDefaults() Config {
 }
 
 // Notifier delivers what the service commits (and ephemeral signals) to
-// live sessions. Fanout is the real one.
+// live sessions. Fanout is the real one. The calls for committed events
+// return once the event is on its way to the edges.
 type Notifier interface {
 	// Notify delivers a committed conversation event to its members.
-	Notify(ev Committed)
+	Notify(ctx context.Context, ev Committed)
 	// NotifyUser delivers a committed user event to the user's devices.
-	NotifyUser(user string, ev *chatv1.UserEvent, senderSession string)
-	// Ephemeral delivers a push that is not stored to users' live sessions.
-	Ephemeral(users []string, push *edgev1.Push, senderSession string)
+	NotifyUser(ctx context.Context, user string, ev *chatv1.UserEvent, senderSession string)
+	// EphemeralToConversation delivers a push that is not stored to the
+	// conversation's current members, except one user's sessions.
+	EphemeralToConversation(ctx context.Context, conv string, push *edgev1.Push, exceptUser string)
+	// EphemeralToUser delivers a push that is not stored to a user's
+	// sessions, except senderSession.
+	EphemeralToUser(ctx context.Context, user string, push *edgev1.Push, senderSession string)
 }
 
 // Service implements ConversationService, MessageService and
@@ -120,9 +125,10 @@ func New(cfg Config, db *pgxpool.Pool, notify Notifier, log *slog.Logger) *Servi
 
 type discard struct{}
 
-func (discard) Notify(Committed)                             {}
-func (discard) NotifyUser(string, *chatv1.UserEvent, string) {}
-func (discard) Ephemeral([]string, *edgev1.Push, string)     {}
+func (discard) Notify(context.Context, Committed)                                     {}
+func (discard) NotifyUser(context.Context, string, *chatv1.UserEvent, string)         {}
+func (discard) EphemeralToConversation(context.Context, string, *edgev1.Push, string) {}
+func (discard) EphemeralToUser(context.Context, string, *edgev1.Push, string)         {}
 
 // caller returns the authenticated identity; the interceptor guarantees one
 // on every non-public procedure, so its absence is a wiring bug.

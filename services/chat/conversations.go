@@ -91,7 +91,7 @@ func (s *Service) CreateDirectConversation(ctx context.Context, req *chatv1.Crea
 		return nil, s.internal(ctx, "create direct conversation", err)
 	}
 	if ev != nil {
-		s.notify.Notify(Committed{Event: ev, SenderSessionID: sessionID(ctx)})
+		s.notify.Notify(ctx, Committed{Event: ev, SenderSessionID: sessionID(ctx)})
 	}
 	conv, err := s.conversation(ctx, uid, convID)
 	if err != nil {
@@ -149,7 +149,7 @@ func (s *Service) CreateGroupConversation(ctx context.Context, req *chatv1.Creat
 	if err != nil {
 		return nil, s.internal(ctx, "create group", err)
 	}
-	s.notify.Notify(Committed{Event: ev, SenderSessionID: sessionID(ctx)})
+	s.notify.Notify(ctx, Committed{Event: ev, SenderSessionID: sessionID(ctx)})
 	conv, err := s.conversation(ctx, uid, convID)
 	if err != nil {
 		return nil, err
@@ -430,7 +430,7 @@ func (s *Service) change(ctx context.Context, op string, convIDField string, fn 
 		return nil, s.internal(ctx, op, err)
 	}
 	for _, ev := range evs {
-		s.notify.Notify(Committed{Event: ev, SenderSessionID: sessionID(ctx)})
+		s.notify.Notify(ctx, Committed{Event: ev, SenderSessionID: sessionID(ctx)})
 	}
 	return evs, nil
 }
@@ -729,7 +729,7 @@ func (s *Service) SetConversationMuted(ctx context.Context, req *chatv1.SetConve
 		return nil, s.internal(ctx, "mute conversation", err)
 	}
 	if ev != nil {
-		s.notify.NotifyUser(uid.String(), ev, "") // the answer does not carry it
+		s.notify.NotifyUser(ctx, uid.String(), ev, "") // the answer does not carry it
 	}
 	return &chatv1.SetConversationMutedResponse{}, nil
 }

@@ -3,9 +3,9 @@ package chat
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
-	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,7 +23,7 @@ import (
 )
 
 // SessionLocator finds users' live sessions: the presence registry, in
-// process or over RPC.
+// process or over RPC. Only offline pushes need it.
 type SessionLocator interface {
 	LookupSessions(context.Context, *presencev1.LookupSessionsRequest) (*presencev1.LookupSessionsResponse, error)
 }
@@ -33,20 +33,22 @@ type Publisher interface {
 	PublishBatch(ctx context.Context, msgs []bus.Message) error
 }
 
-// maxLookup is the most users one LookupSessions call takes.
-const maxLookup = 10_000
-
 // FanoutConfig tunes delivery. Zero values take the defaults noted.
 type FanoutConfig struct {
-	// Shards is the number of delivery workers. Events of one conversation
-	// always go through the same worker, so they are published in seq order.
-	// Default 16.
-	Shards int
-	// QueueLen is each worker's queue length. Default 1024.
+	// QueueLen is how many publications may wait for the bus. Default
+	// 10,000.
 	QueueLen int
-	// EnqueueTimeout is how long Notify waits for room before dropping an
-	// event (clients then repair it through sync). Default 1 s.
+	// EnqueueTimeout is how long a commit waits for room in a full queue
+	// before its push is dropped (edges then repair on their next gap, and
+	// clients through sync). Default 1 s.
 	EnqueueTimeout time.Duration
+	// PublishWait is how long a committed event's caller waits for it to
+	// be on the bus before answering anyway (it stays queued). Default 1 s.
+	PublishWait time.Duration
+	// RetryFor is how long a publication that Redis refused is retried
+	// before it is given up. Edges whose subscriptions were cut repair
+	// what they missed on their own. Default 30 s.
+	RetryFor time.Duration
 	// Push is told about messages for members with no live session. Nil
 	// sends no offline pushes.
 	Push notify.Notifier
@@ -54,319 +56,374 @@ type FanoutConfig struct {
 	// pushes; in larger groups a message would cost a push per member.
 	// Default 1000.
 	PushLimit int
+	// OfflineQueueLen is how many messages may wait for the offline push
+	// worker; past it, their offline pushes are dropped. Default 1024.
+	OfflineQueueLen int
 }
 
-// Fanout delivers committed events: it finds the members who may see each
-// event, their sessions through presence in one batched call, and publishes
-// one envelope per edge node that holds any of them.
+// Fanout delivers what the chat service commits. It publishes each event
+// once per topic: the group's channel, or the two users' channels of a
+// direct conversation. Edges subscribe to the topics their sessions need
+// and decide which sessions see an event, so publishing costs no lookup of
+// members or sessions at any group size. Offline pushes are worked out
+// afterwards on a queue of their own and never delay a live push.
 type Fanout struct {
 	cfg     FanoutConfig
 	db      *pgxpool.Pool
 	locate  SessionLocator
 	publish Publisher
 	log     *slog.Logger
-	seed    maphash.Seed
-	shards  []chan job
+	routes  routeCache
+	queue   chan *publication
+	offline chan offlineJob
+}
+
+// publication is the messages of one commit, published in one pipeline
+// with whatever else is queued.
+type publication struct {
+	msgs []bus.Message
+	at   time.Time
+	done chan struct{} // closed once published or given up
+}
+
+type offlineJob struct {
+	msg   *chatv1.Message
+	route route
 }
 
 func NewFanout(cfg FanoutConfig, db *pgxpool.Pool, locate SessionLocator, publish Publisher, log *slog.Logger) *Fanout {
-	if cfg.Shards == 0 {
-		cfg.Shards = 16
-	}
 	if cfg.QueueLen == 0 {
-		cfg.QueueLen = 1024
+		cfg.QueueLen = 10_000
 	}
 	if cfg.EnqueueTimeout == 0 {
 		cfg.EnqueueTimeout = time.Second
 	}
+	if cfg.PublishWait == 0 {
+		cfg.PublishWait = time.Second
+	}
+	if cfg.RetryFor == 0 {
+		cfg.RetryFor = 30 * time.Second
+	}
 	if cfg.PushLimit == 0 {
 		cfg.PushLimit = 1000
 	}
-	f := &Fanout{cfg: cfg, db: db, locate: locate, publish: publish, log: log, seed: maphash.MakeSeed()}
-	f.shards = make([]chan job, cfg.Shards)
-	for i := range f.shards {
-		f.shards[i] = make(chan job, cfg.QueueLen)
+	if cfg.OfflineQueueLen == 0 {
+		cfg.OfflineQueueLen = 1024
 	}
-	return f
+	return &Fanout{cfg: cfg, db: db, locate: locate, publish: publish, log: log,
+		routes:  newRouteCache(),
+		queue:   make(chan *publication, cfg.QueueLen),
+		offline: make(chan offlineJob, cfg.OfflineQueueLen)}
 }
 
-// job is one push to deliver. Jobs with a stream and seq are published in
-// seq order per stream (a conversation, or a user's own events); seq 0
-// marks an ephemeral push that goes out as soon as it is dequeued.
-type job struct {
-	stream string
-	seq    uint64
-	// recipients lists the users to push to; nil means the members who may
-	// see event.
-	recipients []string
-	event      *chatv1.Event
-	push       *edgev1.Push
-	// exclude is the session that caused the push; its command's answer
-	// already carried it.
-	exclude string
-}
-
-// Notify queues a committed conversation event for its members' sessions.
-func (f *Fanout) Notify(ev Committed) {
-	f.enqueue(job{stream: ev.Event.GetConversationId(), seq: ev.Event.GetSeq(), event: ev.Event,
-		push: &edgev1.Push{Events: []*chatv1.Event{ev.Event}}, exclude: ev.SenderSessionID})
-}
-
-// NotifyUser queues a committed user event for the user's sessions.
-func (f *Fanout) NotifyUser(user string, ev *chatv1.UserEvent, senderSession string) {
-	f.enqueue(job{stream: "user:" + user, seq: ev.GetSeq(), recipients: []string{user},
-		push: &edgev1.Push{UserEvents: []*chatv1.UserEvent{ev}}, exclude: senderSession})
-}
-
-// Ephemeral queues a push that is not stored (typing, others' read
-// markers, unread counts) for users' live sessions.
-func (f *Fanout) Ephemeral(users []string, push *edgev1.Push, senderSession string) {
-	if len(users) == 0 {
+// Notify publishes a committed conversation event and returns once it is
+// on the bus (or after PublishWait): a sender's answer then means the
+// event was handed to the edges, so an answered message reaches online
+// devices even if this process dies next.
+func (f *Fanout) Notify(ctx context.Context, c Committed) {
+	ev := c.Event
+	r, err := f.route(ctx, ev.GetConversationId())
+	if err != nil {
+		f.log.Warn("fanout: conversation route, push left to repair", "conversation", ev.GetConversationId(), "seq", ev.GetSeq(), "err", err)
 		return
 	}
-	f.enqueue(job{stream: users[0], recipients: users, push: push, exclude: senderSession})
+	env := &busv1.Envelope{Push: &edgev1.Push{Events: []*chatv1.Event{ev}}}
+	if c.SenderSessionID != "" {
+		env.ExcludeSessionIds = []string{c.SenderSessionID}
+	}
+	f.wait(ctx, f.enqueue(env, r.eventChannels(ev)...))
+	if m := ev.GetMessage(); m != nil && f.cfg.Push != nil {
+		select {
+		case f.offline <- offlineJob{msg: m, route: r}:
+		default:
+			f.log.Warn("fanout: offline push queue full, push dropped", "conversation", m.GetConversationId(), "seq", m.GetSeq())
+		}
+	}
 }
 
-// enqueue queues j on its stream's worker. Under overload it drops the job
-// after EnqueueTimeout rather than stall senders forever: stored events are
-// repaired by the recipients' sync.
-func (f *Fanout) enqueue(j job) {
-	shard := f.shards[maphash.String(f.seed, j.stream)%uint64(len(f.shards))]
+// NotifyUser publishes a committed user event on the user's channel and
+// returns once it is on the bus (or after PublishWait).
+func (f *Fanout) NotifyUser(ctx context.Context, user string, ev *chatv1.UserEvent, senderSession string) {
+	env := &busv1.Envelope{Push: &edgev1.Push{UserEvents: []*chatv1.UserEvent{ev}}}
+	if senderSession != "" {
+		env.ExcludeSessionIds = []string{senderSession}
+	}
+	f.wait(ctx, f.enqueue(env, bus.UserChannel(user)))
+}
+
+// EphemeralToConversation publishes a push that is not stored (typing,
+// read markers) to a conversation's current members but except's
+// sessions. It does not wait.
+func (f *Fanout) EphemeralToConversation(ctx context.Context, conv string, push *edgev1.Push, except string) {
+	r, err := f.route(ctx, conv)
+	if err != nil {
+		f.log.Warn("fanout: conversation route", "conversation", conv, "err", err)
+		return
+	}
+	if !r.direct {
+		f.enqueue(&busv1.Envelope{Push: push, ExcludeUserIds: []string{except}}, bus.ConversationChannel(conv))
+		return
+	}
+	var channels []string
+	for _, u := range r.users {
+		if u != except {
+			channels = append(channels, bus.UserChannel(u))
+		}
+	}
+	f.enqueue(&busv1.Envelope{Push: push}, channels...)
+}
+
+// EphemeralToUser publishes a push that is not stored (unread counts) to a
+// user's sessions but senderSession. It does not wait.
+func (f *Fanout) EphemeralToUser(_ context.Context, user string, push *edgev1.Push, senderSession string) {
+	env := &busv1.Envelope{Push: push}
+	if senderSession != "" {
+		env.ExcludeSessionIds = []string{senderSession}
+	}
+	f.enqueue(env, bus.UserChannel(user))
+}
+
+// RevokeDevice closes a logged-out device's live sessions: the edges
+// holding the user's sessions get an envelope naming the device. It
+// implements account.DeviceRevoker.
+func (f *Fanout) RevokeDevice(ctx context.Context, device auth.Identity) error {
+	env := &busv1.Envelope{CloseDevices: []*busv1.DeviceRef{{UserId: device.UserID, DeviceId: device.DeviceID}}}
+	payload, err := proto.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode envelope: %w", err)
+	}
+	return f.publish.PublishBatch(ctx, []bus.Message{{Channel: bus.UserChannel(device.UserID), Payload: payload}})
+}
+
+// enqueue queues env for channels. Under overload it drops the push after
+// EnqueueTimeout rather than stall senders forever; what was committed is
+// repaired by edges and clients.
+func (f *Fanout) enqueue(env *busv1.Envelope, channels ...string) *publication {
+	if len(channels) == 0 {
+		return nil
+	}
+	payload, err := proto.Marshal(env)
+	if err != nil {
+		f.log.Error("fanout: encode envelope", "err", err)
+		return nil
+	}
+	p := &publication{msgs: make([]bus.Message, len(channels)), at: time.Now(), done: make(chan struct{})}
+	for i, ch := range channels {
+		p.msgs[i] = bus.Message{Channel: ch, Payload: payload}
+	}
 	select {
-	case shard <- j:
-		return
+	case f.queue <- p:
+		return p
 	default:
 	}
 	t := time.NewTimer(f.cfg.EnqueueTimeout)
 	defer t.Stop()
 	select {
-	case shard <- j:
+	case f.queue <- p:
+		return p
 	case <-t.C:
-		f.log.Warn("fanout: queue full, push dropped", "stream", j.stream, "seq", j.seq)
+		f.log.Warn("fanout: queue full, push dropped", "channel", channels[0])
+		return nil
 	}
 }
 
-// Run delivers queued events until ctx is done.
+func (f *Fanout) wait(ctx context.Context, p *publication) {
+	if p == nil {
+		return
+	}
+	t := time.NewTimer(f.cfg.PublishWait)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// maxBatch bounds the messages of one pipeline.
+const maxBatch = 1000
+
+// Run publishes queued events and works out offline pushes until ctx is
+// done.
 func (f *Fanout) Run(ctx context.Context) {
-	done := make(chan struct{})
-	for _, shard := range f.shards {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			f.work(ctx, shard)
-		}()
-	}
-	for range f.shards {
-		<-done
+	var wg sync.WaitGroup
+	wg.Go(func() { f.runOffline(ctx) })
+	defer wg.Wait()
+	for {
+		var p *publication
+		select {
+		case <-ctx.Done():
+			return
+		case p = <-f.queue:
+		}
+		// Group commit: everything queued meanwhile goes in one round trip,
+		// in queue order, so each channel keeps its publish order.
+		batch := []*publication{p}
+		n := len(p.msgs)
+	more:
+		for n < maxBatch {
+			select {
+			case q := <-f.queue:
+				batch = append(batch, q)
+				n += len(q.msgs)
+			default:
+				break more
+			}
+		}
+		msgs := make([]bus.Message, 0, n)
+		for _, p := range batch {
+			msgs = append(msgs, p.msgs...)
+		}
+		f.publishRetrying(ctx, batch[0].at, msgs)
+		for _, p := range batch {
+			close(p.done)
+		}
 	}
 }
 
-// reorderWait is how long a worker holds an event whose predecessor has not
-// been queued yet. Senders of one conversation commit in seq order but call
-// Notify a moment later in any order; holding briefly lets the worker publish
-// in seq order, so clients see no false gaps. A predecessor that never comes
-// (another chat process publishes it, or it was dropped) stops the wait.
-const reorderWait = 50 * time.Millisecond
-
-// order is a worker's view of one conversation's publishing.
-type order struct {
-	next     uint64 // the seq expected next; 0 before the first one
-	held     map[uint64]job
-	deadline time.Time // when held events go out regardless
-	seen     time.Time
+// publishRetrying publishes msgs, retrying with backoff while Redis
+// refuses them, for up to RetryFor from since. A retry may publish some
+// messages twice; edges drop repeated positions.
+func (f *Fanout) publishRetrying(ctx context.Context, since time.Time, msgs []bus.Message) {
+	delay := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f.publish.PublishBatch(pctx, msgs)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			if attempt > 0 && err == nil {
+				f.log.Info("fanout: publishing again", "messages", len(msgs), "attempts", attempt+1)
+			}
+			return
+		}
+		if time.Since(since) > f.cfg.RetryFor {
+			f.log.Error("fanout: publish failed, pushes given up (edges repair once their bus is back)", "messages", len(msgs), "err", err)
+			return
+		}
+		if attempt == 0 {
+			f.log.Warn("fanout: publish failed, retrying", "messages", len(msgs), "err", err)
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return
+		}
+		delay = min(2*delay, time.Second)
+	}
 }
 
-func (f *Fanout) work(ctx context.Context, queue <-chan job) {
-	orders := map[string]*order{}
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	lastSweep := time.Now()
+// route is where a conversation's events are published.
+type route struct {
+	direct bool
+	users  [2]string // a direct conversation's members
+}
+
+// eventChannels are the channels ev goes to: a direct conversation's two
+// users, or a group's channel, plus the users a group event makes members
+// (their edges may not be subscribed to the group yet).
+func (r route) eventChannels(ev *chatv1.Event) []string {
+	if r.direct {
+		return []string{bus.UserChannel(r.users[0]), bus.UserChannel(r.users[1])}
+	}
+	channels := []string{bus.ConversationChannel(ev.GetConversationId())}
+	var joined []string
+	switch k := ev.GetKind().(type) {
+	case *chatv1.Event_ConversationCreated:
+		joined = k.ConversationCreated.GetMemberUserIds()
+	case *chatv1.Event_MembersAdded:
+		joined = k.MembersAdded.GetUserIds()
+	}
+	for _, u := range joined {
+		channels = append(channels, bus.UserChannel(u))
+	}
+	return channels
+}
+
+func (f *Fanout) route(ctx context.Context, conv string) (route, error) {
+	if r, ok := f.routes.get(conv); ok {
+		return r, nil
+	}
+	// Not the caller's context: a sender that hung up still gets its push
+	// delivered.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var typ chatv1.ConversationType
+	var key *string
+	if err := f.db.QueryRow(ctx, `SELECT type, direct_key FROM conversations WHERE id = $1`, conv).Scan(&typ, &key); err != nil {
+		return route{}, fmt.Errorf("read conversation type: %w", err)
+	}
+	r := route{direct: typ == chatv1.ConversationType_CONVERSATION_TYPE_DIRECT}
+	if r.direct {
+		a, b, ok := strings.Cut(deref(key), ":")
+		if !ok {
+			return route{}, fmt.Errorf("direct conversation %s has no member pair", conv)
+		}
+		r.users = [2]string{a, b}
+	}
+	f.routes.put(conv, r)
+	return r, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// routeCache remembers conversations' routes, which never change. It keeps
+// two generations of at most routeCacheSize entries each, dropping the
+// older when the newer fills: a bounded cache that keeps what is in use.
+type routeCache struct {
+	mu        sync.Mutex
+	cur, prev map[string]route
+}
+
+const routeCacheSize = 50_000
+
+func newRouteCache() routeCache {
+	return routeCache{cur: make(map[string]route), prev: make(map[string]route)}
+}
+
+func (c *routeCache) get(conv string) (route, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.cur[conv]; ok {
+		return r, true
+	}
+	r, ok := c.prev[conv]
+	if ok {
+		c.putLocked(conv, r)
+	}
+	return r, ok
+}
+
+func (c *routeCache) put(conv string, r route) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(conv, r)
+}
+
+func (c *routeCache) putLocked(conv string, r route) {
+	if len(c.cur) >= routeCacheSize {
+		c.prev, c.cur = c.cur, make(map[string]route)
+	}
+	c.cur[conv] = r
+}
+
+// runOffline hands notifications for offline members to the notifier, one
+// message at a time, behind the live path.
+func (f *Fanout) runOffline(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case j := <-queue:
-			if j.seq == 0 {
-				f.deliverLogged(ctx, j)
-				continue
-			}
-			o := orders[j.stream]
-			if o == nil {
-				o = &order{held: map[uint64]job{}}
-				orders[j.stream] = o
-			}
-			o.seen = time.Now()
-			switch {
-			case o.next == 0 || j.seq <= o.next:
-				f.publishFrom(ctx, o, j)
-			default:
-				o.held[j.seq] = j
-				if o.deadline.IsZero() {
-					o.deadline = time.Now().Add(reorderWait)
-					timer.Reset(reorderWait)
-				}
-			}
-		case now := <-timer.C:
-			for _, o := range orders {
-				if !o.deadline.IsZero() && !now.Before(o.deadline) {
-					f.releaseHeld(ctx, o)
-				}
-			}
-			if now.Sub(lastSweep) > time.Minute {
-				for conv, o := range orders {
-					if len(o.held) == 0 && now.Sub(o.seen) > time.Minute {
-						delete(orders, conv)
-					}
-				}
-				lastSweep = now
-			}
-			timer.Reset(soonest(orders, now))
-		}
-	}
-}
-
-// publishFrom delivers ev and every held event that now follows in order.
-func (f *Fanout) publishFrom(ctx context.Context, o *order, j job) {
-	f.deliverLogged(ctx, j)
-	if seq := j.seq; seq >= o.next {
-		o.next = seq + 1
-	}
-	for {
-		next, ok := o.held[o.next]
-		if !ok {
-			break
-		}
-		delete(o.held, o.next)
-		f.deliverLogged(ctx, next)
-		o.next++
-	}
-	if len(o.held) == 0 {
-		o.deadline = time.Time{}
-	}
-}
-
-// releaseHeld gives up waiting. A conversation's seqs commit in order, so
-// the events missing before the held ones are committed: they are read back
-// and delivered first, and the stream still goes out in order (a
-// predecessor may have gone through another chat process, or been dropped
-// under load). What cannot be read is skipped; recipients then sync.
-func (f *Fanout) releaseHeld(ctx context.Context, o *order) {
-	seqs := make([]uint64, 0, len(o.held))
-	for seq := range o.held {
-		seqs = append(seqs, seq)
-	}
-	slices.Sort(seqs)
-	first := o.held[seqs[0]]
-	if first.event != nil && o.next > 0 {
-		missing, err := f.eventsBetween(ctx, first.event.GetConversationId(), o.next, seqs[len(seqs)-1])
-		if err != nil {
-			f.log.Warn("fanout: read missing events", "conversation", first.event.GetConversationId(), "err", err)
-		}
-		for _, ev := range missing {
-			if _, held := o.held[ev.GetSeq()]; !held {
-				o.held[ev.GetSeq()] = job{stream: first.stream, seq: ev.GetSeq(), event: ev, push: &edgev1.Push{Events: []*chatv1.Event{ev}}}
-				seqs = append(seqs, ev.GetSeq())
+		case j := <-f.offline:
+			if err := f.pushOffline(ctx, j); err != nil && ctx.Err() == nil {
+				f.log.Warn("fanout: offline push", "conversation", j.msg.GetConversationId(), "seq", j.msg.GetSeq(), "err", err)
 			}
 		}
-		slices.Sort(seqs)
 	}
-	for _, seq := range seqs {
-		j := o.held[seq]
-		delete(o.held, seq)
-		f.deliverLogged(ctx, j)
-		o.next = seq + 1
-	}
-	o.deadline = time.Time{}
-}
-
-// eventsBetween reads conv's events with from <= seq < to.
-func (f *Fanout) eventsBetween(ctx context.Context, conv string, from, to uint64) ([]*chatv1.Event, error) {
-	rows, err := f.db.Query(ctx, `SELECT `+eventColumns+` FROM events e WHERE e.conversation_id = $1 AND e.seq >= $2 AND e.seq < $3
-		ORDER BY e.seq`, conv, int64(from), int64(to))
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatv1.Event, error) {
-		var r eventRow
-		if err := r.scan(row); err != nil {
-			return nil, err
-		}
-		return r.event()
-	})
-}
-
-func soonest(orders map[string]*order, now time.Time) time.Duration {
-	wait := time.Minute
-	for _, o := range orders {
-		if !o.deadline.IsZero() {
-			wait = min(wait, max(o.deadline.Sub(now), time.Millisecond))
-		}
-	}
-	return wait
-}
-
-func (f *Fanout) deliverLogged(ctx context.Context, j job) {
-	if err := f.deliver(ctx, j); err != nil && ctx.Err() == nil {
-		f.log.Warn("fanout: delivery failed, left to sync", "stream", j.stream, "seq", j.seq, "err", err)
-	}
-}
-
-func (f *Fanout) deliver(ctx context.Context, j job) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	users := j.recipients
-	if users == nil {
-		var err error
-		if users, err = f.recipients(ctx, j.event); err != nil {
-			return err
-		}
-	}
-	var sessions []*presencev1.Session
-	for start := 0; start < len(users); start += maxLookup {
-		found, err := f.locate.LookupSessions(ctx, &presencev1.LookupSessionsRequest{UserIds: users[start:min(start+maxLookup, len(users))]})
-		if err != nil {
-			return fmt.Errorf("lookup sessions: %w", err)
-		}
-		sessions = append(sessions, found.GetSessions()...)
-	}
-	byEdge := map[string][]string{}
-	online := map[string]bool{}
-	for _, s := range sessions {
-		online[s.GetUserId()] = true
-		if s.GetSessionId() == j.exclude {
-			continue
-		}
-		byEdge[s.GetEdgeId()] = append(byEdge[s.GetEdgeId()], s.GetUserId())
-	}
-	if m := j.event.GetMessage(); m != nil && f.cfg.Push != nil && len(users) <= f.cfg.PushLimit {
-		var offline []string
-		for _, u := range users {
-			if !online[u] && u != m.GetSenderUserId() {
-				offline = append(offline, u)
-			}
-		}
-		if err := f.pushOffline(ctx, m, offline); err != nil {
-			f.log.Warn("fanout: offline push", "conversation", m.GetConversationId(), "seq", m.GetSeq(), "err", err)
-		}
-	}
-	msgs := make([]bus.Message, 0, len(byEdge))
-	for edge, users := range byEdge {
-		env := &busv1.Envelope{UserIds: dedupe(users), Push: j.push}
-		if j.exclude != "" {
-			env.ExcludeSessionIds = []string{j.exclude}
-		}
-		payload, err := proto.Marshal(env)
-		if err != nil {
-			return fmt.Errorf("encode envelope: %w", err)
-		}
-		msgs = append(msgs, bus.Message{Channel: bus.EdgeChannel(edge), Payload: payload})
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	if err := f.publish.PublishBatch(ctx, msgs); err != nil {
-		return fmt.Errorf("publish to %d edges: %w", len(msgs), err)
-	}
-	return nil
 }
 
 // pushBadgeCap bounds the count behind a push's badge: a member with a huge
@@ -374,22 +431,64 @@ func (f *Fanout) deliver(ctx context.Context, j job) error {
 // "999+" anyway. GetBadge and ListConversations stay exact.
 const pushBadgeCap = 1000
 
-// pushOffline hands a notification per offline recipient (unless they muted
-// the conversation) to the push notifier, with their badge.
-func (f *Fanout) pushOffline(ctx context.Context, m *chatv1.Message, users []string) error {
+// pushOffline notifies the members of j's conversation who may see the
+// message, have no live session and do not mute it, with their badges.
+func (f *Fanout) pushOffline(ctx context.Context, j offlineJob) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m := j.msg
+	conv := uuid.MustParse(m.GetConversationId())
+	var users []string
+	if j.route.direct {
+		for _, u := range j.route.users {
+			if u != m.GetSenderUserId() {
+				users = append(users, u)
+			}
+		}
+	} else {
+		rows, err := f.db.Query(ctx, `SELECT user_id::text FROM members WHERE conversation_id = $1
+			AND joined_seq < $2 AND left_seq IS NULL AND user_id <> $3 LIMIT $4`,
+			conv, int64(m.GetSeq()), m.GetSenderUserId(), f.cfg.PushLimit+1)
+		if err != nil {
+			return fmt.Errorf("recipients: %w", err)
+		}
+		if users, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return fmt.Errorf("recipients: %w", err)
+		}
+		if len(users) >= f.cfg.PushLimit {
+			return nil // a push per member of a large group is too much
+		}
+	}
 	if len(users) == 0 {
+		return nil
+	}
+	found, err := f.locate.LookupSessions(ctx, &presencev1.LookupSessionsRequest{UserIds: users})
+	if err != nil {
+		return fmt.Errorf("lookup sessions: %w", err)
+	}
+	online := make(map[string]bool, len(found.GetSessions()))
+	for _, s := range found.GetSessions() {
+		online[s.GetUserId()] = true
+	}
+	offline := users[:0]
+	for _, u := range users {
+		if !online[u] {
+			offline = append(offline, u)
+		}
+	}
+	if len(offline) == 0 {
 		return nil
 	}
 	var title, sender string
 	if err := f.db.QueryRow(ctx, `SELECT c.title, coalesce((SELECT display_name FROM users WHERE id = $2), '')
-		FROM conversations c WHERE c.id = $1`, m.GetConversationId(), m.GetSenderUserId()).Scan(&title, &sender); err != nil {
+		FROM conversations c WHERE c.id = $1`, conv, m.GetSenderUserId()).Scan(&title, &sender); err != nil {
 		return fmt.Errorf("conversation: %w", err)
 	}
 	rows, err := f.db.Query(ctx, `
 		SELECT o.user_id::text, (SELECT count(*) FROM (SELECT FROM members m JOIN events u ON u.conversation_id = m.conversation_id
 			WHERE m.user_id = o.user_id AND m.left_seq IS NULL AND NOT m.muted AND `+unreadFilter+` LIMIT $3) capped)
 		FROM members o WHERE o.conversation_id = $1 AND o.user_id = ANY($2::uuid[]) AND o.left_seq IS NULL AND NOT o.muted`,
-		m.GetConversationId(), users, pushBadgeCap)
+		conv, offline, pushBadgeCap)
 	if err != nil {
 		return fmt.Errorf("badges: %w", err)
 	}
@@ -403,63 +502,8 @@ func (f *Fanout) pushOffline(ctx context.Context, m *chatv1.Message, users []str
 		}
 		f.cfg.Push.Notify(n)
 	}
-	return rows.Err()
-}
-
-// recipients are the members who may see ev, including one just removed
-// by it.
-func (f *Fanout) recipients(ctx context.Context, ev *chatv1.Event) ([]string, error) {
-	rows, err := f.db.Query(ctx, `SELECT user_id FROM members WHERE conversation_id = $1
-		AND joined_seq < $2 AND (left_seq IS NULL OR left_seq >= $2)`,
-		uuid.MustParse(ev.GetConversationId()), int64(ev.GetSeq()))
-	if err != nil {
-		return nil, fmt.Errorf("recipients: %w", err)
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("badges: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
-		return nil, fmt.Errorf("recipients: %w", err)
-	}
-	out := make([]string, len(ids))
-	for i, id := range ids {
-		out[i] = id.String()
-	}
-	return out, nil
-}
-
-func dedupe(ids []string) []string {
-	seen := make(map[string]bool, len(ids))
-	out := ids[:0]
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// RevokeDevice closes a logged-out device's live sessions: the edges holding
-// them get an envelope naming the device. It implements
-// account.DeviceRevoker.
-func (f *Fanout) RevokeDevice(ctx context.Context, device auth.Identity) error {
-	found, err := f.locate.LookupSessions(ctx, &presencev1.LookupSessionsRequest{UserIds: []string{device.UserID}})
-	if err != nil {
-		return fmt.Errorf("lookup sessions: %w", err)
-	}
-	payload, err := proto.Marshal(&busv1.Envelope{CloseDevices: []*busv1.DeviceRef{{UserId: device.UserID, DeviceId: device.DeviceID}}})
-	if err != nil {
-		return err
-	}
-	var msgs []bus.Message
-	seen := map[string]bool{}
-	for _, s := range found.GetSessions() {
-		if s.GetDeviceId() == device.DeviceID && !seen[s.GetEdgeId()] {
-			seen[s.GetEdgeId()] = true
-			msgs = append(msgs, bus.Message{Channel: bus.EdgeChannel(s.GetEdgeId()), Payload: payload})
-		}
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	return f.publish.PublishBatch(ctx, msgs)
+	return nil
 }

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,113 +21,274 @@ import (
 	"github.com/wagglechat/waggle/notify"
 )
 
-// sessionsOn places every user on one edge.
-type sessionsOn string
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func (edge sessionsOn) LookupSessions(_ context.Context, req *presencev1.LookupSessionsRequest) (*presencev1.LookupSessionsResponse, error) {
-	res := &presencev1.LookupSessionsResponse{}
-	for _, u := range req.GetUserIds() {
-		res.Sessions = append(res.Sessions, &presencev1.Session{SessionId: "s-" + u, UserId: u, EdgeId: string(edge)})
-	}
-	return res, nil
+// tap subscribes to channels and records every envelope published on them.
+type tap struct {
+	t    *testing.T
+	b    bus.Bus
+	mu   sync.Mutex
+	got  map[string][]*busv1.Envelope
+	seen chan struct{}
 }
 
-// Notify calls arrive in any order after their commits; the fanout
-// publishes each conversation's events in seq order.
-func TestFanoutPublishesInSeqOrder(t *testing.T) {
-	f := newFixture(t)
-	alice, _ := f.user("alice")
-	conv := f.group(alice) // seq 1
-	for i := range 6 {
-		f.send(alice, conv, fmt.Sprint("m", i)) // seqs 2..7, committed in order
-	}
-	b := bus.NewMemory()
-	defer b.Close()
-	fan := NewFanout(FanoutConfig{}, f.db, sessionsOn("e1"), b, slog.New(slog.NewTextHandler(io.Discard, nil)))
-
-	var mu sync.Mutex
-	var got []uint64
-	sub, err := b.Subscribe(context.Background(), bus.EdgeChannel("e1"), func(payload []byte) {
-		var env busv1.Envelope
-		if err := proto.Unmarshal(payload, &env); err != nil {
+func newTap(t *testing.T, b bus.Bus, channels ...string) *tap {
+	t.Helper()
+	tp := &tap{t: t, b: b, got: map[string][]*busv1.Envelope{}, seen: make(chan struct{}, 1000)}
+	subs, err := b.Subscribe(context.Background(), func(ch string, payload []byte) {
+		env := &busv1.Envelope{}
+		if err := proto.Unmarshal(payload, env); err != nil {
 			t.Error(err)
 			return
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, ev := range env.GetPush().GetEvents() {
-			got = append(got, ev.GetSeq())
-		}
-	})
+		tp.mu.Lock()
+		tp.got[ch] = append(tp.got[ch], env)
+		tp.mu.Unlock()
+		tp.seen <- struct{}{}
+	}, channels...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close()
+	t.Cleanup(func() {
+		for _, s := range subs {
+			s.Close()
+		}
+	})
+	return tp
+}
 
+// seqs returns the seqs of the events published on channel so far.
+func (tp *tap) seqs(channel string) []uint64 {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	var out []uint64
+	for _, env := range tp.got[channel] {
+		for _, ev := range env.GetPush().GetEvents() {
+			out = append(out, ev.GetSeq())
+		}
+	}
+	return out
+}
+
+func (tp *tap) envelopes(channel string) []*busv1.Envelope {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return slices.Clone(tp.got[channel])
+}
+
+// settle publishes a marker on channel and waits for it: the bus keeps a
+// channel's order, so everything published there before has arrived.
+func (tp *tap) settle(channel string) {
+	tp.t.Helper()
+	marker, _ := proto.Marshal(&busv1.Envelope{ExcludeUserIds: []string{"marker"}})
+	if err := tp.b.Publish(context.Background(), channel, marker); err != nil {
+		tp.t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		tp.mu.Lock()
+		envs := tp.got[channel]
+		done := len(envs) > 0 && slices.Equal(envs[len(envs)-1].GetExcludeUserIds(), []string{"marker"})
+		if done {
+			tp.got[channel] = envs[:len(envs)-1]
+		}
+		tp.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-tp.seen:
+		case <-deadline:
+			tp.t.Fatalf("marker on %s never arrived", channel)
+		}
+	}
+}
+
+func runFanout(t *testing.T, f *Fanout) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go fan.Run(ctx)
-	ev := func(seq uint64) Committed {
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// A group's events go once on the group's channel whatever its size, and
+// the events that make users members also on those users' channels.
+func TestFanoutPublishesOncePerTopic(t *testing.T) {
+	f := newFixture(t)
+	alice, aliceID := f.user("alice")
+	_, bobID := f.user("bob")
+	_, carolID := f.user("carol")
+	b := bus.NewMemory()
+	defer b.Close()
+	fan := NewFanout(FanoutConfig{}, f.db, nil, b, discardLog())
+	f.svc.notify = fan
+	runFanout(t, fan)
+
+	group := f.group(alice, bobID)
+	tp := newTap(t, b, bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.UserChannel(carolID))
+	f.send(alice, group, "hello")
+	if _, err := f.svc.AddMembers(alice, &chatv1.AddMembersRequest{ConversationId: group, UserIds: []string{carolID}}); err != nil {
+		t.Fatal(err)
+	}
+	direct, err := f.svc.CreateDirectConversation(alice, &chatv1.CreateDirectConversationRequest{PeerUserId: bobID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm := direct.GetConversation().GetConversationId()
+	f.send(alice, dm, "psst")
+	for _, ch := range []string{bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.UserChannel(carolID)} {
+		tp.settle(ch)
+	}
+	// The group: seq 2 (message) and 3 (members added) on its channel.
+	if got := tp.seqs(bus.ConversationChannel(group)); !slices.Equal(got, []uint64{2, 3}) {
+		t.Errorf("group channel carried seqs %v, want [2 3]", got)
+	}
+	// Carol, added at seq 3, gets that event on her own channel too; the
+	// direct conversation's events go to both of its users.
+	if got := tp.seqs(bus.UserChannel(carolID)); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("carol's channel carried seqs %v, want [3]", got)
+	}
+	for _, u := range []string{aliceID, bobID} {
+		var convs []string
+		for _, env := range tp.envelopes(bus.UserChannel(u)) {
+			for _, ev := range env.GetPush().GetEvents() {
+				convs = append(convs, fmt.Sprint(ev.GetConversationId() == dm, ev.GetSeq()))
+			}
+		}
+		if want := []string{"true 1", "true 2"}; !slices.Equal(convs, want) {
+			t.Errorf("user channel of %s carried %v, want the direct conversation's seqs 1 and 2", u, convs)
+		}
+	}
+}
+
+// An event goes out at once even when its predecessor never reaches this
+// process, however many other conversations do the same: ordering and
+// repair are the edges' job.
+func TestFanoutNeverHoldsAnEventBehindOtherConversations(t *testing.T) {
+	f := newFixture(t)
+	alice, _ := f.user("alice")
+	b := bus.NewMemory()
+	defer b.Close()
+	fan := NewFanout(FanoutConfig{}, f.db, nil, b, discardLog())
+	runFanout(t, fan)
+	ev := func(conv string, seq uint64) Committed {
 		return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
 	}
-	fan.Notify(ev(1))
-	for _, seq := range []uint64{3, 5, 2, 4} {
-		fan.Notify(ev(seq))
+	stuck := f.group(alice)
+	tp := newTap(t, b, bus.ConversationChannel(stuck))
+	fan.Notify(context.Background(), ev(stuck, 1))
+	fan.Notify(context.Background(), ev(stuck, 3)) // 2 went through another process
+	for range 10 {
+		other := f.group(alice)
+		fan.Notify(context.Background(), ev(other, 10))
+		fan.Notify(context.Background(), ev(other, 12))
 	}
-	fan.Notify(ev(7)) // 6 is never notified: after the wait it is read back
+	tp.settle(bus.ConversationChannel(stuck))
+	if got := tp.seqs(bus.ConversationChannel(stuck)); !slices.Equal(got, []uint64{1, 3}) {
+		t.Fatalf("published %v, want [1 3] at once", got)
+	}
+}
+
+// With several chat processes each publishes what it committed: an event
+// is never published twice.
+func TestTwoFanoutsPublishEachEventOnce(t *testing.T) {
+	f := newFixture(t)
+	alice, _ := f.user("alice")
+	conv := f.group(alice) // seq 1
+	f.send(alice, conv, "two")
+	f.send(alice, conv, "three")
+	b := bus.NewMemory()
+	defer b.Close()
+	tp := newTap(t, b, bus.ConversationChannel(conv))
+	one := NewFanout(FanoutConfig{}, f.db, nil, b, discardLog())
+	two := NewFanout(FanoutConfig{}, f.db, nil, b, discardLog())
+	runFanout(t, one)
+	runFanout(t, two)
+	ev := func(seq uint64) Committed { return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}} }
+	one.Notify(context.Background(), ev(1))
+	two.Notify(context.Background(), ev(2))
+	one.Notify(context.Background(), ev(3)) // one never sees 2
+	tp.settle(bus.ConversationChannel(conv))
+	got := tp.seqs(bus.ConversationChannel(conv))
+	slices.Sort(got)
+	if fmt.Sprint(got) != "[1 2 3]" {
+		t.Fatalf("published seqs %v, want each of 1, 2, 3 once", got)
+	}
+}
+
+// flaky fails its first n publishes.
+type flaky struct {
+	bus.Publisher
+	mu sync.Mutex
+	n  int
+}
+
+func (p *flaky) PublishBatch(ctx context.Context, msgs []bus.Message) error {
+	p.mu.Lock()
+	fail := p.n > 0
+	p.n--
+	p.mu.Unlock()
+	if fail {
+		return errors.New("redis is down")
+	}
+	return p.Publisher.PublishBatch(ctx, msgs)
+}
+
+// A publish Redis refuses is retried, in order, until it goes through.
+func TestFanoutRetriesRefusedPublishes(t *testing.T) {
+	f := newFixture(t)
+	alice, _ := f.user("alice")
+	conv := f.group(alice)
+	b := bus.NewMemory()
+	defer b.Close()
+	tp := newTap(t, b, bus.ConversationChannel(conv))
+	fan := NewFanout(FanoutConfig{PublishWait: time.Millisecond}, f.db, nil, &flaky{Publisher: b, n: 3}, discardLog())
+	runFanout(t, fan)
+	for seq := range uint64(5) {
+		fan.Notify(context.Background(), Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq + 1}})
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n == 7 || time.Now().After(deadline) {
-			break
-		}
+	for len(tp.seqs(bus.ConversationChannel(conv))) < 5 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if want := []uint64{1, 2, 3, 4, 5, 6, 7}; fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("published %v, want %v", got, want)
+	if got := tp.seqs(bus.ConversationChannel(conv)); !slices.Equal(got, []uint64{1, 2, 3, 4, 5}) {
+		t.Fatalf("published %v after Redis refused three times, want 1..5 in order", got)
 	}
 }
 
 func TestRevokeDeviceClosesItsSessions(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := NewFanout(FanoutConfig{}, nil, sessionsOn("e7"), b, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	got := make(chan *busv1.Envelope, 1)
-	sub, err := b.Subscribe(context.Background(), bus.EdgeChannel("e7"), func(payload []byte) {
-		var env busv1.Envelope
-		if err := proto.Unmarshal(payload, &env); err != nil {
-			t.Error(err)
-		}
-		got <- &env
-	})
-	if err != nil {
+	fan := NewFanout(FanoutConfig{}, nil, nil, b, discardLog())
+	tp := newTap(t, b, bus.UserChannel("u1"))
+	if err := fan.RevokeDevice(context.Background(), auth.Identity{UserID: "u1", DeviceID: "d1"}); err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close()
-	if err := fan.RevokeDevice(context.Background(), auth.Identity{UserID: "u1", DeviceID: ""}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case env := <-got:
-		if d := env.GetCloseDevices(); len(d) != 1 || d[0].GetUserId() != "u1" {
-			t.Fatalf("envelope %v, want close_devices for u1", env)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no envelope reached the edge holding the device")
+	tp.settle(bus.UserChannel("u1"))
+	envs := tp.envelopes(bus.UserChannel("u1"))
+	if len(envs) != 1 || len(envs[0].GetCloseDevices()) != 1 || envs[0].GetCloseDevices()[0].GetDeviceId() != "d1" {
+		t.Fatalf("user channel carried %v, want one close_devices for d1", envs)
 	}
 }
 
-// onlineOnly places the listed users on edge e1; everyone else is offline.
-type onlineOnly []string
+// locator places the listed users online; block, if set, holds every
+// lookup until it is closed.
+type locator struct {
+	online []string
+	block  chan struct{}
+}
 
-func (on onlineOnly) LookupSessions(_ context.Context, req *presencev1.LookupSessionsRequest) (*presencev1.LookupSessionsResponse, error) {
+func (l locator) LookupSessions(ctx context.Context, req *presencev1.LookupSessionsRequest) (*presencev1.LookupSessionsResponse, error) {
+	if l.block != nil {
+		select {
+		case <-l.block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	res := &presencev1.LookupSessionsResponse{}
 	for _, u := range req.GetUserIds() {
-		if slices.Contains(on, u) {
+		if slices.Contains(l.online, u) {
 			res.Sessions = append(res.Sessions, &presencev1.Session{SessionId: "s-" + u, UserId: u, EdgeId: "e1"})
 		}
 	}
@@ -149,11 +311,9 @@ func TestOfflineMembersGetPushesUnlessMuted(t *testing.T) {
 	defer b.Close()
 	got := make(chan notify.Notification, 10)
 	fan := NewFanout(FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n })}, f.db,
-		onlineOnly{aliceID, daveID}, b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		locator{online: []string{aliceID, daveID}}, b, discardLog())
 	f.svc.notify = fan
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go fan.Run(ctx)
+	runFanout(t, fan)
 
 	msg := f.send(alice, conv, "are you there?")
 	select {
@@ -165,9 +325,39 @@ func TestOfflineMembersGetPushesUnlessMuted(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no offline push")
 	}
+	// A later message's push proves the first had no second notification:
+	// the worker handles messages in order.
+	msg = f.send(alice, conv, "hello?")
 	select {
 	case n := <-got:
-		t.Fatalf("unexpected second notification %+v", n)
-	case <-time.After(200 * time.Millisecond):
+		if n.UserID != bobID || n.Seq != msg.GetSeq() {
+			t.Fatalf("notification %+v, want only bob's for seq %d", n, msg.GetSeq())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no offline push for the second message")
+	}
+}
+
+// Working out offline pushes never delays a live push: the live publish
+// goes out while the session lookup behind the offline push is stuck.
+func TestOfflinePushNeverDelaysLivePushes(t *testing.T) {
+	f := newFixture(t)
+	alice, _ := f.user("alice")
+	_, bobID := f.user("bob")
+	conv := f.group(alice, bobID)
+	b := bus.NewMemory()
+	defer b.Close()
+	stuck := make(chan struct{})
+	defer close(stuck)
+	fan := NewFanout(FanoutConfig{Push: notify.Func(func(notify.Notification) {})}, f.db, locator{block: stuck}, b, discardLog())
+	f.svc.notify = fan
+	runFanout(t, fan)
+	tp := newTap(t, b, bus.ConversationChannel(conv))
+	for i := range 3 {
+		f.send(alice, conv, fmt.Sprint("m", i))
+	}
+	tp.settle(bus.ConversationChannel(conv))
+	if got := tp.seqs(bus.ConversationChannel(conv)); !slices.Equal(got, []uint64{2, 3, 4}) {
+		t.Fatalf("live pushes %v while offline lookups hang, want [2 3 4]", got)
 	}
 }

@@ -27,18 +27,20 @@ type recorder struct {
 	ephemeral  []ephemeral
 }
 
+// ephemeral is a push for a conversation's members but except, or for
+// user's sessions.
 type ephemeral struct {
-	users []string
-	push  *edgev1.Push
+	conv, except, user string
+	push               *edgev1.Push
 }
 
-func (r *recorder) Notify(c Committed) {
+func (r *recorder) Notify(_ context.Context, c Committed) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, c.Event)
 }
 
-func (r *recorder) NotifyUser(user string, ev *chatv1.UserEvent, _ string) {
+func (r *recorder) NotifyUser(_ context.Context, user string, ev *chatv1.UserEvent, _ string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.userEvents == nil {
@@ -47,10 +49,16 @@ func (r *recorder) NotifyUser(user string, ev *chatv1.UserEvent, _ string) {
 	r.userEvents[user] = append(r.userEvents[user], ev)
 }
 
-func (r *recorder) Ephemeral(users []string, push *edgev1.Push, _ string) {
+func (r *recorder) EphemeralToConversation(_ context.Context, conv string, push *edgev1.Push, except string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.ephemeral = append(r.ephemeral, ephemeral{users, push})
+	r.ephemeral = append(r.ephemeral, ephemeral{conv: conv, except: except, push: push})
+}
+
+func (r *recorder) EphemeralToUser(_ context.Context, user string, push *edgev1.Push, _ string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ephemeral = append(r.ephemeral, ephemeral{user: user, push: push})
 }
 
 func (r *recorder) take() ([]*chatv1.Event, map[string][]*chatv1.UserEvent, []ephemeral) {
@@ -88,7 +96,7 @@ func (f *fixture) badgeOf(ctx context.Context) uint64 {
 
 func TestMarkReadMovesForwardAndSyncsToOwnDevices(t *testing.T) {
 	f, rec := newRecordingFixture(t, Config{ReceiptPushLimit: 3})
-	alice, aliceID := f.user("alice")
+	alice, _ := f.user("alice")
 	bob, bobID := f.user("bob")
 	conv := f.group(alice, bobID) // seq 1
 	for i := range 5 {
@@ -113,10 +121,10 @@ func TestMarkReadMovesForwardAndSyncsToOwnDevices(t *testing.T) {
 	}
 	var toAlice, toBob bool
 	for _, p := range pushes {
-		if len(p.push.GetReadMarkers()) == 1 && p.users[0] == aliceID {
+		if len(p.push.GetReadMarkers()) == 1 && p.conv == conv && p.except == bobID {
 			toAlice = true
 		}
-		if len(p.push.GetUnread()) == 1 && p.users[0] == bobID {
+		if len(p.push.GetUnread()) == 1 && p.user == bobID {
 			toBob = p.push.GetUnread()[0].GetUnreadCount() == 2
 		}
 	}
@@ -424,8 +432,8 @@ func TestTypingIsEphemeralAndRateLimited(t *testing.T) {
 	if len(evs) != 0 || f.conversation(alice, conv).GetLastSeq() != before {
 		t.Fatal("typing was stored")
 	}
-	if len(pushes) != 2 || pushes[0].users[0] != bobID || len(pushes[0].users) != 1 || pushes[0].push.GetTyping()[0].GetUserId() != aliceID {
-		t.Fatalf("typing pushes %v, want two to bob only", pushes)
+	if len(pushes) != 2 || pushes[0].conv != conv || pushes[0].except != aliceID || pushes[0].push.GetTyping()[0].GetUserId() != aliceID {
+		t.Fatalf("typing pushes %v, want two to the conversation but alice", pushes)
 	}
 	stranger := auth.WithIdentity(context.Background(), auth.Identity{UserID: uuid.NewString()})
 	_, err = f.svc.SendTyping(stranger, &chatv1.SendTypingRequest{ConversationId: conv, Typing: true})

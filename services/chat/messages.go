@@ -48,7 +48,7 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 			return nil, s.internal(ctx, "send message", err)
 		}
 		if m != nil {
-			return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
+			return s.duplicate(ctx, m), nil
 		}
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("at most %v messages a second", s.cfg.SendRate))
 	}
@@ -94,7 +94,7 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 			return nil, s.internal(ctx, "send message", ferr)
 		}
 		if m != nil {
-			return &chatv1.SendMessageResponse{Message: m, Duplicate: true}, nil
+			return s.duplicate(ctx, m), nil
 		}
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, s.internal(ctx, "send message", whyRefused(ctx, s.db, convID, uid))
@@ -109,8 +109,19 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
 	}
-	s.notify.Notify(Committed{Event: ev, SenderSessionID: sessionID(ctx)})
+	s.notify.Notify(ctx, Committed{Event: ev, SenderSessionID: sessionID(ctx)})
 	return &chatv1.SendMessageResponse{Message: ev.GetMessage()}, nil
+}
+
+// duplicate answers a repeated send with the stored original, and
+// publishes it again: the first attempt's process may have died between
+// its commit and its publish, which is why the sender never got an answer.
+// Edges and clients drop what they already had, by position.
+func (s *Service) duplicate(ctx context.Context, m *chatv1.Message) *chatv1.SendMessageResponse {
+	s.notify.Notify(ctx, Committed{SenderSessionID: sessionID(ctx), Event: &chatv1.Event{
+		ConversationId: m.GetConversationId(), Seq: m.GetSeq(), CreateTime: m.GetCreateTime(),
+		ActorUserId: m.GetSenderUserId(), Kind: &chatv1.Event_Message{Message: m}}})
+	return &chatv1.SendMessageResponse{Message: m, Duplicate: true}
 }
 
 // messageByClientID returns the message this sender already sent with

@@ -72,15 +72,11 @@ func (s *Service) MarkRead(ctx context.Context, req *chatv1.MarkReadRequest) (*c
 		// The answer does not carry the user event, so the calling session
 		// gets it pushed like the user's other devices (else it would see a
 		// gap in its user sequence).
-		s.notify.NotifyUser(uid.String(), userEvent, "")
-		s.notify.Ephemeral([]string{uid.String()}, &edgev1.Push{Unread: []*chatv1.UnreadChanged{{
+		s.notify.NotifyUser(ctx, uid.String(), userEvent, "")
+		s.notify.EphemeralToUser(ctx, uid.String(), &edgev1.Push{Unread: []*chatv1.UnreadChanged{{
 			ConversationId: convID.String(), UnreadCount: res.UnreadCount, Badge: res.Badge}}}, sessionID(ctx))
 		if members <= s.cfg.ReceiptPushLimit {
-			others, err := s.currentMembers(ctx, convID, uid)
-			if err != nil {
-				return nil, s.internal(ctx, "mark read", err)
-			}
-			s.notify.Ephemeral(others, &edgev1.Push{ReadMarkers: []*chatv1.ReadMarker{marker}}, "")
+			s.notify.EphemeralToConversation(ctx, convID.String(), &edgev1.Push{ReadMarkers: []*chatv1.ReadMarker{marker}}, uid.String())
 		}
 	}
 	return res, nil
@@ -94,16 +90,6 @@ func (s *Service) unread(ctx context.Context, uid, convID uuid.UUID) (count, bad
 	}
 	badge, err = s.badge(ctx, uid)
 	return count, badge, err
-}
-
-// currentMembers lists the conversation's members other than except.
-func (s *Service) currentMembers(ctx context.Context, convID, except uuid.UUID) ([]string, error) {
-	rows, err := s.db.Query(ctx, `SELECT user_id::text FROM members WHERE conversation_id = $1 AND left_seq IS NULL AND user_id <> $2`,
-		convID, except)
-	if err != nil {
-		return nil, fmt.Errorf("members: %w", err)
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // ListReadReceipts derives who has read a message from the members' read

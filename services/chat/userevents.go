@@ -49,11 +49,16 @@ func (s *Service) userEventsAfter(ctx context.Context, user uuid.UUID, after int
 		if err := r.Scan(&seq, &at, &body); err != nil {
 			return nil, err
 		}
-		ev := &chatv1.UserEvent{}
-		if err := proto.Unmarshal(body, ev); err != nil {
-			return nil, fmt.Errorf("decode user event %s/%d: %w", user, seq, err)
-		}
-		ev.Seq, ev.CreateTime = uint64(seq), timestamppb.New(at)
-		return ev, nil
+		return decodeUserEvent(user, seq, at, body)
 	})
+}
+
+// decodeUserEvent turns a user_events row into its API form.
+func decodeUserEvent(user uuid.UUID, seq int64, at time.Time, body []byte) (*chatv1.UserEvent, error) {
+	ev := &chatv1.UserEvent{}
+	if err := proto.Unmarshal(body, ev); err != nil {
+		return nil, fmt.Errorf("decode user event %s/%d: %w", user, seq, err)
+	}
+	ev.Seq, ev.CreateTime = uint64(seq), timestamppb.New(at)
+	return ev, nil
 }

@@ -41,7 +41,7 @@ import (
 // except senderSession (the session whose call caused it, if any).
 // *chat.Fanout implements it.
 type UserNotifier interface {
-	NotifyUser(user string, ev *chatv1.UserEvent, senderSession string)
+	NotifyUser(ctx context.Context, user string, ev *chatv1.UserEvent, senderSession string)
 }
 
 // postCommitTimeout bounds the work done after a commit (the Redis mirror),
@@ -170,8 +170,8 @@ func appendChange(ctx context.Context, tx pgx.Tx, owner, other uuid.UUID) (*chat
 }
 
 // pushed hands a committed event (nil when nothing changed) to the notifier.
-func (s *Service) pushed(id auth.Identity, ev *chatv1.UserEvent) {
+func (s *Service) pushed(ctx context.Context, id auth.Identity, ev *chatv1.UserEvent) {
 	if ev != nil && s.notify != nil {
-		s.notify.NotifyUser(id.UserID, ev, id.SessionID)
+		s.notify.NotifyUser(ctx, id.UserID, ev, id.SessionID)
 	}
 }

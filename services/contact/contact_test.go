@@ -63,7 +63,7 @@ type recorder struct {
 	notes []note
 }
 
-func (r *recorder) NotifyUser(user string, ev *chatv1.UserEvent, senderSession string) {
+func (r *recorder) NotifyUser(_ context.Context, user string, ev *chatv1.UserEvent, senderSession string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.notes = append(r.notes, note{user, ev.GetSeq(), describe(ev.GetContactChanged()), senderSession})

@@ -123,7 +123,7 @@ func (s *Service) change(ctx context.Context, op, userID string, apply func(tx p
 	if err != nil {
 		return uid, other, s.internal(ctx, op, err)
 	}
-	s.pushed(id, ev)
+	s.pushed(ctx, id, ev)
 	return uid, other, nil
 }
 

@@ -23,7 +23,7 @@ type heard struct {
 	changes []*busv1.PresenceChange
 }
 
-func (h *heard) add(payload []byte) {
+func (h *heard) add(_ string, payload []byte) {
 	c := &busv1.PresenceChange{}
 	if err := proto.Unmarshal(payload, c); err != nil {
 		panic(err)
@@ -54,11 +54,11 @@ func TestAnnouncerAbsorbsQuickReconnects(t *testing.T) {
 	client.SAdd(context.Background(), presence.BlockedKey(prefix, "u1"), "blocked-by-u1")
 
 	h := &heard{}
-	sub, err := b.Subscribe(context.Background(), bus.PresenceChannel("u1"), h.add)
+	subs, err := b.Subscribe(context.Background(), h.add, bus.PresenceChannel("u1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close()
+	defer subs[0].Close()
 	sess := &presencev1.Session{SessionId: "s1", UserId: "u1", DeviceId: "d1", EdgeId: "e1"}
 	register := func() {
 		if _, err := reg.RegisterSessions(t.Context(), &presencev1.RegisterSessionsRequest{Sessions: []*presencev1.Session{sess}}); err != nil {

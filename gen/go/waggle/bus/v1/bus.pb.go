@@ -23,20 +23,32 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Envelope is what travels on the bus (Redis pub/sub) from services to edges.
-// Internal: clients never see it.
+// Envelope is what travels on the bus (Redis pub/sub) from services to the
+// edges subscribed to its channel. Internal: clients never see it.
+//
+// Channels (package bus names them): "conv:<id>" carries a group's events
+// and ephemeral pushes to the edges holding its members; "user:<id>" carries
+// a user's own events, the events of the user's direct conversations, the
+// group events that make the user a member (so an edge learns to subscribe
+// to the group), ephemeral pushes for the user, and logouts.
+//
+// A push carries the events of one conversation (consecutive seqs) or user
+// events of the channel's user (consecutive seqs): those seqs are the
+// message's position, by which edges order, deduplicate and repair. A push
+// with neither is ephemeral (typing, read markers, unread counts) and has no
+// position.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The users whose sessions on the receiving edge get the push.
-	UserIds []string `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
-	// Sessions that must not get it (the sender's own, which had its ack).
+	// Sessions that must not get it (the sender's own, which had its answer).
 	ExcludeSessionIds []string `protobuf:"bytes,2,rep,name=exclude_session_ids,json=excludeSessionIds,proto3" json:"exclude_session_ids,omitempty"`
-	// Filled by the edge's own push_id per session.
+	// The edge gives it a push_id per session.
 	Push *v1.Push `protobuf:"bytes,3,opt,name=push,proto3" json:"push,omitempty"`
 	// Ask the edge to close these users' sessions on one device (logout).
-	CloseDevices  []*DeviceRef `protobuf:"bytes,4,rep,name=close_devices,json=closeDevices,proto3" json:"close_devices,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CloseDevices []*DeviceRef `protobuf:"bytes,4,rep,name=close_devices,json=closeDevices,proto3" json:"close_devices,omitempty"`
+	// Users none of whose sessions get it (a typist's own devices).
+	ExcludeUserIds []string `protobuf:"bytes,5,rep,name=exclude_user_ids,json=excludeUserIds,proto3" json:"exclude_user_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Envelope) Reset() {
@@ -69,13 +81,6 @@ func (*Envelope) Descriptor() ([]byte, []int) {
 	return file_waggle_bus_v1_bus_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *Envelope) GetUserIds() []string {
-	if x != nil {
-		return x.UserIds
-	}
-	return nil
-}
-
 func (x *Envelope) GetExcludeSessionIds() []string {
 	if x != nil {
 		return x.ExcludeSessionIds
@@ -93,6 +98,13 @@ func (x *Envelope) GetPush() *v1.Push {
 func (x *Envelope) GetCloseDevices() []*DeviceRef {
 	if x != nil {
 		return x.CloseDevices
+	}
+	return nil
+}
+
+func (x *Envelope) GetExcludeUserIds() []string {
+	if x != nil {
+		return x.ExcludeUserIds
 	}
 	return nil
 }
@@ -208,12 +220,12 @@ var File_waggle_bus_v1_bus_proto protoreflect.FileDescriptor
 
 const file_waggle_bus_v1_bus_proto_rawDesc = "" +
 	"\n" +
-	"\x17waggle/bus/v1/bus.proto\x12\rwaggle.bus.v1\x1a\x19waggle/edge/v1/edge.proto\x1a!waggle/presence/v1/presence.proto\"\xbe\x01\n" +
-	"\bEnvelope\x12\x19\n" +
-	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12.\n" +
+	"\x17waggle/bus/v1/bus.proto\x12\rwaggle.bus.v1\x1a\x19waggle/edge/v1/edge.proto\x1a!waggle/presence/v1/presence.proto\"\xdd\x01\n" +
+	"\bEnvelope\x12.\n" +
 	"\x13exclude_session_ids\x18\x02 \x03(\tR\x11excludeSessionIds\x12(\n" +
 	"\x04push\x18\x03 \x01(\v2\x14.waggle.edge.v1.PushR\x04push\x12=\n" +
-	"\rclose_devices\x18\x04 \x03(\v2\x18.waggle.bus.v1.DeviceRefR\fcloseDevices\"A\n" +
+	"\rclose_devices\x18\x04 \x03(\v2\x18.waggle.bus.v1.DeviceRefR\fcloseDevices\x12(\n" +
+	"\x10exclude_user_ids\x18\x05 \x03(\tR\x0eexcludeUserIdsJ\x04\b\x01\x10\x02R\buser_ids\"A\n" +
 	"\tDeviceRef\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\"\x7f\n" +

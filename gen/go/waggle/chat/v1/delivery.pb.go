@@ -9,6 +9,7 @@ package chatv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -171,11 +172,680 @@ func (*ReportDeliveriesResponse) Descriptor() ([]byte, []int) {
 	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{2}
 }
 
+type ListRoutesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 1000.
+	UserIds       []string `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesRequest) Reset() {
+	*x = ListRoutesRequest{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesRequest) ProtoMessage() {}
+
+func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
+func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListRoutesRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type ListRoutesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per known requested user; unknown users are left out.
+	Users         []*UserRoutes `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesResponse) Reset() {
+	*x = ListRoutesResponse{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesResponse) ProtoMessage() {}
+
+func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
+func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListRoutesResponse) GetUsers() []*UserRoutes {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// UserRoutes is what one user's sessions need from the bus.
+type UserRoutes struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The user's last user event: later ones come on "user:<id>".
+	UserSeq uint64 `protobuf:"varint,2,opt,name=user_seq,json=userSeq,proto3" json:"user_seq,omitempty"`
+	// The groups the user is a current member of.
+	Groups        []*GroupMembership `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserRoutes) Reset() {
+	*x = UserRoutes{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserRoutes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserRoutes) ProtoMessage() {}
+
+func (x *UserRoutes) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserRoutes.ProtoReflect.Descriptor instead.
+func (*UserRoutes) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UserRoutes) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UserRoutes) GetUserSeq() uint64 {
+	if x != nil {
+		return x.UserSeq
+	}
+	return 0
+}
+
+func (x *UserRoutes) GetGroups() []*GroupMembership {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+// GroupMembership is a user's place in a group: events with
+// joined_seq < seq are visible to them. last_seq is the group's last event
+// when this was read, in the same snapshot.
+type GroupMembership struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	JoinedSeq      uint64                 `protobuf:"varint,2,opt,name=joined_seq,json=joinedSeq,proto3" json:"joined_seq,omitempty"`
+	LastSeq        uint64                 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GroupMembership) Reset() {
+	*x = GroupMembership{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMembership) ProtoMessage() {}
+
+func (x *GroupMembership) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMembership.ProtoReflect.Descriptor instead.
+func (*GroupMembership) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GroupMembership) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *GroupMembership) GetJoinedSeq() uint64 {
+	if x != nil {
+		return x.JoinedSeq
+	}
+	return 0
+}
+
+func (x *GroupMembership) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+type ReadEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Conversation ranges (id is a conversation id).
+	Conversations []*StreamRange `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// User event ranges (id is a user id).
+	Users         []*StreamRange `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadEventsRequest) Reset() {
+	*x = ReadEventsRequest{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadEventsRequest) ProtoMessage() {}
+
+func (x *ReadEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadEventsRequest.ProtoReflect.Descriptor instead.
+func (*ReadEventsRequest) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReadEventsRequest) GetConversations() []*StreamRange {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
+func (x *ReadEventsRequest) GetUsers() []*StreamRange {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// StreamRange asks for a stream's events with from_seq <= seq <= to_seq;
+// to_seq 0 means up to the latest.
+type StreamRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	FromSeq       uint64                 `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	ToSeq         uint64                 `protobuf:"varint,3,opt,name=to_seq,json=toSeq,proto3" json:"to_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRange) Reset() {
+	*x = StreamRange{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRange) ProtoMessage() {}
+
+func (x *StreamRange) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRange.ProtoReflect.Descriptor instead.
+func (*StreamRange) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StreamRange) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StreamRange) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
+}
+
+func (x *StreamRange) GetToSeq() uint64 {
+	if x != nil {
+		return x.ToSeq
+	}
+	return 0
+}
+
+type ReadEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per requested conversation range, in request order.
+	Conversations []*ConversationEvents `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// One per requested user range, in request order.
+	Users         []*UserEvents `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadEventsResponse) Reset() {
+	*x = ReadEventsResponse{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadEventsResponse) ProtoMessage() {}
+
+func (x *ReadEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadEventsResponse.ProtoReflect.Descriptor instead.
+func (*ReadEventsResponse) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReadEventsResponse) GetConversations() []*ConversationEvents {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
+func (x *ReadEventsResponse) GetUsers() []*UserEvents {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type ConversationEvents struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// In seq order, gap-free from the range's from_seq.
+	Events []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// More of the range is left (the answer has a size budget): ask again
+	// from after the last event.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationEvents) Reset() {
+	*x = ConversationEvents{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationEvents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationEvents) ProtoMessage() {}
+
+func (x *ConversationEvents) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationEvents.ProtoReflect.Descriptor instead.
+func (*ConversationEvents) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ConversationEvents) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *ConversationEvents) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ConversationEvents) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+type UserEvents struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// In seq order, gap-free from the range's from_seq.
+	Events        []*UserEvent `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	More          bool         `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserEvents) Reset() {
+	*x = UserEvents{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserEvents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserEvents) ProtoMessage() {}
+
+func (x *UserEvents) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserEvents.ProtoReflect.Descriptor instead.
+func (*UserEvents) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UserEvents) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UserEvents) GetEvents() []*UserEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *UserEvents) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+type ListDirectChangesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000.
+	UserIds []string `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// Changes at or after this time are listed.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDirectChangesRequest) Reset() {
+	*x = ListDirectChangesRequest{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDirectChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDirectChangesRequest) ProtoMessage() {}
+
+func (x *ListDirectChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDirectChangesRequest.ProtoReflect.Descriptor instead.
+func (*ListDirectChangesRequest) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListDirectChangesRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *ListDirectChangesRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListDirectChangesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changes       []*DirectChange        `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDirectChangesResponse) Reset() {
+	*x = ListDirectChangesResponse{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDirectChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDirectChangesResponse) ProtoMessage() {}
+
+func (x *ListDirectChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDirectChangesResponse.ProtoReflect.Descriptor instead.
+func (*ListDirectChangesResponse) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListDirectChangesResponse) GetChanges() []*DirectChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+type DirectChange struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UserId         string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The conversation's last event.
+	LastSeq       uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectChange) Reset() {
+	*x = DirectChange{}
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectChange) ProtoMessage() {}
+
+func (x *DirectChange) ProtoReflect() protoreflect.Message {
+	mi := &file_waggle_chat_v1_delivery_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectChange.ProtoReflect.Descriptor instead.
+func (*DirectChange) Descriptor() ([]byte, []int) {
+	return file_waggle_chat_v1_delivery_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DirectChange) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *DirectChange) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *DirectChange) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
 var File_waggle_chat_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_waggle_chat_v1_delivery_proto_rawDesc = "" +
 	"\n" +
-	"\x1dwaggle/chat/v1/delivery.proto\x12\x0ewaggle.chat.v1\"~\n" +
+	"\x1dwaggle/chat/v1/delivery.proto\x12\x0ewaggle.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1awaggle/chat/v1/event.proto\"~\n" +
 	"\vDeliveryAck\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12'\n" +
@@ -183,9 +853,56 @@ const file_waggle_chat_v1_delivery_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\"J\n" +
 	"\x17ReportDeliveriesRequest\x12/\n" +
 	"\x04acks\x18\x01 \x03(\v2\x1b.waggle.chat.v1.DeliveryAckR\x04acks\"\x1a\n" +
-	"\x18ReportDeliveriesResponse2x\n" +
+	"\x18ReportDeliveriesResponse\".\n" +
+	"\x11ListRoutesRequest\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"F\n" +
+	"\x12ListRoutesResponse\x120\n" +
+	"\x05users\x18\x01 \x03(\v2\x1a.waggle.chat.v1.UserRoutesR\x05users\"y\n" +
+	"\n" +
+	"UserRoutes\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x19\n" +
+	"\buser_seq\x18\x02 \x01(\x04R\auserSeq\x127\n" +
+	"\x06groups\x18\x03 \x03(\v2\x1f.waggle.chat.v1.GroupMembershipR\x06groups\"t\n" +
+	"\x0fGroupMembership\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1d\n" +
+	"\n" +
+	"joined_seq\x18\x02 \x01(\x04R\tjoinedSeq\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"\x89\x01\n" +
+	"\x11ReadEventsRequest\x12A\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1b.waggle.chat.v1.StreamRangeR\rconversations\x121\n" +
+	"\x05users\x18\x02 \x03(\v2\x1b.waggle.chat.v1.StreamRangeR\x05users\"O\n" +
+	"\vStreamRange\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\x12\x15\n" +
+	"\x06to_seq\x18\x03 \x01(\x04R\x05toSeq\"\x90\x01\n" +
+	"\x12ReadEventsResponse\x12H\n" +
+	"\rconversations\x18\x01 \x03(\v2\".waggle.chat.v1.ConversationEventsR\rconversations\x120\n" +
+	"\x05users\x18\x02 \x03(\v2\x1a.waggle.chat.v1.UserEventsR\x05users\"\x80\x01\n" +
+	"\x12ConversationEvents\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12-\n" +
+	"\x06events\x18\x02 \x03(\v2\x15.waggle.chat.v1.EventR\x06events\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"l\n" +
+	"\n" +
+	"UserEvents\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x121\n" +
+	"\x06events\x18\x02 \x03(\v2\x19.waggle.chat.v1.UserEventR\x06events\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"g\n" +
+	"\x18ListDirectChangesRequest\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"S\n" +
+	"\x19ListDirectChangesResponse\x126\n" +
+	"\achanges\x18\x01 \x03(\v2\x1c.waggle.chat.v1.DirectChangeR\achanges\"k\n" +
+	"\fDirectChange\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq2\x8c\x03\n" +
 	"\x0fDeliveryService\x12e\n" +
-	"\x10ReportDeliveries\x12'.waggle.chat.v1.ReportDeliveriesRequest\x1a(.waggle.chat.v1.ReportDeliveriesResponseB\xb8\x01\n" +
+	"\x10ReportDeliveries\x12'.waggle.chat.v1.ReportDeliveriesRequest\x1a(.waggle.chat.v1.ReportDeliveriesResponse\x12S\n" +
+	"\n" +
+	"ListRoutes\x12!.waggle.chat.v1.ListRoutesRequest\x1a\".waggle.chat.v1.ListRoutesResponse\x12S\n" +
+	"\n" +
+	"ReadEvents\x12!.waggle.chat.v1.ReadEventsRequest\x1a\".waggle.chat.v1.ReadEventsResponse\x12h\n" +
+	"\x11ListDirectChanges\x12(.waggle.chat.v1.ListDirectChangesRequest\x1a).waggle.chat.v1.ListDirectChangesResponseB\xb8\x01\n" +
 	"\x12com.waggle.chat.v1B\rDeliveryProtoP\x01Z9github.com/wagglechat/waggle/gen/go/waggle/chat/v1;chatv1\xa2\x02\x03WCX\xaa\x02\x0eWaggle.Chat.V1\xca\x02\x0eWaggle\\Chat\\V1\xe2\x02\x1aWaggle\\Chat\\V1\\GPBMetadata\xea\x02\x10Waggle::Chat::V1b\x06proto3"
 
 var (
@@ -200,21 +917,52 @@ func file_waggle_chat_v1_delivery_proto_rawDescGZIP() []byte {
 	return file_waggle_chat_v1_delivery_proto_rawDescData
 }
 
-var file_waggle_chat_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_waggle_chat_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_waggle_chat_v1_delivery_proto_goTypes = []any{
-	(*DeliveryAck)(nil),              // 0: waggle.chat.v1.DeliveryAck
-	(*ReportDeliveriesRequest)(nil),  // 1: waggle.chat.v1.ReportDeliveriesRequest
-	(*ReportDeliveriesResponse)(nil), // 2: waggle.chat.v1.ReportDeliveriesResponse
+	(*DeliveryAck)(nil),               // 0: waggle.chat.v1.DeliveryAck
+	(*ReportDeliveriesRequest)(nil),   // 1: waggle.chat.v1.ReportDeliveriesRequest
+	(*ReportDeliveriesResponse)(nil),  // 2: waggle.chat.v1.ReportDeliveriesResponse
+	(*ListRoutesRequest)(nil),         // 3: waggle.chat.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),        // 4: waggle.chat.v1.ListRoutesResponse
+	(*UserRoutes)(nil),                // 5: waggle.chat.v1.UserRoutes
+	(*GroupMembership)(nil),           // 6: waggle.chat.v1.GroupMembership
+	(*ReadEventsRequest)(nil),         // 7: waggle.chat.v1.ReadEventsRequest
+	(*StreamRange)(nil),               // 8: waggle.chat.v1.StreamRange
+	(*ReadEventsResponse)(nil),        // 9: waggle.chat.v1.ReadEventsResponse
+	(*ConversationEvents)(nil),        // 10: waggle.chat.v1.ConversationEvents
+	(*UserEvents)(nil),                // 11: waggle.chat.v1.UserEvents
+	(*ListDirectChangesRequest)(nil),  // 12: waggle.chat.v1.ListDirectChangesRequest
+	(*ListDirectChangesResponse)(nil), // 13: waggle.chat.v1.ListDirectChangesResponse
+	(*DirectChange)(nil),              // 14: waggle.chat.v1.DirectChange
+	(*Event)(nil),                     // 15: waggle.chat.v1.Event
+	(*UserEvent)(nil),                 // 16: waggle.chat.v1.UserEvent
+	(*timestamppb.Timestamp)(nil),     // 17: google.protobuf.Timestamp
 }
 var file_waggle_chat_v1_delivery_proto_depIdxs = []int32{
-	0, // 0: waggle.chat.v1.ReportDeliveriesRequest.acks:type_name -> waggle.chat.v1.DeliveryAck
-	1, // 1: waggle.chat.v1.DeliveryService.ReportDeliveries:input_type -> waggle.chat.v1.ReportDeliveriesRequest
-	2, // 2: waggle.chat.v1.DeliveryService.ReportDeliveries:output_type -> waggle.chat.v1.ReportDeliveriesResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	0,  // 0: waggle.chat.v1.ReportDeliveriesRequest.acks:type_name -> waggle.chat.v1.DeliveryAck
+	5,  // 1: waggle.chat.v1.ListRoutesResponse.users:type_name -> waggle.chat.v1.UserRoutes
+	6,  // 2: waggle.chat.v1.UserRoutes.groups:type_name -> waggle.chat.v1.GroupMembership
+	8,  // 3: waggle.chat.v1.ReadEventsRequest.conversations:type_name -> waggle.chat.v1.StreamRange
+	8,  // 4: waggle.chat.v1.ReadEventsRequest.users:type_name -> waggle.chat.v1.StreamRange
+	10, // 5: waggle.chat.v1.ReadEventsResponse.conversations:type_name -> waggle.chat.v1.ConversationEvents
+	11, // 6: waggle.chat.v1.ReadEventsResponse.users:type_name -> waggle.chat.v1.UserEvents
+	15, // 7: waggle.chat.v1.ConversationEvents.events:type_name -> waggle.chat.v1.Event
+	16, // 8: waggle.chat.v1.UserEvents.events:type_name -> waggle.chat.v1.UserEvent
+	17, // 9: waggle.chat.v1.ListDirectChangesRequest.since:type_name -> google.protobuf.Timestamp
+	14, // 10: waggle.chat.v1.ListDirectChangesResponse.changes:type_name -> waggle.chat.v1.DirectChange
+	1,  // 11: waggle.chat.v1.DeliveryService.ReportDeliveries:input_type -> waggle.chat.v1.ReportDeliveriesRequest
+	3,  // 12: waggle.chat.v1.DeliveryService.ListRoutes:input_type -> waggle.chat.v1.ListRoutesRequest
+	7,  // 13: waggle.chat.v1.DeliveryService.ReadEvents:input_type -> waggle.chat.v1.ReadEventsRequest
+	12, // 14: waggle.chat.v1.DeliveryService.ListDirectChanges:input_type -> waggle.chat.v1.ListDirectChangesRequest
+	2,  // 15: waggle.chat.v1.DeliveryService.ReportDeliveries:output_type -> waggle.chat.v1.ReportDeliveriesResponse
+	4,  // 16: waggle.chat.v1.DeliveryService.ListRoutes:output_type -> waggle.chat.v1.ListRoutesResponse
+	9,  // 17: waggle.chat.v1.DeliveryService.ReadEvents:output_type -> waggle.chat.v1.ReadEventsResponse
+	13, // 18: waggle.chat.v1.DeliveryService.ListDirectChanges:output_type -> waggle.chat.v1.ListDirectChangesResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_waggle_chat_v1_delivery_proto_init() }
@@ -222,13 +970,14 @@ func file_waggle_chat_v1_delivery_proto_init() {
 	if File_waggle_chat_v1_delivery_proto != nil {
 		return
 	}
+	file_waggle_chat_v1_event_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_waggle_chat_v1_delivery_proto_rawDesc), len(file_waggle_chat_v1_delivery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DeliveryService_ReportDeliveries_FullMethodName = "/waggle.chat.v1.DeliveryService/ReportDeliveries"
+	DeliveryService_ReportDeliveries_FullMethodName  = "/waggle.chat.v1.DeliveryService/ReportDeliveries"
+	DeliveryService_ListRoutes_FullMethodName        = "/waggle.chat.v1.DeliveryService/ListRoutes"
+	DeliveryService_ReadEvents_FullMethodName        = "/waggle.chat.v1.DeliveryService/ReadEvents"
+	DeliveryService_ListDirectChanges_FullMethodName = "/waggle.chat.v1.DeliveryService/ListDirectChanges"
 )
 
 // DeliveryServiceClient is the client API for DeliveryService service.
@@ -27,9 +30,20 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // DeliveryService is internal: edges report which events their sessions
-// acknowledged. It requires the internal service credential, not a user token.
+// acknowledged, and read what their bus subscriptions need or missed. It
+// requires the internal service credential, not a user token.
 type DeliveryServiceClient interface {
 	ReportDeliveries(ctx context.Context, in *ReportDeliveriesRequest, opts ...grpc.CallOption) (*ReportDeliveriesResponse, error)
+	// ListRoutes tells an edge, for users it holds sessions of, which groups
+	// to subscribe to (the topic of each) and where each stream stands.
+	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
+	// ReadEvents reads ranges of conversations' and users' event streams in
+	// order, for an edge repairing a gap or catching up after a subscribe.
+	// Events are not filtered by membership: the edge decides who sees them.
+	ReadEvents(ctx context.Context, in *ReadEventsRequest, opts ...grpc.CallOption) (*ReadEventsResponse, error)
+	// ListDirectChanges names the direct conversations of users that changed
+	// since a time, for an edge whose bus connection was interrupted.
+	ListDirectChanges(ctx context.Context, in *ListDirectChangesRequest, opts ...grpc.CallOption) (*ListDirectChangesResponse, error)
 }
 
 type deliveryServiceClient struct {
@@ -50,14 +64,55 @@ func (c *deliveryServiceClient) ReportDeliveries(ctx context.Context, in *Report
 	return out, nil
 }
 
+func (c *deliveryServiceClient) ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRoutesResponse)
+	err := c.cc.Invoke(ctx, DeliveryService_ListRoutes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deliveryServiceClient) ReadEvents(ctx context.Context, in *ReadEventsRequest, opts ...grpc.CallOption) (*ReadEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadEventsResponse)
+	err := c.cc.Invoke(ctx, DeliveryService_ReadEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deliveryServiceClient) ListDirectChanges(ctx context.Context, in *ListDirectChangesRequest, opts ...grpc.CallOption) (*ListDirectChangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDirectChangesResponse)
+	err := c.cc.Invoke(ctx, DeliveryService_ListDirectChanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeliveryServiceServer is the server API for DeliveryService service.
 // All implementations must embed UnimplementedDeliveryServiceServer
 // for forward compatibility.
 //
 // DeliveryService is internal: edges report which events their sessions
-// acknowledged. It requires the internal service credential, not a user token.
+// acknowledged, and read what their bus subscriptions need or missed. It
+// requires the internal service credential, not a user token.
 type DeliveryServiceServer interface {
 	ReportDeliveries(context.Context, *ReportDeliveriesRequest) (*ReportDeliveriesResponse, error)
+	// ListRoutes tells an edge, for users it holds sessions of, which groups
+	// to subscribe to (the topic of each) and where each stream stands.
+	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
+	// ReadEvents reads ranges of conversations' and users' event streams in
+	// order, for an edge repairing a gap or catching up after a subscribe.
+	// Events are not filtered by membership: the edge decides who sees them.
+	ReadEvents(context.Context, *ReadEventsRequest) (*ReadEventsResponse, error)
+	// ListDirectChanges names the direct conversations of users that changed
+	// since a time, for an edge whose bus connection was interrupted.
+	ListDirectChanges(context.Context, *ListDirectChangesRequest) (*ListDirectChangesResponse, error)
 	mustEmbedUnimplementedDeliveryServiceServer()
 }
 
@@ -70,6 +125,15 @@ type UnimplementedDeliveryServiceServer struct{}
 
 func (UnimplementedDeliveryServiceServer) ReportDeliveries(context.Context, *ReportDeliveriesRequest) (*ReportDeliveriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportDeliveries not implemented")
+}
+func (UnimplementedDeliveryServiceServer) ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRoutes not implemented")
+}
+func (UnimplementedDeliveryServiceServer) ReadEvents(context.Context, *ReadEventsRequest) (*ReadEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadEvents not implemented")
+}
+func (UnimplementedDeliveryServiceServer) ListDirectChanges(context.Context, *ListDirectChangesRequest) (*ListDirectChangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDirectChanges not implemented")
 }
 func (UnimplementedDeliveryServiceServer) mustEmbedUnimplementedDeliveryServiceServer() {}
 func (UnimplementedDeliveryServiceServer) testEmbeddedByValue()                         {}
@@ -110,6 +174,60 @@ func _DeliveryService_ReportDeliveries_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeliveryService_ListRoutes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRoutesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeliveryServiceServer).ListRoutes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeliveryService_ListRoutes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeliveryServiceServer).ListRoutes(ctx, req.(*ListRoutesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeliveryService_ReadEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeliveryServiceServer).ReadEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeliveryService_ReadEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeliveryServiceServer).ReadEvents(ctx, req.(*ReadEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeliveryService_ListDirectChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDirectChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeliveryServiceServer).ListDirectChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeliveryService_ListDirectChanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeliveryServiceServer).ListDirectChanges(ctx, req.(*ListDirectChangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DeliveryService_ServiceDesc is the grpc.ServiceDesc for DeliveryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -120,6 +238,18 @@ var DeliveryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportDeliveries",
 			Handler:    _DeliveryService_ReportDeliveries_Handler,
+		},
+		{
+			MethodName: "ListRoutes",
+			Handler:    _DeliveryService_ListRoutes_Handler,
+		},
+		{
+			MethodName: "ReadEvents",
+			Handler:    _DeliveryService_ReadEvents_Handler,
+		},
+		{
+			MethodName: "ListDirectChanges",
+			Handler:    _DeliveryService_ListDirectChanges_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

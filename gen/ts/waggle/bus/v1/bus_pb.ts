@@ -14,31 +14,36 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file waggle/bus/v1/bus.proto.
  */
 export const file_waggle_bus_v1_bus: GenFile = /*@__PURE__*/
-  fileDesc("Chd3YWdnbGUvYnVzL3YxL2J1cy5wcm90bxINd2FnZ2xlLmJ1cy52MSKOAQoIRW52ZWxvcGUSEAoIdXNlcl9pZHMYASADKAkSGwoTZXhjbHVkZV9zZXNzaW9uX2lkcxgCIAMoCRIiCgRwdXNoGAMgASgLMhQud2FnZ2xlLmVkZ2UudjEuUHVzaBIvCg1jbG9zZV9kZXZpY2VzGAQgAygLMhgud2FnZ2xlLmJ1cy52MS5EZXZpY2VSZWYiLwoJRGV2aWNlUmVmEg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJImIKDlByZXNlbmNlQ2hhbmdlEjIKCHByZXNlbmNlGAEgASgLMiAud2FnZ2xlLnByZXNlbmNlLnYxLlVzZXJQcmVzZW5jZRIcChRoaWRkZW5fZnJvbV91c2VyX2lkcxgCIAMoCUKsAQoRY29tLndhZ2dsZS5idXMudjFCCEJ1c1Byb3RvUAFaN2dpdGh1Yi5jb20vd2FnZ2xlY2hhdC93YWdnbGUvZ2VuL2dvL3dhZ2dsZS9idXMvdjE7YnVzdjGiAgNXQliqAg1XYWdnbGUuQnVzLlYxygINV2FnZ2xlXEJ1c1xWMeICGVdhZ2dsZVxCdXNcVjFcR1BCTWV0YWRhdGHqAg9XYWdnbGU6OkJ1czo6VjFiBnByb3RvMw", [file_waggle_edge_v1_edge, file_waggle_presence_v1_presence]);
+  fileDesc("Chd3YWdnbGUvYnVzL3YxL2J1cy5wcm90bxINd2FnZ2xlLmJ1cy52MSKmAQoIRW52ZWxvcGUSGwoTZXhjbHVkZV9zZXNzaW9uX2lkcxgCIAMoCRIiCgRwdXNoGAMgASgLMhQud2FnZ2xlLmVkZ2UudjEuUHVzaBIvCg1jbG9zZV9kZXZpY2VzGAQgAygLMhgud2FnZ2xlLmJ1cy52MS5EZXZpY2VSZWYSGAoQZXhjbHVkZV91c2VyX2lkcxgFIAMoCUoECAEQAlIIdXNlcl9pZHMiLwoJRGV2aWNlUmVmEg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJImIKDlByZXNlbmNlQ2hhbmdlEjIKCHByZXNlbmNlGAEgASgLMiAud2FnZ2xlLnByZXNlbmNlLnYxLlVzZXJQcmVzZW5jZRIcChRoaWRkZW5fZnJvbV91c2VyX2lkcxgCIAMoCUKsAQoRY29tLndhZ2dsZS5idXMudjFCCEJ1c1Byb3RvUAFaN2dpdGh1Yi5jb20vd2FnZ2xlY2hhdC93YWdnbGUvZ2VuL2dvL3dhZ2dsZS9idXMvdjE7YnVzdjGiAgNXQliqAg1XYWdnbGUuQnVzLlYxygINV2FnZ2xlXEJ1c1xWMeICGVdhZ2dsZVxCdXNcVjFcR1BCTWV0YWRhdGHqAg9XYWdnbGU6OkJ1czo6VjFiBnByb3RvMw", [file_waggle_edge_v1_edge, file_waggle_presence_v1_presence]);
 
 /**
- * Envelope is what travels on the bus (Redis pub/sub) from services to edges.
- * Internal: clients never see it.
+ * Envelope is what travels on the bus (Redis pub/sub) from services to the
+ * edges subscribed to its channel. Internal: clients never see it.
+ *
+ * Channels (package bus names them): "conv:<id>" carries a group's events
+ * and ephemeral pushes to the edges holding its members; "user:<id>" carries
+ * a user's own events, the events of the user's direct conversations, the
+ * group events that make the user a member (so an edge learns to subscribe
+ * to the group), ephemeral pushes for the user, and logouts.
+ *
+ * A push carries the events of one conversation (consecutive seqs) or user
+ * events of the channel's user (consecutive seqs): those seqs are the
+ * message's position, by which edges order, deduplicate and repair. A push
+ * with neither is ephemeral (typing, read markers, unread counts) and has no
+ * position.
  *
  * @generated from message waggle.bus.v1.Envelope
  */
 export type Envelope = Message<"waggle.bus.v1.Envelope"> & {
   /**
-   * The users whose sessions on the receiving edge get the push.
-   *
-   * @generated from field: repeated string user_ids = 1;
-   */
-  userIds: string[];
-
-  /**
-   * Sessions that must not get it (the sender's own, which had its ack).
+   * Sessions that must not get it (the sender's own, which had its answer).
    *
    * @generated from field: repeated string exclude_session_ids = 2;
    */
   excludeSessionIds: string[];
 
   /**
-   * Filled by the edge's own push_id per session.
+   * The edge gives it a push_id per session.
    *
    * @generated from field: waggle.edge.v1.Push push = 3;
    */
@@ -50,6 +55,13 @@ export type Envelope = Message<"waggle.bus.v1.Envelope"> & {
    * @generated from field: repeated waggle.bus.v1.DeviceRef close_devices = 4;
    */
   closeDevices: DeviceRef[];
+
+  /**
+   * Users none of whose sessions get it (a typist's own devices).
+   *
+   * @generated from field: repeated string exclude_user_ids = 5;
+   */
+  excludeUserIds: string[];
 };
 
 /**

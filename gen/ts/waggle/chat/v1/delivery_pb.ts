@@ -4,13 +4,17 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Event, UserEvent } from "./event_pb.js";
+import { file_waggle_chat_v1_event } from "./event_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file waggle/chat/v1/delivery.proto.
  */
 export const file_waggle_chat_v1_delivery: GenFile = /*@__PURE__*/
-  fileDesc("Ch13YWdnbGUvY2hhdC92MS9kZWxpdmVyeS5wcm90bxIOd2FnZ2xlLmNoYXQudjEiVwoLRGVsaXZlcnlBY2sSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgsKA3NlcRgEIAEoBCJEChdSZXBvcnREZWxpdmVyaWVzUmVxdWVzdBIpCgRhY2tzGAEgAygLMhsud2FnZ2xlLmNoYXQudjEuRGVsaXZlcnlBY2siGgoYUmVwb3J0RGVsaXZlcmllc1Jlc3BvbnNlMngKD0RlbGl2ZXJ5U2VydmljZRJlChBSZXBvcnREZWxpdmVyaWVzEicud2FnZ2xlLmNoYXQudjEuUmVwb3J0RGVsaXZlcmllc1JlcXVlc3QaKC53YWdnbGUuY2hhdC52MS5SZXBvcnREZWxpdmVyaWVzUmVzcG9uc2VCuAEKEmNvbS53YWdnbGUuY2hhdC52MUINRGVsaXZlcnlQcm90b1ABWjlnaXRodWIuY29tL3dhZ2dsZWNoYXQvd2FnZ2xlL2dlbi9nby93YWdnbGUvY2hhdC92MTtjaGF0djGiAgNXQ1iqAg5XYWdnbGUuQ2hhdC5WMcoCDldhZ2dsZVxDaGF0XFYx4gIaV2FnZ2xlXENoYXRcVjFcR1BCTWV0YWRhdGHqAhBXYWdnbGU6OkNoYXQ6OlYxYgZwcm90bzM");
+  fileDesc("Ch13YWdnbGUvY2hhdC92MS9kZWxpdmVyeS5wcm90bxIOd2FnZ2xlLmNoYXQudjEiVwoLRGVsaXZlcnlBY2sSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgsKA3NlcRgEIAEoBCJEChdSZXBvcnREZWxpdmVyaWVzUmVxdWVzdBIpCgRhY2tzGAEgAygLMhsud2FnZ2xlLmNoYXQudjEuRGVsaXZlcnlBY2siGgoYUmVwb3J0RGVsaXZlcmllc1Jlc3BvbnNlIiUKEUxpc3RSb3V0ZXNSZXF1ZXN0EhAKCHVzZXJfaWRzGAEgAygJIj8KEkxpc3RSb3V0ZXNSZXNwb25zZRIpCgV1c2VycxgBIAMoCzIaLndhZ2dsZS5jaGF0LnYxLlVzZXJSb3V0ZXMiYAoKVXNlclJvdXRlcxIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJfc2VxGAIgASgEEi8KBmdyb3VwcxgDIAMoCzIfLndhZ2dsZS5jaGF0LnYxLkdyb3VwTWVtYmVyc2hpcCJQCg9Hcm91cE1lbWJlcnNoaXASFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhIKCmpvaW5lZF9zZXEYAiABKAQSEAoIbGFzdF9zZXEYAyABKAQicwoRUmVhZEV2ZW50c1JlcXVlc3QSMgoNY29udmVyc2F0aW9ucxgBIAMoCzIbLndhZ2dsZS5jaGF0LnYxLlN0cmVhbVJhbmdlEioKBXVzZXJzGAIgAygLMhsud2FnZ2xlLmNoYXQudjEuU3RyZWFtUmFuZ2UiOwoLU3RyZWFtUmFuZ2USCgoCaWQYASABKAkSEAoIZnJvbV9zZXEYAiABKAQSDgoGdG9fc2VxGAMgASgEInoKElJlYWRFdmVudHNSZXNwb25zZRI5Cg1jb252ZXJzYXRpb25zGAEgAygLMiIud2FnZ2xlLmNoYXQudjEuQ29udmVyc2F0aW9uRXZlbnRzEikKBXVzZXJzGAIgAygLMhoud2FnZ2xlLmNoYXQudjEuVXNlckV2ZW50cyJiChJDb252ZXJzYXRpb25FdmVudHMSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEiUKBmV2ZW50cxgCIAMoCzIVLndhZ2dsZS5jaGF0LnYxLkV2ZW50EgwKBG1vcmUYAyABKAgiVgoKVXNlckV2ZW50cxIPCgd1c2VyX2lkGAEgASgJEikKBmV2ZW50cxgCIAMoCzIZLndhZ2dsZS5jaGF0LnYxLlVzZXJFdmVudBIMCgRtb3JlGAMgASgIIlcKGExpc3REaXJlY3RDaGFuZ2VzUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCRIpCgVzaW5jZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSgoZTGlzdERpcmVjdENoYW5nZXNSZXNwb25zZRItCgdjaGFuZ2VzGAEgAygLMhwud2FnZ2xlLmNoYXQudjEuRGlyZWN0Q2hhbmdlIkoKDERpcmVjdENoYW5nZRIPCgd1c2VyX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRIQCghsYXN0X3NlcRgDIAEoBDKMAwoPRGVsaXZlcnlTZXJ2aWNlEmUKEFJlcG9ydERlbGl2ZXJpZXMSJy53YWdnbGUuY2hhdC52MS5SZXBvcnREZWxpdmVyaWVzUmVxdWVzdBooLndhZ2dsZS5jaGF0LnYxLlJlcG9ydERlbGl2ZXJpZXNSZXNwb25zZRJTCgpMaXN0Um91dGVzEiEud2FnZ2xlLmNoYXQudjEuTGlzdFJvdXRlc1JlcXVlc3QaIi53YWdnbGUuY2hhdC52MS5MaXN0Um91dGVzUmVzcG9uc2USUwoKUmVhZEV2ZW50cxIhLndhZ2dsZS5jaGF0LnYxLlJlYWRFdmVudHNSZXF1ZXN0GiIud2FnZ2xlLmNoYXQudjEuUmVhZEV2ZW50c1Jlc3BvbnNlEmgKEUxpc3REaXJlY3RDaGFuZ2VzEigud2FnZ2xlLmNoYXQudjEuTGlzdERpcmVjdENoYW5nZXNSZXF1ZXN0Gikud2FnZ2xlLmNoYXQudjEuTGlzdERpcmVjdENoYW5nZXNSZXNwb25zZUK4AQoSY29tLndhZ2dsZS5jaGF0LnYxQg1EZWxpdmVyeVByb3RvUAFaOWdpdGh1Yi5jb20vd2FnZ2xlY2hhdC93YWdnbGUvZ2VuL2dvL3dhZ2dsZS9jaGF0L3YxO2NoYXR2MaICA1dDWKoCDldhZ2dsZS5DaGF0LlYxygIOV2FnZ2xlXENoYXRcVjHiAhpXYWdnbGVcQ2hhdFxWMVxHUEJNZXRhZGF0YeoCEFdhZ2dsZTo6Q2hhdDo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_waggle_chat_v1_event]);
 
 /**
  * DeliveryAck says a device holds every event of a conversation up to seq.
@@ -79,8 +83,326 @@ export const ReportDeliveriesResponseSchema: GenMessage<ReportDeliveriesResponse
   messageDesc(file_waggle_chat_v1_delivery, 2);
 
 /**
+ * @generated from message waggle.chat.v1.ListRoutesRequest
+ */
+export type ListRoutesRequest = Message<"waggle.chat.v1.ListRoutesRequest"> & {
+  /**
+   * At most 1000.
+   *
+   * @generated from field: repeated string user_ids = 1;
+   */
+  userIds: string[];
+};
+
+/**
+ * Describes the message waggle.chat.v1.ListRoutesRequest.
+ * Use `create(ListRoutesRequestSchema)` to create a new message.
+ */
+export const ListRoutesRequestSchema: GenMessage<ListRoutesRequest> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 3);
+
+/**
+ * @generated from message waggle.chat.v1.ListRoutesResponse
+ */
+export type ListRoutesResponse = Message<"waggle.chat.v1.ListRoutesResponse"> & {
+  /**
+   * One per known requested user; unknown users are left out.
+   *
+   * @generated from field: repeated waggle.chat.v1.UserRoutes users = 1;
+   */
+  users: UserRoutes[];
+};
+
+/**
+ * Describes the message waggle.chat.v1.ListRoutesResponse.
+ * Use `create(ListRoutesResponseSchema)` to create a new message.
+ */
+export const ListRoutesResponseSchema: GenMessage<ListRoutesResponse> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 4);
+
+/**
+ * UserRoutes is what one user's sessions need from the bus.
+ *
+ * @generated from message waggle.chat.v1.UserRoutes
+ */
+export type UserRoutes = Message<"waggle.chat.v1.UserRoutes"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The user's last user event: later ones come on "user:<id>".
+   *
+   * @generated from field: uint64 user_seq = 2;
+   */
+  userSeq: bigint;
+
+  /**
+   * The groups the user is a current member of.
+   *
+   * @generated from field: repeated waggle.chat.v1.GroupMembership groups = 3;
+   */
+  groups: GroupMembership[];
+};
+
+/**
+ * Describes the message waggle.chat.v1.UserRoutes.
+ * Use `create(UserRoutesSchema)` to create a new message.
+ */
+export const UserRoutesSchema: GenMessage<UserRoutes> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 5);
+
+/**
+ * GroupMembership is a user's place in a group: events with
+ * joined_seq < seq are visible to them. last_seq is the group's last event
+ * when this was read, in the same snapshot.
+ *
+ * @generated from message waggle.chat.v1.GroupMembership
+ */
+export type GroupMembership = Message<"waggle.chat.v1.GroupMembership"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: uint64 joined_seq = 2;
+   */
+  joinedSeq: bigint;
+
+  /**
+   * @generated from field: uint64 last_seq = 3;
+   */
+  lastSeq: bigint;
+};
+
+/**
+ * Describes the message waggle.chat.v1.GroupMembership.
+ * Use `create(GroupMembershipSchema)` to create a new message.
+ */
+export const GroupMembershipSchema: GenMessage<GroupMembership> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 6);
+
+/**
+ * @generated from message waggle.chat.v1.ReadEventsRequest
+ */
+export type ReadEventsRequest = Message<"waggle.chat.v1.ReadEventsRequest"> & {
+  /**
+   * Conversation ranges (id is a conversation id).
+   *
+   * @generated from field: repeated waggle.chat.v1.StreamRange conversations = 1;
+   */
+  conversations: StreamRange[];
+
+  /**
+   * User event ranges (id is a user id).
+   *
+   * @generated from field: repeated waggle.chat.v1.StreamRange users = 2;
+   */
+  users: StreamRange[];
+};
+
+/**
+ * Describes the message waggle.chat.v1.ReadEventsRequest.
+ * Use `create(ReadEventsRequestSchema)` to create a new message.
+ */
+export const ReadEventsRequestSchema: GenMessage<ReadEventsRequest> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 7);
+
+/**
+ * StreamRange asks for a stream's events with from_seq <= seq <= to_seq;
+ * to_seq 0 means up to the latest.
+ *
+ * @generated from message waggle.chat.v1.StreamRange
+ */
+export type StreamRange = Message<"waggle.chat.v1.StreamRange"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: uint64 from_seq = 2;
+   */
+  fromSeq: bigint;
+
+  /**
+   * @generated from field: uint64 to_seq = 3;
+   */
+  toSeq: bigint;
+};
+
+/**
+ * Describes the message waggle.chat.v1.StreamRange.
+ * Use `create(StreamRangeSchema)` to create a new message.
+ */
+export const StreamRangeSchema: GenMessage<StreamRange> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 8);
+
+/**
+ * @generated from message waggle.chat.v1.ReadEventsResponse
+ */
+export type ReadEventsResponse = Message<"waggle.chat.v1.ReadEventsResponse"> & {
+  /**
+   * One per requested conversation range, in request order.
+   *
+   * @generated from field: repeated waggle.chat.v1.ConversationEvents conversations = 1;
+   */
+  conversations: ConversationEvents[];
+
+  /**
+   * One per requested user range, in request order.
+   *
+   * @generated from field: repeated waggle.chat.v1.UserEvents users = 2;
+   */
+  users: UserEvents[];
+};
+
+/**
+ * Describes the message waggle.chat.v1.ReadEventsResponse.
+ * Use `create(ReadEventsResponseSchema)` to create a new message.
+ */
+export const ReadEventsResponseSchema: GenMessage<ReadEventsResponse> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 9);
+
+/**
+ * @generated from message waggle.chat.v1.ConversationEvents
+ */
+export type ConversationEvents = Message<"waggle.chat.v1.ConversationEvents"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * In seq order, gap-free from the range's from_seq.
+   *
+   * @generated from field: repeated waggle.chat.v1.Event events = 2;
+   */
+  events: Event[];
+
+  /**
+   * More of the range is left (the answer has a size budget): ask again
+   * from after the last event.
+   *
+   * @generated from field: bool more = 3;
+   */
+  more: boolean;
+};
+
+/**
+ * Describes the message waggle.chat.v1.ConversationEvents.
+ * Use `create(ConversationEventsSchema)` to create a new message.
+ */
+export const ConversationEventsSchema: GenMessage<ConversationEvents> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 10);
+
+/**
+ * @generated from message waggle.chat.v1.UserEvents
+ */
+export type UserEvents = Message<"waggle.chat.v1.UserEvents"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * In seq order, gap-free from the range's from_seq.
+   *
+   * @generated from field: repeated waggle.chat.v1.UserEvent events = 2;
+   */
+  events: UserEvent[];
+
+  /**
+   * @generated from field: bool more = 3;
+   */
+  more: boolean;
+};
+
+/**
+ * Describes the message waggle.chat.v1.UserEvents.
+ * Use `create(UserEventsSchema)` to create a new message.
+ */
+export const UserEventsSchema: GenMessage<UserEvents> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 11);
+
+/**
+ * @generated from message waggle.chat.v1.ListDirectChangesRequest
+ */
+export type ListDirectChangesRequest = Message<"waggle.chat.v1.ListDirectChangesRequest"> & {
+  /**
+   * At most 10,000.
+   *
+   * @generated from field: repeated string user_ids = 1;
+   */
+  userIds: string[];
+
+  /**
+   * Changes at or after this time are listed.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message waggle.chat.v1.ListDirectChangesRequest.
+ * Use `create(ListDirectChangesRequestSchema)` to create a new message.
+ */
+export const ListDirectChangesRequestSchema: GenMessage<ListDirectChangesRequest> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 12);
+
+/**
+ * @generated from message waggle.chat.v1.ListDirectChangesResponse
+ */
+export type ListDirectChangesResponse = Message<"waggle.chat.v1.ListDirectChangesResponse"> & {
+  /**
+   * @generated from field: repeated waggle.chat.v1.DirectChange changes = 1;
+   */
+  changes: DirectChange[];
+};
+
+/**
+ * Describes the message waggle.chat.v1.ListDirectChangesResponse.
+ * Use `create(ListDirectChangesResponseSchema)` to create a new message.
+ */
+export const ListDirectChangesResponseSchema: GenMessage<ListDirectChangesResponse> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 13);
+
+/**
+ * @generated from message waggle.chat.v1.DirectChange
+ */
+export type DirectChange = Message<"waggle.chat.v1.DirectChange"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string conversation_id = 2;
+   */
+  conversationId: string;
+
+  /**
+   * The conversation's last event.
+   *
+   * @generated from field: uint64 last_seq = 3;
+   */
+  lastSeq: bigint;
+};
+
+/**
+ * Describes the message waggle.chat.v1.DirectChange.
+ * Use `create(DirectChangeSchema)` to create a new message.
+ */
+export const DirectChangeSchema: GenMessage<DirectChange> = /*@__PURE__*/
+  messageDesc(file_waggle_chat_v1_delivery, 14);
+
+/**
  * DeliveryService is internal: edges report which events their sessions
- * acknowledged. It requires the internal service credential, not a user token.
+ * acknowledged, and read what their bus subscriptions need or missed. It
+ * requires the internal service credential, not a user token.
  *
  * @generated from service waggle.chat.v1.DeliveryService
  */
@@ -92,6 +414,40 @@ export const DeliveryService: GenService<{
     methodKind: "unary";
     input: typeof ReportDeliveriesRequestSchema;
     output: typeof ReportDeliveriesResponseSchema;
+  },
+  /**
+   * ListRoutes tells an edge, for users it holds sessions of, which groups
+   * to subscribe to (the topic of each) and where each stream stands.
+   *
+   * @generated from rpc waggle.chat.v1.DeliveryService.ListRoutes
+   */
+  listRoutes: {
+    methodKind: "unary";
+    input: typeof ListRoutesRequestSchema;
+    output: typeof ListRoutesResponseSchema;
+  },
+  /**
+   * ReadEvents reads ranges of conversations' and users' event streams in
+   * order, for an edge repairing a gap or catching up after a subscribe.
+   * Events are not filtered by membership: the edge decides who sees them.
+   *
+   * @generated from rpc waggle.chat.v1.DeliveryService.ReadEvents
+   */
+  readEvents: {
+    methodKind: "unary";
+    input: typeof ReadEventsRequestSchema;
+    output: typeof ReadEventsResponseSchema;
+  },
+  /**
+   * ListDirectChanges names the direct conversations of users that changed
+   * since a time, for an edge whose bus connection was interrupted.
+   *
+   * @generated from rpc waggle.chat.v1.DeliveryService.ListDirectChanges
+   */
+  listDirectChanges: {
+    methodKind: "unary";
+    input: typeof ListDirectChangesRequestSchema;
+    output: typeof ListDirectChangesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_waggle_chat_v1_delivery, 0);

@@ -36,11 +36,30 @@ const (
 	// DeliveryServiceReportDeliveriesProcedure is the fully-qualified name of the DeliveryService's
 	// ReportDeliveries RPC.
 	DeliveryServiceReportDeliveriesProcedure = "/waggle.chat.v1.DeliveryService/ReportDeliveries"
+	// DeliveryServiceListRoutesProcedure is the fully-qualified name of the DeliveryService's
+	// ListRoutes RPC.
+	DeliveryServiceListRoutesProcedure = "/waggle.chat.v1.DeliveryService/ListRoutes"
+	// DeliveryServiceReadEventsProcedure is the fully-qualified name of the DeliveryService's
+	// ReadEvents RPC.
+	DeliveryServiceReadEventsProcedure = "/waggle.chat.v1.DeliveryService/ReadEvents"
+	// DeliveryServiceListDirectChangesProcedure is the fully-qualified name of the DeliveryService's
+	// ListDirectChanges RPC.
+	DeliveryServiceListDirectChangesProcedure = "/waggle.chat.v1.DeliveryService/ListDirectChanges"
 )
 
 // DeliveryServiceClient is a client for the waggle.chat.v1.DeliveryService service.
 type DeliveryServiceClient interface {
 	ReportDeliveries(context.Context, *v1.ReportDeliveriesRequest) (*v1.ReportDeliveriesResponse, error)
+	// ListRoutes tells an edge, for users it holds sessions of, which groups
+	// to subscribe to (the topic of each) and where each stream stands.
+	ListRoutes(context.Context, *v1.ListRoutesRequest) (*v1.ListRoutesResponse, error)
+	// ReadEvents reads ranges of conversations' and users' event streams in
+	// order, for an edge repairing a gap or catching up after a subscribe.
+	// Events are not filtered by membership: the edge decides who sees them.
+	ReadEvents(context.Context, *v1.ReadEventsRequest) (*v1.ReadEventsResponse, error)
+	// ListDirectChanges names the direct conversations of users that changed
+	// since a time, for an edge whose bus connection was interrupted.
+	ListDirectChanges(context.Context, *v1.ListDirectChangesRequest) (*v1.ListDirectChangesResponse, error)
 }
 
 // NewDeliveryServiceClient constructs a client for the waggle.chat.v1.DeliveryService service. By
@@ -60,12 +79,33 @@ func NewDeliveryServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(deliveryServiceMethods.ByName("ReportDeliveries")),
 			connect.WithClientOptions(opts...),
 		),
+		listRoutes: connect.NewClient[v1.ListRoutesRequest, v1.ListRoutesResponse](
+			httpClient,
+			baseURL+DeliveryServiceListRoutesProcedure,
+			connect.WithSchema(deliveryServiceMethods.ByName("ListRoutes")),
+			connect.WithClientOptions(opts...),
+		),
+		readEvents: connect.NewClient[v1.ReadEventsRequest, v1.ReadEventsResponse](
+			httpClient,
+			baseURL+DeliveryServiceReadEventsProcedure,
+			connect.WithSchema(deliveryServiceMethods.ByName("ReadEvents")),
+			connect.WithClientOptions(opts...),
+		),
+		listDirectChanges: connect.NewClient[v1.ListDirectChangesRequest, v1.ListDirectChangesResponse](
+			httpClient,
+			baseURL+DeliveryServiceListDirectChangesProcedure,
+			connect.WithSchema(deliveryServiceMethods.ByName("ListDirectChanges")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // deliveryServiceClient implements DeliveryServiceClient.
 type deliveryServiceClient struct {
-	reportDeliveries *connect.Client[v1.ReportDeliveriesRequest, v1.ReportDeliveriesResponse]
+	reportDeliveries  *connect.Client[v1.ReportDeliveriesRequest, v1.ReportDeliveriesResponse]
+	listRoutes        *connect.Client[v1.ListRoutesRequest, v1.ListRoutesResponse]
+	readEvents        *connect.Client[v1.ReadEventsRequest, v1.ReadEventsResponse]
+	listDirectChanges *connect.Client[v1.ListDirectChangesRequest, v1.ListDirectChangesResponse]
 }
 
 // ReportDeliveries calls waggle.chat.v1.DeliveryService.ReportDeliveries.
@@ -77,9 +117,46 @@ func (c *deliveryServiceClient) ReportDeliveries(ctx context.Context, req *v1.Re
 	return nil, err
 }
 
+// ListRoutes calls waggle.chat.v1.DeliveryService.ListRoutes.
+func (c *deliveryServiceClient) ListRoutes(ctx context.Context, req *v1.ListRoutesRequest) (*v1.ListRoutesResponse, error) {
+	response, err := c.listRoutes.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ReadEvents calls waggle.chat.v1.DeliveryService.ReadEvents.
+func (c *deliveryServiceClient) ReadEvents(ctx context.Context, req *v1.ReadEventsRequest) (*v1.ReadEventsResponse, error) {
+	response, err := c.readEvents.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ListDirectChanges calls waggle.chat.v1.DeliveryService.ListDirectChanges.
+func (c *deliveryServiceClient) ListDirectChanges(ctx context.Context, req *v1.ListDirectChangesRequest) (*v1.ListDirectChangesResponse, error) {
+	response, err := c.listDirectChanges.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // DeliveryServiceHandler is an implementation of the waggle.chat.v1.DeliveryService service.
 type DeliveryServiceHandler interface {
 	ReportDeliveries(context.Context, *v1.ReportDeliveriesRequest) (*v1.ReportDeliveriesResponse, error)
+	// ListRoutes tells an edge, for users it holds sessions of, which groups
+	// to subscribe to (the topic of each) and where each stream stands.
+	ListRoutes(context.Context, *v1.ListRoutesRequest) (*v1.ListRoutesResponse, error)
+	// ReadEvents reads ranges of conversations' and users' event streams in
+	// order, for an edge repairing a gap or catching up after a subscribe.
+	// Events are not filtered by membership: the edge decides who sees them.
+	ReadEvents(context.Context, *v1.ReadEventsRequest) (*v1.ReadEventsResponse, error)
+	// ListDirectChanges names the direct conversations of users that changed
+	// since a time, for an edge whose bus connection was interrupted.
+	ListDirectChanges(context.Context, *v1.ListDirectChangesRequest) (*v1.ListDirectChangesResponse, error)
 }
 
 // NewDeliveryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -95,10 +172,34 @@ func NewDeliveryServiceHandler(svc DeliveryServiceHandler, opts ...connect.Handl
 		connect.WithSchema(deliveryServiceMethods.ByName("ReportDeliveries")),
 		connect.WithHandlerOptions(opts...),
 	)
+	deliveryServiceListRoutesHandler := connect.NewUnaryHandlerSimple(
+		DeliveryServiceListRoutesProcedure,
+		svc.ListRoutes,
+		connect.WithSchema(deliveryServiceMethods.ByName("ListRoutes")),
+		connect.WithHandlerOptions(opts...),
+	)
+	deliveryServiceReadEventsHandler := connect.NewUnaryHandlerSimple(
+		DeliveryServiceReadEventsProcedure,
+		svc.ReadEvents,
+		connect.WithSchema(deliveryServiceMethods.ByName("ReadEvents")),
+		connect.WithHandlerOptions(opts...),
+	)
+	deliveryServiceListDirectChangesHandler := connect.NewUnaryHandlerSimple(
+		DeliveryServiceListDirectChangesProcedure,
+		svc.ListDirectChanges,
+		connect.WithSchema(deliveryServiceMethods.ByName("ListDirectChanges")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/waggle.chat.v1.DeliveryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DeliveryServiceReportDeliveriesProcedure:
 			deliveryServiceReportDeliveriesHandler.ServeHTTP(w, r)
+		case DeliveryServiceListRoutesProcedure:
+			deliveryServiceListRoutesHandler.ServeHTTP(w, r)
+		case DeliveryServiceReadEventsProcedure:
+			deliveryServiceReadEventsHandler.ServeHTTP(w, r)
+		case DeliveryServiceListDirectChangesProcedure:
+			deliveryServiceListDirectChangesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -110,4 +211,16 @@ type UnimplementedDeliveryServiceHandler struct{}
 
 func (UnimplementedDeliveryServiceHandler) ReportDeliveries(context.Context, *v1.ReportDeliveriesRequest) (*v1.ReportDeliveriesResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("waggle.chat.v1.DeliveryService.ReportDeliveries is not implemented"))
+}
+
+func (UnimplementedDeliveryServiceHandler) ListRoutes(context.Context, *v1.ListRoutesRequest) (*v1.ListRoutesResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("waggle.chat.v1.DeliveryService.ListRoutes is not implemented"))
+}
+
+func (UnimplementedDeliveryServiceHandler) ReadEvents(context.Context, *v1.ReadEventsRequest) (*v1.ReadEventsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("waggle.chat.v1.DeliveryService.ReadEvents is not implemented"))
+}
+
+func (UnimplementedDeliveryServiceHandler) ListDirectChanges(context.Context, *v1.ListDirectChangesRequest) (*v1.ListDirectChangesResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("waggle.chat.v1.DeliveryService.ListDirectChanges is not implemented"))
 }
