@@ -7,11 +7,12 @@ import (
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
-// acker batches one session's acks. Reading an ack costs the edge about as
-// much as writing a push, and acks are cumulative, so the session acks the
-// highest push_id it holds once delay has passed since the oldest unacked
-// push arrived, or at once when every pushes are unacked. The edge resends
-// only after 10 s without an ack, so the delay causes no resends.
+// acker batches one session's acks (protocol.md §6). Reading an ack costs
+// the edge about as much as writing a push, and acks are cumulative, so the
+// session acks the highest push_id it holds once delay has passed since the
+// oldest unacked push arrived, or at once when `every` pushes are unacked.
+// The edge resends only after 10 s without an ack, so the delay causes no
+// resends.
 type acker struct {
 	delay time.Duration
 	every int
