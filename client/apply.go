@@ -32,7 +32,8 @@ func convItem(ev *chatv1.Event) item {
 
 func userItem(ev *chatv1.UserEvent) item { return item{key: userStream, seq: ev.GetSeq(), user: ev} }
 
-// applyPush applies a push's events in order, then acks it.
+// applyPush applies a push's events in order (or holds them for gap
+// repair), then counts it for the session's next ack.
 func (c *Client) applyPush(s *session, p *edgev1.Push) {
 	c.mu.Lock()
 	for _, ev := range p.GetEvents() {
@@ -43,7 +44,7 @@ func (c *Client) applyPush(s *session, p *edgev1.Push) {
 	}
 	c.mu.Unlock()
 	if p.GetPushId() > 0 {
-		_ = s.send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Ack{Ack: &edgev1.Ack{PushId: p.GetPushId()}}})
+		s.acks.add(p.GetPushId())
 	}
 	if c.cfg.OnPush != nil {
 		c.cfg.OnPush(p)
@@ -204,7 +205,7 @@ func (c *Client) syncPages(s *session, cursor string, known []*chatv1.Conversati
 				c.syncing = false
 			}
 			c.mu.Unlock()
-			_ = s.stream.Close() // reconnect and sync again
+			s.end() // reconnect and sync again
 			return
 		}
 		res := r.frame.GetResult().GetSync()

@@ -50,6 +50,12 @@ type Config struct {
 	// GapWait is how long an event that arrived ahead of a missing one is
 	// held before the client syncs. Default 300 ms.
 	GapWait time.Duration
+	// AckDelay is how long after the oldest unacked push arrived the
+	// client acks everything it holds. Default 200 ms.
+	AckDelay time.Duration
+	// AckEvery is how many unacked pushes make the client ack at once,
+	// without waiting for AckDelay. Default 64; 1 acks every push.
+	AckEvery int
 	// MinBackoff and MaxBackoff bound the reconnect delay. Defaults 100 ms
 	// and 5 s.
 	MinBackoff, MaxBackoff time.Duration
@@ -113,6 +119,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.GapWait == 0 {
 		cfg.GapWait = 300 * time.Millisecond
+	}
+	if cfg.AckDelay == 0 {
+		cfg.AckDelay = 200 * time.Millisecond
+	}
+	if cfg.AckEvery == 0 {
+		cfg.AckEvery = 64
 	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
@@ -196,6 +208,8 @@ type session struct {
 	sendMu  sync.Mutex
 	pending sync.Map // frame id -> chan result
 	closed  chan struct{}
+	acks    acker
+	end     context.CancelFunc // closes the stream, acking first
 }
 
 func (s *session) send(f *edgev1.ClientFrame) error {
@@ -210,11 +224,23 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) (established boo
 	if err != nil {
 		return false, fmt.Errorf("token: %w", err)
 	}
-	stream, err := dialer.Dial(ctx)
+	// The stream outlives ctx by its last ack (see closeWhenDone); until
+	// dialed, ctx ends the dial.
+	streamCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
+	defer abort()
+	stopAbort := context.AfterFunc(ctx, abort)
+	stream, err := dialer.Dial(streamCtx)
+	stopAbort()
 	if err != nil {
 		return false, fmt.Errorf("dial: %w", err)
 	}
 	defer stream.Close()
+	s := &session{stream: stream, closed: make(chan struct{})}
+	s.acks = acker{delay: c.cfg.AckDelay, every: c.cfg.AckEvery, send: s.send}
+	sessionCtx, end := context.WithCancel(ctx)
+	defer end()
+	s.end = end
+	go s.closeWhenDone(sessionCtx)
 	if err := stream.Send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Hello{Hello: &edgev1.Hello{
 		ProtocolVersion: 1, AccessToken: token, ClientName: c.cfg.ClientName}}}); err != nil {
 		return false, fmt.Errorf("hello: %w", err)
@@ -228,7 +254,6 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) (established boo
 		return false, fmt.Errorf("hello answered with %v", first)
 	}
 
-	s := &session{stream: stream, closed: make(chan struct{})}
 	defer close(s.closed)
 	c.mu.Lock()
 	c.session, c.userID = s, welcome.GetUserId()
@@ -260,13 +285,7 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) (established boo
 		c.transmit(s, o)
 	}
 
-	sessionCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	go c.heartbeat(sessionCtx, s, welcome.GetHeartbeatInterval().AsDuration())
-	go func() {
-		<-sessionCtx.Done()
-		stream.Close() // unblocks Recv when ctx ends
-	}()
 	for {
 		f, err := stream.Recv()
 		if err != nil {
@@ -274,6 +293,18 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) (established boo
 		}
 		c.handle(s, f)
 	}
+}
+
+// closeWhenDone closes the stream when ctx ends, which unblocks Recv. It
+// acks what the session holds first, so that the edge reports it as
+// delivered (best effort: the stream may already be gone); a send stuck on
+// a dead connection gets a second before the close unblocks it.
+func (s *session) closeWhenDone(ctx context.Context) {
+	<-ctx.Done()
+	stuck := time.AfterFunc(time.Second, func() { _ = s.stream.Close() })
+	s.acks.close()
+	stuck.Stop()
+	_ = s.stream.Close()
 }
 
 func (c *Client) heartbeat(ctx context.Context, s *session, every time.Duration) {

@@ -35,6 +35,11 @@ type fakeStream struct {
 
 func (s *fakeStream) Send(f *edgev1.ClientFrame) error {
 	select {
+	case <-s.done: // a closed stream takes nothing, even with room in s.in
+		return io.EOF
+	default:
+	}
+	select {
 	case s.in <- f:
 		return nil
 	case <-s.done:
@@ -133,18 +138,29 @@ func (r *recorder) waitFor(t *testing.T, conv string, n int) []uint64 {
 
 func startClient(t *testing.T, gapWait time.Duration) (*fakeEdge, *recorder, *Client) {
 	t.Helper()
-	edge := &fakeEdge{streams: make(chan *fakeStream, 4)}
 	rec := &recorder{seqs: map[string][]uint64{}}
-	c, err := New(Config{Dialers: []Dialer{edge}, Token: func(context.Context) (string, error) { return "tok", nil },
-		OnEvent: rec.add, GapWait: gapWait, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	edge, c, _ := runClient(t, Config{OnEvent: rec.add, GapWait: gapWait})
+	return edge, rec, c
+}
+
+// runClient runs a client of cfg on a fake edge until stop is called or the
+// test ends.
+func runClient(t *testing.T, cfg Config) (edge *fakeEdge, c *Client, stop func()) {
+	t.Helper()
+	edge = &fakeEdge{streams: make(chan *fakeStream, 4)}
+	cfg.Dialers = []Dialer{edge}
+	cfg.Token = func(context.Context) (string, error) { return "tok", nil }
+	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 10*time.Millisecond
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return edge, rec, c
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	return edge, c, stop
 }
 
 func TestPushesAreAppliedInOrderOnceAndAcked(t *testing.T) {

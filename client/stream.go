@@ -20,7 +20,9 @@ type Stream interface {
 	Close() error
 }
 
-// Dialer opens a stream to one edge.
+// Dialer opens a stream to one edge. ctx bounds the dial and the stream.
+// The client cancels it only after it closed the stream, so that a session
+// it ends can still send its last ack.
 type Dialer interface {
 	Dial(ctx context.Context) (Stream, error)
 }

@@ -10,6 +10,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { bearer, createWaggleClients, PROTOCOL_VERSION, type WaggleClients } from "../src/index.js";
 import type { SendMessageRequestSchema } from "../src/chat.js";
 import { EdgeService, ServerFrameSchema, type ClientFrameSchema, type ConnectRequestSchema, type ServerFrame, type Welcome } from "../src/edge.js";
+import { Acker } from "./acks.js";
 
 export const baseUrl = process.env.WAGGLE_URL ?? "";
 if (!baseUrl) {
@@ -112,10 +113,12 @@ export class Pushable<T> implements AsyncIterable<T> {
 
 /**
  * FrameReader reads ServerFrames from a stream, waiting for the one a test
- * expects and keeping the others it passed for error messages.
+ * expects and keeping the others it passed for error messages. Pushes it
+ * reads count as applied: its acker, once set, acks them.
  */
 export class FrameReader {
   readonly seen: ServerFrame[] = [];
+  acker?: Acker;
   private it: AsyncIterator<{ frame?: ServerFrame }>;
   private pending?: Promise<IteratorResult<{ frame?: ServerFrame }>>;
 
@@ -144,7 +147,7 @@ export class FrameReader {
       if (r.done) throw new Error(`stream ended while waiting for ${what}; frames seen: ${this.describe()}`);
       const f = r.value.frame;
       if (!f) continue;
-      this.seen.push(f);
+      this.saw(f);
       if (match(f)) return f;
     }
   }
@@ -155,11 +158,16 @@ export class FrameReader {
       for (;;) {
         const r = await within(ms, "the end of the stream", this.read());
         if (r.done) return undefined;
-        if (r.value.frame) this.seen.push(r.value.frame);
+        if (r.value.frame) this.saw(r.value.frame);
       }
     } catch (e) {
       return ConnectError.from(e);
     }
+  }
+
+  private saw(f: ServerFrame): void {
+    this.seen.push(f);
+    if (f.kind.case === "push") this.acker?.add(f.kind.value.pushId);
   }
 
   describe(): string {
@@ -167,12 +175,15 @@ export class FrameReader {
   }
 }
 
-/** A session on the bidirectional EdgeService.Connect stream. */
+/**
+ * A session on the bidirectional EdgeService.Connect stream. It acks the
+ * pushes its frames read by the policy of acks.ts, with `ack` frames.
+ */
 export interface Session {
   welcome: Welcome;
   frames: FrameReader;
   send(frame: MessageInitShape<typeof ClientFrameSchema>): void;
-  /** close half-closes the stream and waits for the server to end it. */
+  /** close acks what the session holds, half-closes the stream and waits for the server to end it. */
   close(): Promise<ConnectError | undefined>;
 }
 
@@ -182,6 +193,7 @@ export async function openSession(transport: Transport, token: string, signal?: 
   const requests = new Pushable<MessageInitShape<typeof ConnectRequestSchema>>();
   const frames = new FrameReader(edge.connect(requests, { signal }));
   const send = (frame: MessageInitShape<typeof ClientFrameSchema>) => requests.push({ frame });
+  frames.acker = new Acker((pushId) => send({ kind: { case: "ack", value: { pushId } } }));
   send({ kind: { case: "hello", value: { protocolVersion: PROTOCOL_VERSION, accessToken: token, clientName: "waggle-ts-test" } } });
   const first = await frames.until("the Welcome", () => true);
   if (first.kind.case !== "welcome") throw new Error(`first frame is ${first.kind.case}, want welcome`);
@@ -189,11 +201,47 @@ export async function openSession(transport: Transport, token: string, signal?: 
     welcome: first.kind.value,
     frames,
     send,
-    close: () => {
+    close: async () => {
+      await frames.acker?.close();
       requests.end();
       return frames.end();
     },
   };
+}
+
+/**
+ * A browser-style session: pushes from the server stream
+ * EdgeService.Subscribe, acked by the policy of acks.ts with the unary
+ * EdgeService.Ack.
+ */
+export interface Subscription {
+  welcome: Welcome;
+  frames: FrameReader;
+  /** close acks what the session holds, then aborts the stream. */
+  close(): Promise<void>;
+}
+
+/** subscribe opens EdgeService.Subscribe with clients (which carry the bearer token). */
+export async function subscribe(clients: WaggleClients, clientName: string): Promise<Subscription> {
+  const abort = new AbortController();
+  const frames = new FrameReader(clients.edge.subscribe({ protocolVersion: PROTOCOL_VERSION, clientName }, { signal: abort.signal }));
+  try {
+    const first = await frames.until("the Welcome", () => true);
+    if (first.kind.case !== "welcome") throw new Error(`first frame: ${show(first)}, want welcome`);
+    const sessionId = first.kind.value.sessionId;
+    frames.acker = new Acker((pushId) => clients.edge.ack({ sessionId, pushId }));
+    return {
+      welcome: first.kind.value,
+      frames,
+      close: async () => {
+        await frames.acker?.close();
+        abort.abort();
+      },
+    };
+  } catch (e) {
+    abort.abort();
+    throw e;
+  }
 }
 
 /** show renders a frame as protobuf JSON, for failure messages. */
