@@ -34,8 +34,9 @@ type FrameConn interface {
 // Aborter is implemented by streams that can be reset from outside, making a
 // Send blocked on a client that stopped reading return. The edge uses it
 // when a closed session's writer has not finished within
-// Config.CloseTimeout. Optional: without it, such a stream ends when the
-// connection does.
+// Config.CloseTimeout. Optional: without it, the serving call returns
+// without waiting for such a writer, which suits transports that end a
+// stream when its handler returns (grpc-go).
 type Aborter interface {
 	Abort()
 }

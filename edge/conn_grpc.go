@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
@@ -46,9 +45,12 @@ type grpcService struct {
 	e *Edge
 }
 
+// Connect and Subscribe serve a session on the handler's goroutine. A Send
+// blocked on a client that stopped reading returns only once the handler
+// has returned (grpc-go then cancels the stream), which the session core
+// allows for: it gives up waiting for such a writer (awaitWriter).
 func (g grpcService) Connect(stream grpc.BidiStreamingServer[edgev1.ConnectRequest, edgev1.ConnectResponse]) error {
-	conn := &grpcBidiConn{stream: stream, aborted: make(chan struct{})}
-	return g.serve(conn.aborted, func() error { return g.e.Serve(conn) })
+	return grpcStatus(g.e.Serve(&grpcBidiConn{stream: stream}))
 }
 
 func (g grpcService) Subscribe(req *edgev1.SubscribeRequest, stream grpc.ServerStreamingServer[edgev1.SubscribeResponse]) error {
@@ -56,25 +58,8 @@ func (g grpcService) Subscribe(req *edgev1.SubscribeRequest, stream grpc.ServerS
 	if !ok {
 		return status.Error(codes.Unauthenticated, "missing bearer token in the authorization metadata")
 	}
-	conn := &grpcServerConn{stream: stream, aborted: make(chan struct{})}
-	return g.serve(conn.aborted, func() error {
-		return g.e.ServeSubscribe(conn, &edgev1.Hello{ProtocolVersion: req.GetProtocolVersion(), AccessToken: token, ClientName: req.GetClientName()})
-	})
-}
-
-// serve runs a session until it ends or the core aborts its stream. A Send
-// blocked on a client that stopped reading returns only once the handler
-// has returned (grpc-go then cancels the stream), so an abort returns at
-// once and lets the session finish behind it.
-func (g grpcService) serve(aborted <-chan struct{}, run func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- run() }()
-	select {
-	case err := <-done:
-		return grpcStatus(err)
-	case <-aborted:
-		return status.Error(codes.DeadlineExceeded, "the client stopped reading")
-	}
+	return grpcStatus(g.e.ServeSubscribe(&grpcServerConn{stream: stream},
+		&edgev1.Hello{ProtocolVersion: req.GetProtocolVersion(), AccessToken: token, ClientName: req.GetClientName()}))
 }
 
 func (g grpcService) Ack(ctx context.Context, req *edgev1.AckRequest) (*edgev1.AckResponse, error) {
@@ -138,13 +123,10 @@ func grpcStatus(err error) error {
 
 // grpcBidiConn adapts grpc-go's bidi stream to FrameConn.
 type grpcBidiConn struct {
-	stream  grpc.BidiStreamingServer[edgev1.ConnectRequest, edgev1.ConnectResponse]
-	aborted chan struct{}
-	once    sync.Once
+	stream grpc.BidiStreamingServer[edgev1.ConnectRequest, edgev1.ConnectResponse]
 }
 
 func (c *grpcBidiConn) Context() context.Context { return c.stream.Context() }
-func (c *grpcBidiConn) Abort()                   { c.once.Do(func() { close(c.aborted) }) }
 
 func (c *grpcBidiConn) Recv() (*edgev1.ClientFrame, error) {
 	req, err := c.stream.Recv()
@@ -160,13 +142,10 @@ func (c *grpcBidiConn) Send(f *edgev1.ServerFrame) error {
 
 // grpcServerConn adapts grpc-go's server stream to FrameSender.
 type grpcServerConn struct {
-	stream  grpc.ServerStreamingServer[edgev1.SubscribeResponse]
-	aborted chan struct{}
-	once    sync.Once
+	stream grpc.ServerStreamingServer[edgev1.SubscribeResponse]
 }
 
 func (c *grpcServerConn) Context() context.Context { return c.stream.Context() }
-func (c *grpcServerConn) Abort()                   { c.once.Do(func() { close(c.aborted) }) }
 
 func (c *grpcServerConn) Send(f *edgev1.ServerFrame) error {
 	return c.stream.Send(&edgev1.SubscribeResponse{Frame: f})

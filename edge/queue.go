@@ -1,9 +1,9 @@
 package edge
 
 import (
-	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -24,6 +24,9 @@ type outbox struct {
 	held       int         // queued items plus pushes in the window
 	lastPushID uint64
 	resendDue  bool // set by the sweeper: the window's oldest push is overdue
+	welcomed   bool // the Welcome is written: pushes may follow
+	writing    bool // a writer goroutine is running
+	writers    sync.WaitGroup
 }
 
 // outItem is an answer frame (pong, result, error) or a push.
@@ -41,13 +44,6 @@ type sentPush struct {
 	// positions are the highest conversation events it carries, for
 	// delivery reports once acknowledged.
 	positions map[string]uint64
-}
-
-func (s *session) poke() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
 }
 
 // enqueuePush queues p for the writer.
@@ -70,8 +66,20 @@ func (s *session) enqueue(it outItem) {
 	}
 	s.queue = append(s.queue, it)
 	s.held++
+	s.startWriterLocked()
 	s.mu.Unlock()
-	s.poke()
+}
+
+// startWriterLocked starts a writer if there is something to write and
+// none is running; s.mu is held. A writer lives only while frames are
+// queued, so an idle session costs no goroutine for writing.
+func (s *session) startWriterLocked() {
+	if s.writing || s.closed || !s.welcomed || (len(s.queue) == 0 && !s.resendDue) {
+		return
+	}
+	s.writing = true
+	s.writers.Add(1)
+	go s.write()
 }
 
 func (s *session) enqueueError(id uint64, code connect.Code, msg string) {
@@ -90,52 +98,35 @@ func (s *session) closeSlow() {
 		"session too slow: %d frames pending or unacknowledged; reconnect and sync", s.e.cfg.QueueLimit)), "")
 }
 
-// writeLoop is the session's only writer. Each wake-up it writes everything
-// pending: overdue pushes again, then the queue in order, with each run of
-// consecutive pushes merged into as few frames as possible (connect-go
-// flushes on every Send).
-func (s *session) writeLoop() {
+// write is the session's only writer while it runs. It writes everything
+// pending, overdue pushes again first, then the queue in order, with each
+// run of consecutive pushes merged into as few frames as possible
+// (connect-go flushes on every Send), and stops once nothing is left.
+func (s *session) write() {
+	defer s.writers.Done()
 	for {
-		select {
-		case <-s.ctx.Done():
-			// Closed deliberately, or the transport's context ended.
-			s.close(connect.NewError(connect.CodeCanceled, errors.New("stream ended")), "")
-			s.writeGoaway()
+		s.mu.Lock()
+		var frames []*edgev1.ServerFrame
+		if !s.closed {
+			now := time.Now()
+			frames = s.takeQueue(s.takeResends(now), now)
+		}
+		if len(frames) == 0 {
+			s.writing = false
+			s.mu.Unlock()
 			return
-		case <-s.wake:
-			if s.ctx.Err() != nil {
-				continue
-			}
-			if err := s.flush(time.Now()); err != nil {
+		}
+		s.mu.Unlock()
+		for _, f := range frames {
+			if err := s.conn.Send(f); err != nil {
 				s.close(fmt.Errorf("edge: write frame: %w", err), "")
+				s.mu.Lock()
+				s.writing = false
+				s.mu.Unlock()
 				return
 			}
 		}
 	}
-}
-
-func (s *session) writeGoaway() {
-	s.mu.Lock()
-	reason := s.goaway
-	s.mu.Unlock()
-	if reason == "" {
-		return
-	}
-	// Best effort: the stream ends right after either way.
-	_ = s.conn.Send(&edgev1.ServerFrame{Kind: &edgev1.ServerFrame_Goaway{Goaway: &edgev1.Goaway{Reason: reason}}})
-}
-
-func (s *session) flush(now time.Time) error {
-	s.mu.Lock()
-	frames := s.takeResends(now)
-	frames = s.takeQueue(frames, now)
-	s.mu.Unlock()
-	for _, f := range frames {
-		if err := s.conn.Send(f); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // takeResends returns the whole window for resending once its oldest push

@@ -23,10 +23,12 @@ import (
 
 // session is one authenticated stream of one device.
 //
-// Goroutines: the serving call writes (writeLoop; the only caller of Send),
-// a reader goroutine handles incoming frames (bidi streams only), and a
-// command goroutine exists while commands are queued. Bus deliveries,
-// unary Acks and the sweeper touch the session under mu.
+// Goroutines: the serving call waits for the session's end (run), a
+// reader goroutine handles incoming frames (bidi streams only), a writer
+// goroutine exists while frames are queued (queue.go; the only caller of
+// Send), and a command goroutine while commands are queued. An idle
+// session therefore costs two goroutines. Bus deliveries, unary Acks and
+// the sweeper touch the session under mu.
 type session struct {
 	e          *Edge
 	id         string
@@ -39,16 +41,13 @@ type session struct {
 
 	ctx    context.Context // done once the session is closed
 	cancel context.CancelFunc
-	wake   chan struct{} // pokes the writer
 
-	lastSeen   atomic.Int64 // unix nanoseconds of the last sign of life
-	writerDone atomic.Bool
+	lastSeen atomic.Int64 // unix nanoseconds of the last sign of life
 
 	mu       sync.Mutex
 	closed   bool
 	closeErr error  // what the stream ends with; nil for a clean end
 	goaway   string // Goaway reason written before the end, if any
-	abort    *time.Timer
 
 	outbox // outgoing frames, unacknowledged pushes (queue.go)
 
@@ -192,9 +191,14 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 	}}}
 	if err := conn.Send(welcome); err != nil {
 		s.close(fmt.Errorf("edge: send welcome: %w", err), "")
-		s.writerDone.Store(true)
+		s.awaitWriter(false)
 		return nil, s.finish()
 	}
+	// Pushes routed before the Welcome was written wait for it.
+	s.mu.Lock()
+	s.welcomed = true
+	s.startWriterLocked()
+	s.mu.Unlock()
 	// Shutdown may have listed the hub before this session joined it.
 	if e.isDraining() {
 		s.close(nil, "edge is shutting down")
@@ -214,7 +218,6 @@ func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName stri
 		clientName: clientName,
 		loginTime:  now,
 		conn:       conn,
-		wake:       make(chan struct{}, 1),
 	}
 	s.info = &presencev1.Session{
 		SessionId: s.id,
@@ -228,12 +231,62 @@ func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName stri
 	return s
 }
 
-// run writes until the session closes, then tears it down and returns the
-// error the stream ends with.
+// run waits until the session closes, lets its writer finish with a
+// Goaway if one is due, then tears it down and returns the error the
+// stream ends with.
 func (s *session) run() error {
-	s.writeLoop()
-	s.writerDone.Store(true)
+	<-s.ctx.Done()
+	// Closed deliberately, or the transport's context ended.
+	s.close(connect.NewError(connect.CodeCanceled, errors.New("stream ended")), "")
+	s.awaitWriter(true)
 	return s.finish()
+}
+
+// abortGrace is how long an aborted stream's writer gets to return before
+// the serving call returns without it (grpc-go unblocks a Send only once
+// the handler has returned).
+const abortGrace = time.Second
+
+// awaitWriter lets the writer finish, then writes the Goaway if one is due
+// and goaway is set, all within CloseTimeout: a client that stopped
+// reading holds the writer in Send, and then the stream is aborted.
+func (s *session) awaitWriter(goaway bool) {
+	deadline := time.Now().Add(s.e.cfg.CloseTimeout)
+	done := s.writersDone(deadline)
+	s.mu.Lock()
+	reason := s.goaway
+	s.mu.Unlock()
+	if done && goaway && reason != "" {
+		s.writers.Add(1)
+		go func() {
+			defer s.writers.Done()
+			// Best effort: the stream ends right after either way.
+			_ = s.conn.Send(&edgev1.ServerFrame{Kind: &edgev1.ServerFrame_Goaway{Goaway: &edgev1.Goaway{Reason: reason}}})
+		}()
+		done = s.writersDone(deadline)
+	}
+	if done {
+		return
+	}
+	if a, ok := s.conn.(Aborter); ok {
+		a.Abort()
+	}
+	s.writersDone(time.Now().Add(abortGrace))
+}
+
+// writersDone waits for the writers until deadline and reports whether
+// they finished.
+func (s *session) writersDone(deadline time.Time) bool {
+	idle := make(chan struct{})
+	go func() { s.writers.Wait(); close(idle) }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // finish waits for the session's command goroutine, removes and unregisters
@@ -253,9 +306,6 @@ func (s *session) finish() error {
 		s.e.log.Warn("edge: unregister session", "session_id", s.id, "err", err)
 	}
 	s.mu.Lock()
-	if s.abort != nil {
-		s.abort.Stop()
-	}
 	err := s.closeErr
 	s.mu.Unlock()
 	s.e.log.Debug("edge: session closed", "session_id", s.id, "user_id", s.ident.UserID, "err", err)
@@ -275,13 +325,6 @@ func (s *session) close(err error, goaway string) {
 	s.closed = true
 	s.closeErr = err
 	s.goaway = goaway
-	if a, ok := s.conn.(Aborter); ok {
-		s.abort = time.AfterFunc(s.e.cfg.CloseTimeout, func() {
-			if !s.writerDone.Load() {
-				a.Abort()
-			}
-		})
-	}
 	s.mu.Unlock()
 	if code := connect.CodeOf(err); err != nil && code != connect.CodeCanceled {
 		s.e.log.Info("edge: closing session", "session_id", s.id, "user_id", s.ident.UserID, "code", code, "err", err)
@@ -351,7 +394,9 @@ func (s *session) sweep(now time.Time) {
 		s.close(connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
 			"client stopped acknowledging: push not acknowledged after %d resends; reconnect and sync", cfg.MaxResends)), "")
 	case due:
-		s.poke()
+		s.mu.Lock()
+		s.startWriterLocked()
+		s.mu.Unlock()
 	}
 }
 
