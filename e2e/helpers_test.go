@@ -61,17 +61,46 @@ func login(t testing.TB, chatURL, name string) *user {
 }
 
 func asUser(chatURL, name, id, device, token string) *user {
-	bearer := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+token)
-			return next(ctx, req)
-		}
-	}))
+	bearer := bearer(token)
 	return &user{name: name, id: id, deviceID: device, token: token,
 		convs:    chatv1connect.NewConversationServiceClient(h2c(), chatURL, bearer),
 		msgs:     chatv1connect.NewMessageServiceClient(h2c(), chatURL, bearer),
 		presence: presencev1connect.NewPresenceServiceClient(h2c(), chatURL, bearer),
 		contacts: contactv1connect.NewContactServiceClient(h2c(), chatURL, bearer)}
+}
+
+// bearer is a client option sending token on every call.
+func bearer(token string) connect.Option {
+	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+token)
+			return next(ctx, req)
+		}
+	}))
+}
+
+// newGroup creates a group of owner and members and returns its id.
+func newGroup(t *testing.T, owner *user, members ...*user) string {
+	t.Helper()
+	var ids []string
+	for _, m := range members {
+		ids = append(ids, m.id)
+	}
+	res, err := owner.convs.CreateGroupConversation(context.Background(), &chatv1.CreateGroupConversationRequest{Title: "group", MemberUserIds: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.GetConversation().GetConversationId()
+}
+
+// newDirect finds or creates the direct conversation of a and b.
+func newDirect(t *testing.T, a, b *user) string {
+	t.Helper()
+	res, err := a.convs.CreateDirectConversation(context.Background(), &chatv1.CreateDirectConversationRequest{PeerUserId: b.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.GetConversation().GetConversationId()
 }
 
 func (u *user) lastSeq(t *testing.T, conv string) uint64 {
@@ -236,10 +265,16 @@ func newClientMsgID() string { return uuid.NewString() }
 // eventually polls cond until it holds or 15 s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	waitFor(t, 15*time.Second, what, cond)
+}
+
+// waitFor polls cond until it holds or within passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out after %v waiting for %s", within, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

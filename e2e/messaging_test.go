@@ -21,13 +21,13 @@ import (
 	"github.com/wagglechat/waggle/internal/redistest"
 )
 
-// TestMessagingAcrossProcesses is the core messaging proof: presence, chat
-// and two edges run as separate processes talking Connect over HTTP/2,
-// with real Redis and Postgres, and users on different edges through the
-// Connect protocol and grpc-go.
+// TestMessagingAcrossProcesses is the core messaging proof: presence, two
+// chat processes and two edges run as separate processes talking Connect
+// over HTTP/2, with real Redis and Postgres, and users on different edges
+// through the Connect protocol and grpc-go.
 func TestMessagingAcrossProcesses(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts four processes")
+		t.Skip("starts five processes")
 	}
 	c := newCluster(t)
 	suffix := uuid.NewString()[:8]
@@ -36,14 +36,17 @@ func TestMessagingAcrossProcesses(t *testing.T) {
 	chatAddr := freeAddr(t)
 	pres := c.start("presence", "presence", "--chat-url", "http://"+chatAddr)
 	chat := c.startAt("chat", chatAddr, "chat", "--presence-url", pres.url())
-	edgeArgs := func(id string) []string {
-		return []string{"--chat-url", chat.url(), "--presence-url", pres.url(), "--edge-id", id}
+	// A second chat process: each edge sends through its own, so the
+	// events of one conversation are committed and published by both.
+	chat2 := c.start("chat2", "chat", "--presence-url", pres.url(), "--no-migrate")
+	edgeArgs := func(id, chatURL string) []string {
+		return []string{"--chat-url", chatURL, "--presence-url", pres.url(), "--edge-id", id}
 	}
 	edge1ID, edge2ID := "e1-"+suffix, "e2-"+suffix
-	edge1 := c.start("edge1", "edge", edgeArgs(edge1ID)...)
+	edge1 := c.start("edge1", "edge", edgeArgs(edge1ID, chat.url())...)
 	// Edge 2 also carries the stream on grpc-go's own transport.
 	edge2GRPC := freeAddr(t)
-	edge2 := c.start("edge2", "edge", append(edgeArgs(edge2ID), "--edge-grpc-addr", edge2GRPC)...)
+	edge2 := c.start("edge2", "edge", append(edgeArgs(edge2ID, chat2.url()), "--edge-grpc-addr", edge2GRPC)...)
 
 	alice := register(t, chat.url(), "alice")
 	alice2 := login(t, chat.url(), "alice")
@@ -281,7 +284,7 @@ func TestMessagingAcrossProcesses(t *testing.T) {
 		resumed := time.Now()
 		waitPubSub(t, rdb, "waggle-edge-"+edge1ID)
 		// Nothing more is sent: the edge reads back what its group missed.
-		converge(t, group, lost.GetMessage().GetSeq(), everyone...)
+		convergeSoon(t, resumed, group, lost.GetMessage().GetSeq(), everyone...)
 		// The edge read it back once for all of them: no device synced.
 		for _, d := range everyone {
 			if d.client.Stats().Syncs != syncsBefore[d.name] {

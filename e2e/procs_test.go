@@ -58,7 +58,11 @@ type cluster struct {
 	procs       []*proc
 }
 
-func newCluster(t testing.TB) *cluster {
+func newCluster(t testing.TB) *cluster { return newClusterOn(t, redistest.URL()) }
+
+// newClusterOn is newCluster on another Redis, such as a throwaway
+// redis-server a test stops and restarts.
+func newClusterOn(t testing.TB, redisURL string) *cluster {
 	t.Helper()
 	_, prefix := redistest.New(t)
 	seed := make([]byte, 32)
@@ -66,7 +70,7 @@ func newCluster(t testing.TB) *cluster {
 	c := &cluster{t: t, dbURL: pgtest.NewURL(t), redisPrefix: prefix}
 	c.env = append(os.Environ(),
 		"WAGGLE_POSTGRES_URL="+c.dbURL,
-		"WAGGLE_REDIS_URL="+redistest.URL(),
+		"WAGGLE_REDIS_URL="+redisURL,
 		"WAGGLE_REDIS_PREFIX="+prefix,
 		"WAGGLE_TOKEN_KEY="+base64.StdEncoding.EncodeToString(seed),
 		"WAGGLE_INTERNAL_SECRET=e2e-internal-secret-"+base64.RawURLEncoding.EncodeToString(seed[:8]),
