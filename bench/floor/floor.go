@@ -50,12 +50,13 @@ type Server struct {
 
 	mu      sync.RWMutex
 	streams map[*stream]struct{}
-
-	overflows atomic.Int64
 }
 
-// New returns a server with no streams.
+// New returns a server with no streams; log may be nil.
 func New(log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Server{log: log, streams: map[*stream]struct{}{}}
 }
 
@@ -115,7 +116,6 @@ type stream struct {
 	pong     chan struct{} // one pending pong; more pings coalesce
 	full     chan struct{} // closed when out overflowed
 	fullOnce sync.Once
-	acked    atomic.Uint64
 }
 
 // frames is what the two transports' streams have in common.
@@ -158,9 +158,10 @@ func (s *Server) serve(f frames) error {
 				ended <- err
 				return
 			}
-			switch k := req.GetFrame().GetKind().(type) {
+			switch req.GetFrame().GetKind().(type) {
 			case *edgev1.ClientFrame_Ack:
-				st.acked.Store(max(st.acked.Load(), k.Ack.GetPushId()))
+				// Cumulative acks are read and dropped: the floor never
+				// resends, so it keeps no window.
 			case *edgev1.ClientFrame_Ping:
 				select {
 				case st.pong <- struct{}{}:
@@ -211,7 +212,7 @@ func (s *Server) sendMessage(req *chatv1.SendMessageRequest) *chatv1.SendMessage
 		case st.out <- ev:
 		default:
 			st.fullOnce.Do(func() {
-				s.overflows.Add(1)
+				s.log.Warn("floor: a stream fell behind; closing it", "queued", QueueLimit)
 				close(st.full)
 			})
 		}
