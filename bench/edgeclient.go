@@ -26,7 +26,7 @@ type edgeClient struct {
 	tally          *tally
 	win            *window
 	done           chan struct{} // the reader has returned
-	endCode        atomic.Value  // string: why the stream ended by itself
+	endCode        atomic.Value  // string: why the stream ended by itself, the first reason
 
 	sendMu sync.Mutex // Stream.Send is not safe for concurrent use
 
@@ -93,7 +93,7 @@ func (c *edgeClient) read() {
 			closed := c.closed
 			c.mu.Unlock()
 			if !closed {
-				c.endCode.Store(endCode(err))
+				c.endCode.CompareAndSwap(nil, endCode(err))
 			}
 			return
 		}
@@ -101,7 +101,7 @@ func (c *edgeClient) read() {
 		case *edgev1.ServerFrame_Push:
 			c.onPush(k.Push)
 		case *edgev1.ServerFrame_Goaway:
-			c.endCode.Store("goaway: " + k.Goaway.GetReason())
+			c.endCode.CompareAndSwap(nil, "goaway: "+k.Goaway.GetReason())
 		}
 	}
 }

@@ -163,13 +163,16 @@ type FanoutResult struct {
 	SetupTime   time.Duration `json:"setup_time_ns"`
 	ConnectTime time.Duration `json:"connect_time_ns"`
 	Connected   int           `json:"connected"`
-	// ConnectErrors holds the first failure to connect, with the count.
+	// ConnectFailed counts sessions that could not connect; ConnectError
+	// is the first one's error.
 	ConnectFailed int    `json:"connect_failed"`
 	ConnectError  string `json:"connect_error,omitempty"`
 	// Lost counts sessions whose stream ended during the run, by why.
 	Lost map[string]int `json:"lost"`
 
-	IdleBefore float64 `json:"idle_percent_before"` // the machine, just before sending
+	// IdleBefore is the machine's idle share just before sending (-1: not
+	// measured).
+	IdleBefore float64 `json:"idle_percent_before"`
 
 	Issued     int64            `json:"issued"` // sends started, warmup included
 	SendsDone  int64            `json:"sends_done"`
@@ -385,9 +388,12 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	if res.Connected == 0 {
 		return nil, fmt.Errorf("bench: no session could connect to %v: %s", cfg.Edges, firstErr)
 	}
+	res.IdleBefore = -1
 	if cfg.IdleSample > 0 {
-		if res.IdleBefore, err = IdlePercent(ctx, cfg.IdleSample); err != nil {
+		if idle, err := IdlePercent(ctx, cfg.IdleSample); err != nil {
 			log.Warn("bench: cannot measure the machine's idle share", "err", err)
+		} else {
+			res.IdleBefore = idle
 		}
 	}
 
@@ -441,6 +447,7 @@ type fanoutRunner struct {
 	done     atomic.Int64
 	late     atomic.Int64
 	errMu    sync.Mutex
+	warnOnce sync.Once
 
 	// Per-second counters for Progress.
 	secSent, secDone, secErrors atomic.Int64
@@ -549,8 +556,8 @@ func (r *fanoutRunner) issue(ctx context.Context, i int64, from, to, drainEnd ti
 			r.secErrors.Add(1)
 			if measured {
 				r.countError(errorCode(err))
-				r.cfg.Logger.Debug("bench: send failed", "err", err)
 			}
+			r.warnOnce.Do(func() { r.cfg.Logger.Warn("bench: a send failed (only the first is logged)", "err", err) })
 			return
 		}
 		r.secDone.Add(1)

@@ -38,7 +38,9 @@ func WriteFanoutTable(w io.Writer, r *FanoutResult) {
 	for _, why := range slices.Sorted(maps.Keys(r.Lost)) {
 		row("sessions lost", "%d: %s", r.Lost[why], why)
 	}
-	row("machine", "%.0f%% idle just before sending", r.IdleBefore)
+	if r.IdleBefore >= 0 {
+		row("machine", "%.0f%% idle just before sending", r.IdleBefore)
+	}
 	row("sends", "%d done, %d failed, %d answered after the drain (%d issued with the warmup)", r.SendsDone, sumErrors(r.SendErrors), r.SendsLate, r.Issued)
 	for _, code := range slices.Sorted(maps.Keys(r.SendErrors)) {
 		row("send errors", "%s: %d", code, r.SendErrors[code])

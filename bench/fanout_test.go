@@ -295,7 +295,7 @@ func TestWriteMatrixTable(t *testing.T) {
 		{Target: "centrifugo", Rate: 10, Rep: 1, Result: res(100, time.Millisecond, 100000)},
 	}
 	var b bytes.Buffer
-	WriteMatrixTable(&b, MatrixConfig{Targets: []string{"waggle-grpc", "centrifugo"}, Rates: []float64{10}, Members: 1000, Reps: 3,
+	WriteMatrixTable(&b, &MatrixConfig{Targets: []string{"waggle-grpc", "centrifugo"}, Rates: []float64{10}, Members: 1000, Reps: 3,
 		Duration: 10 * time.Second, Drain: 2 * time.Second}, runs)
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	want := []string{

@@ -72,6 +72,7 @@ func (c *IdleConfig) fanoutConfig() (*FanoutConfig, error) {
 	if members == 0 {
 		members = max(2, min(c.Sessions, 1000))
 	}
+	// Only the set-up and the sessions of a fanout run: it sends nothing.
 	fc := &FanoutConfig{Target: c.Target, Protocol: c.Protocol, Edges: c.Edges, API: c.API, Members: members,
 		State: c.State, SetupOnly: c.Target == TargetWaggle, Rate: 1, Centrifugo: c.Centrifugo, Logger: c.Logger}
 	if err := fc.setDefaults(); err != nil {

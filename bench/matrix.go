@@ -137,9 +137,9 @@ func (s *matrixServer) stop() {
 	}
 }
 
-// RunMatrix starts the servers, runs the matrix, writes the markdown
-// summary to out, and cleans up (servers, database, Redis keys, files).
-func RunMatrix(ctx context.Context, cfg MatrixConfig, out io.Writer) ([]MatrixRun, error) {
+// RunMatrix starts the servers, runs the matrix and cleans up (servers,
+// database, Redis keys, files). WriteMatrixTable summarises its runs.
+func RunMatrix(ctx context.Context, cfg *MatrixConfig) ([]MatrixRun, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -311,7 +311,6 @@ func RunMatrix(ctx context.Context, cfg MatrixConfig, out io.Writer) ([]MatrixRu
 			}
 		}
 	}
-	WriteMatrixTable(out, cfg, runs)
 	return runs, nil
 }
 
@@ -326,7 +325,7 @@ func (r MatrixRun) summary() string {
 
 // WriteMatrixTable writes the medians and ranges of each (target, rate)
 // as a markdown table.
-func WriteMatrixTable(w io.Writer, cfg MatrixConfig, runs []MatrixRun) {
+func WriteMatrixTable(w io.Writer, cfg *MatrixConfig, runs []MatrixRun) {
 	fmt.Fprintf(w, "Fanout to one group of %d members, all online, %s per run plus %s drain, %d repetitions; "+
 		"median (min–max) over the runs that completed.\n\n", cfg.Members, cfg.Duration, cfg.Drain, cfg.Reps)
 	fmt.Fprintln(w, "| target | msgs/s | runs | delivered % | p50 ms | p99 ms | deliveries / server CPU-s | deliveries / server+redis+postgres CPU-s | idle % before |")

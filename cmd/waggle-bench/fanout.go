@@ -315,9 +315,14 @@ func runMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		defer f.Close()
 		cfg.RawOut = f
 	}
-	runs, err := bench.RunMatrix(ctx, cfg, stdout)
-	if err == nil && o.json {
-		err = writeJSON(stdout, runs)
+	runs, err := bench.RunMatrix(ctx, &cfg)
+	// An interrupted matrix still shows the runs it finished.
+	if len(runs) > 0 {
+		if o.json {
+			err = errors.Join(err, writeJSON(stdout, runs))
+		} else {
+			bench.WriteMatrixTable(stdout, &cfg, runs)
+		}
 	}
 	return exitCode(stderr, err)
 }
