@@ -243,7 +243,7 @@ func (c *centrifugoClient) read(ctx context.Context) {
 				c.endCode.CompareAndSwap(nil, fmt.Sprintf("disconnect %d: %s", d.Code, d.Reason))
 			}
 			if p := r.Push.Pub; p != nil && r.Push.Channel == c.channel {
-				c.tally.add(c.win, now, uint64(p.Data.I), p.Data.T)
+				c.tally.add(c.win, now, uint64(p.Data.I), p.Data.T, p.Data.I)
 			}
 		}
 		c.tally.mu.Unlock()

@@ -115,10 +115,11 @@ func (c *edgeClient) onPush(p *edgev1.Push) {
 			continue
 		}
 		var sent int64
+		var index int
 		if cu := ev.GetMessage().GetContent().GetCustom(); cu.GetType() == payloadType {
-			sent, _, _ = decodePayload(cu.GetData())
+			sent, index, _ = decodePayload(cu.GetData())
 		}
-		c.tally.add(c.win, ns, ev.GetSeq(), sent)
+		c.tally.add(c.win, ns, ev.GetSeq(), sent, int64(index))
 	}
 	c.tally.mu.Unlock()
 	if p.GetPushId() == 0 {

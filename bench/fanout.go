@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -462,8 +463,10 @@ func (r *fanoutRunner) run(ctx context.Context) {
 	from := start.Add(cfg.Warmup)
 	to := from.Add(cfg.Duration)
 	drainEnd := to.Add(cfg.Drain)
-	r.win.from.Store(from.UnixNano())
-	r.win.to.Store(to.UnixNano())
+	// Message i is due at start + i/Rate: the first at once.
+	fromIdx, toIdx := dueBefore(cfg.Warmup, cfg.Rate), dueBefore(cfg.Warmup+cfg.Duration, cfg.Rate)
+	r.win.from.Store(fromIdx)
+	r.win.to.Store(toIdx)
 	r.win.until.Store(drainEnd.UnixNano())
 
 	var cpuFrom time.Duration
@@ -486,10 +489,8 @@ func (r *fanoutRunner) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			// Interrupted: stop here and report what was measured.
-			if to.After(now) {
-				to = now
-				r.win.to.Store(to.UnixNano())
-			}
+			toIdx = min(toIdx, max(issued, fromIdx))
+			r.win.to.Store(toIdx)
 			drainEnd = now
 			continue
 		case now = <-second.C:
@@ -499,11 +500,9 @@ func (r *fanoutRunner) run(ctx context.Context) {
 		if !measuring && !now.Before(from) {
 			mark()
 		}
-		// Send i is due at start + i/Rate: the first at once, the last
-		// within the window.
-		due := min(int64(now.Sub(start).Seconds()*cfg.Rate)+1, int64(to.Sub(start).Seconds()*cfg.Rate))
+		due := min(int64(now.Sub(start).Seconds()*cfg.Rate)+1, toIdx)
 		for ; issued < due; issued++ {
-			r.issue(sendCtx, issued, from, to, drainEnd)
+			r.issue(sendCtx, issued, issued >= fromIdx && issued < toIdx, drainEnd)
 		}
 	}
 	r.res.Issued = issued
@@ -523,6 +522,12 @@ func (r *fanoutRunner) run(ctx context.Context) {
 	r.res.SendsDone, r.res.SendsLate = r.done.Load(), r.late.Load()
 }
 
+// dueBefore is how many messages are due before d at rate: those with
+// i/rate < d.
+func dueBefore(d time.Duration, rate float64) int64 {
+	return int64(math.Ceil(d.Seconds()*rate - 1e-9))
+}
+
 func phaseAt(now, from, to time.Time) string {
 	switch {
 	case now.Before(from):
@@ -534,10 +539,9 @@ func phaseAt(now, from, to time.Time) string {
 }
 
 // issue starts send i on its own goroutine unless MaxInFlight are
-// awaiting their answer.
-func (r *fanoutRunner) issue(ctx context.Context, i int64, from, to, drainEnd time.Time) {
+// awaiting their answer; measured says whether it is due in the window.
+func (r *fanoutRunner) issue(ctx context.Context, i int64, measured bool, drainEnd time.Time) {
 	now := time.Now()
-	measured := !now.Before(from) && now.Before(to)
 	if r.inFlight.Load() >= int64(r.cfg.MaxInFlight) {
 		r.secErrors.Add(1)
 		if measured {

@@ -106,17 +106,17 @@ func TestKeySet(t *testing.T) {
 
 func TestTallyCountsTheWindowOnce(t *testing.T) {
 	w := &window{}
-	w.from.Store(1000)
-	w.to.Store(2000)
+	w.from.Store(10) // messages 10 to 19
+	w.to.Store(20)
 	w.until.Store(5000)
 	var ta tally
-	ta.add(w, 1500, 1, 999)  // sent before the window
-	ta.add(w, 1600, 2, 1000) // counts: 600 ns
-	ta.add(w, 1700, 2, 1000) // duplicate
-	ta.add(w, 2500, 3, 1999) // counts
-	ta.add(w, 5001, 4, 1500) // after the drain
-	ta.add(w, 3000, 5, 2000) // sent after the window
-	ta.add(w, 3000, 6, 0)    // not a bench message
+	ta.add(w, 1500, 1, 900, 9)   // sent before the window
+	ta.add(w, 1600, 2, 1000, 10) // counts: 600 ns
+	ta.add(w, 1700, 2, 1000, 10) // duplicate
+	ta.add(w, 2500, 3, 1999, 19) // counts
+	ta.add(w, 5001, 4, 1500, 15) // after the drain
+	ta.add(w, 3000, 5, 2000, 20) // sent after the window
+	ta.add(w, 3000, 6, 0, 0)     // not a bench message
 	if ta.delivered != 2 || ta.keys.dups != 1 || ta.keys.gaps() != 0 || ta.latency.Summary(false).Count != 2 {
 		t.Fatalf("delivered %d dups %d gaps %d latencies %d", ta.delivered, ta.keys.dups, ta.keys.gaps(), ta.latency.Summary(false).Count)
 	}
@@ -304,6 +304,25 @@ func TestWriteMatrixTable(t *testing.T) {
 	}
 	if !slices.Equal(lines[len(lines)-2:], want) {
 		t.Fatalf("table:\n%s\nwant rows:\n%s", b.String(), strings.Join(want, "\n"))
+	}
+}
+
+func TestDueBefore(t *testing.T) {
+	tests := []struct {
+		d    time.Duration
+		rate float64
+		want int64
+	}{
+		{0, 100, 0},
+		{10 * time.Second, 600, 6000},
+		{300 * time.Millisecond, 100, 30}, // 0.3*100 is 30.000000000000004 in floating point
+		{time.Second, 7.5, 8},             // messages at 0, 0.133, ..., 0.933 s
+		{12 * time.Second, 10, 120},
+	}
+	for _, tt := range tests {
+		if got := dueBefore(tt.d, tt.rate); got != tt.want {
+			t.Errorf("dueBefore(%v, %g) = %d, want %d", tt.d, tt.rate, got, tt.want)
+		}
 	}
 }
 

@@ -6,14 +6,17 @@ import (
 	"time"
 )
 
-// window is what a fanout run counts: messages sent in [from, to) and
-// received by until (Unix ns). Until it is set nothing counts.
+// window is what a fanout run counts: the messages of index from to to-1
+// (those due in the measured window), received by until (Unix ns). Until
+// it is set nothing counts. Indexes rather than send times decide, so a
+// send due just before the window's end but issued a tick later still
+// counts on both sides.
 type window struct {
 	from, to, until atomic.Int64
 }
 
-func (w *window) counts(sent, now int64) bool {
-	return sent >= w.from.Load() && sent < w.to.Load() && now <= w.until.Load()
+func (w *window) counts(index, now int64) bool {
+	return index >= w.from.Load() && index < w.to.Load() && now <= w.until.Load()
 }
 
 // tally is one minimal client's account of what it received. Its reader
@@ -27,13 +30,13 @@ type tally struct {
 }
 
 // add notes one received item: key identifies it for duplicates and gaps
-// (a conversation seq, or a message index), sent is its send time if it
-// is a bench message (0 if not). mu must be held.
-func (t *tally) add(w *window, now int64, key uint64, sent int64) {
+// (a conversation seq, or a message index); a bench message also has its
+// send time (0 for anything else) and index. mu must be held.
+func (t *tally) add(w *window, now int64, key uint64, sent, index int64) {
 	if t.keys.add(key) {
 		return
 	}
-	if sent != 0 && w.counts(sent, now) {
+	if sent != 0 && w.counts(index, now) {
 		t.delivered++
 		t.latency.Record(time.Duration(now - sent))
 	}
