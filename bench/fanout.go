@@ -505,6 +505,10 @@ func (r *fanoutRunner) run(ctx context.Context) {
 			r.issue(sendCtx, issued, issued >= fromIdx && issued < toIdx, drainEnd)
 		}
 	}
+	if !measuring { // interrupted during the warmup: an empty window
+		from = time.Now()
+		mark()
+	}
 	r.res.Issued = issued
 	r.res.Window = time.Since(from)
 	r.procs.markEnd(r.res.Window)
