@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math/bits"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -332,5 +334,31 @@ func TestRotate(t *testing.T) {
 	}
 	if got := rotate(nil, 3); got != nil {
 		t.Fatalf("rotate(nil) = %v", got)
+	}
+}
+
+func TestStateFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	st, err := loadState(path)
+	if err != nil || st.Server != "" || len(st.Members) != 0 {
+		t.Fatalf("a missing file: %+v, %v", st, err)
+	}
+	st = &groupState{Server: "http://s", Conversation: "c", InGroup: 2, Members: []stateMember{{"u0", "d0", "r0"}, {"u1", "d1", "r1"}}}
+	if err := st.save(path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadState(path)
+	if err != nil || got.Server != "http://s" || got.Conversation != "c" || got.InGroup != 2 || !slices.Equal(got.Members, st.Members) ||
+		!slices.Equal(got.userIDs(1, 2), []string{"u1"}) {
+		t.Fatalf("loaded %+v, %v", got, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the state holds refresh tokens: mode %v, %v", fi.Mode(), err)
+	}
+	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadState(path); err == nil {
+		t.Fatal("a broken file loaded")
 	}
 }

@@ -27,6 +27,8 @@ type groupState struct {
 	Conversation string        `json:"conversation_id"`
 	Members      []stateMember `json:"members"`  // Members[0] created the group and sends
 	InGroup      int           `json:"in_group"` // Members[:InGroup] are in the group
+
+	mu sync.Mutex // the refresh tokens, while refreshes run in parallel
 }
 
 func (s *groupState) userIDs(from, to int) []string {
@@ -152,15 +154,12 @@ func setupGroup(ctx context.Context, log *slog.Logger, api string, hc *http.Clie
 		}
 	}
 	// The others' refresh tokens stay as they are: only sessions need one.
-	var mu sync.Mutex
 	err := forEach(ctx, online, 16, func(ctx context.Context, i int) error {
 		if fresh[i] {
 			return nil
 		}
-		tok, err := refreshMember(ctx, api, hc, st, i)
-		mu.Lock()
-		tokens[i] = tok
-		mu.Unlock()
+		var err error
+		tokens[i], err = refreshMember(ctx, api, hc, st, i)
 		return err
 	})
 	if serr := save(); err != nil || serr != nil {
@@ -169,22 +168,18 @@ func setupGroup(ctx context.Context, log *slog.Logger, api string, hc *http.Clie
 	return st, tokens, nil
 }
 
-// stateMu guards the members' refresh tokens while refreshes run in
-// parallel.
-var stateMu sync.Mutex
-
 // refreshMember trades member i's refresh token for a new pair and keeps
 // the new refresh token in st.
 func refreshMember(ctx context.Context, api string, hc *http.Client, st *groupState, i int) (string, error) {
-	stateMu.Lock()
+	st.mu.Lock()
 	old := st.Members[i].RefreshToken
-	stateMu.Unlock()
+	st.mu.Unlock()
 	res, err := accountv1connect.NewAccountServiceClient(hc, api).RefreshToken(ctx, &accountv1.RefreshTokenRequest{RefreshToken: old})
 	if err != nil {
 		return "", fmt.Errorf("refresh member %d's token: %w", i, err)
 	}
-	stateMu.Lock()
+	st.mu.Lock()
 	st.Members[i].RefreshToken = res.GetTokens().GetRefreshToken()
-	stateMu.Unlock()
+	st.mu.Unlock()
 	return res.GetTokens().GetAccessToken(), nil
 }

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,10 +17,8 @@ import (
 
 // options are the command line: the run, and how to report it.
 type options struct {
-	cfg      bench.Config
-	json     bool
-	quiet    bool
-	logLevel slog.Level
+	cfg bench.Config
+	common
 }
 
 // usageError is a mistake on the command line.
@@ -56,9 +53,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&c.SendTimeout, "send-timeout", 10*time.Second, "deadline of each send")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 10000, "sends awaiting their ack beyond which due sends are skipped (and counted)")
 	pids := fs.String("pids", "", "comma-separated server process ids whose RSS and CPU to report (Linux /proc)")
-	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
-	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
-	fs.TextVar(&o.logLevel, "log-level", slog.LevelWarn, "diagnostics on stderr: debug, info, warn or error")
+	o.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, usageError{err}
 	}
@@ -153,7 +148,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "waggle-bench: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	log := o.logger(stderr)
 	o.cfg.Logger = log
 	limit, err := raiseFileLimit()
 	if err != nil {
