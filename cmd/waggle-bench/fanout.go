@@ -136,10 +136,14 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		return exitCode(stderr, err)
 	}
-	if o.json {
+	switch {
+	case o.json:
 		return exitCode(stderr, writeJSON(stdout, res))
+	case o.cfg.SetupOnly:
+		fmt.Fprintf(stdout, "set up a group of %d members on %s in %s\n", res.Members, res.API, res.SetupTime.Round(time.Millisecond))
+	default:
+		bench.WriteFanoutTable(stdout, res)
 	}
-	bench.WriteFanoutTable(stdout, res)
 	return 0
 }
 
