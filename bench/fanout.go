@@ -24,9 +24,9 @@ const (
 	TargetCentrifugo = "centrifugo" // Centrifugo v6: one channel, HTTP API publishes
 )
 
-// FloorConversation is the conversation id the bench uses with a floor
+// floorConversation is the conversation id the bench uses with a floor
 // server, which keeps none.
-const FloorConversation = "00000000-0000-4000-8000-00000000f100"
+const floorConversation = "00000000-0000-4000-8000-00000000f100"
 
 // FanoutConfig is one fanout run: one large group (or channel), one
 // sender at a fixed rate, a minimal client per online member, each on a
@@ -272,7 +272,7 @@ func preparePlan(ctx context.Context, cfg *FanoutConfig) (*dialPlan, error) {
 	plan := &dialPlan{Target: cfg.Target, Protocol: cfg.Protocol, Edges: cfg.Edges, Centrifugo: cfg.Centrifugo}
 	switch cfg.Target {
 	case TargetFloor:
-		plan.Conversation = FloorConversation
+		plan.Conversation = floorConversation
 	case TargetWaggle:
 		hc := h2cClient()
 		defer hc.CloseIdleConnections()
@@ -391,7 +391,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	}
 	res.IdleBefore = -1
 	if cfg.IdleSample > 0 {
-		if idle, err := IdlePercent(ctx, cfg.IdleSample); err != nil {
+		if idle, err := idlePercent(ctx, cfg.IdleSample); err != nil {
 			log.Warn("bench: cannot measure the machine's idle share", "err", err)
 		} else {
 			res.IdleBefore = idle

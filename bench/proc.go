@@ -167,9 +167,9 @@ func cpuStat(b []byte) (idle, total uint64, err error) {
 	return idle, total, nil
 }
 
-// IdlePercent measures how idle the whole machine is over d, from
+// idlePercent measures how idle the whole machine is over d, from
 // /proc/stat: 100 is every core idle.
-func IdlePercent(ctx context.Context, d time.Duration) (float64, error) {
+func idlePercent(ctx context.Context, d time.Duration) (float64, error) {
 	read := func() (uint64, uint64, error) {
 		b, err := os.ReadFile("/proc/stat")
 		if err != nil {
