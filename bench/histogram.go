@@ -44,12 +44,27 @@ func lowerBound(i int) uint64 {
 func (h *Histogram) Record(d time.Duration) {
 	us := max(d.Microseconds(), 0)
 	h.buckets[bucketOf(uint64(us))].Add(1)
+	h.raiseMax(us)
+}
+
+func (h *Histogram) raiseMax(us int64) {
 	for {
 		m := h.max.Load()
 		if us <= m || h.max.CompareAndSwap(m, us) {
 			return
 		}
 	}
+}
+
+// Merge adds o's counts to h, so many goroutines can each fill a histogram
+// of their own and share no cache line while recording.
+func (h *Histogram) Merge(o *Histogram) {
+	for i := range o.buckets {
+		if c := o.buckets[i].Load(); c > 0 {
+			h.buckets[i].Add(c)
+		}
+	}
+	h.raiseMax(o.max.Load())
 }
 
 // Summary is a histogram's count and quantiles.

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -42,15 +44,8 @@ func readProc(pid int) (procSample, error) {
 			return s, fmt.Errorf("pid %d: %s: %w", pid, name, err)
 		}
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return s, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
-	}
-	s.CPU, err = cpuTime(stat)
-	if err != nil {
-		return s, fmt.Errorf("pid %d: %w", pid, err)
-	}
-	return s, nil
+	s.CPU, err = procCPU(pid)
+	return s, err
 }
 
 // kilobytes parses a /proc/<pid>/status size such as "  12345 kB".
@@ -95,4 +90,108 @@ func openFileLimit(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// procCPU is a process's user + system time so far.
+func procCPU(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
+	}
+	d, err := cpuTime(stat)
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return d, nil
+}
+
+// commCPU is the CPU time so far of every process whose command name
+// (/proc/<pid>/comm) is comm, such as "postgres" (every backend) or
+// "redis-server". Processes that end while being read are left out.
+func commCPU(comm string) map[int]time.Duration {
+	out := map[int]time.Duration{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(b)) != comm {
+			continue
+		}
+		if d, err := procCPU(pid); err == nil {
+			out[pid] = d
+		}
+	}
+	return out
+}
+
+// cpuDelta is the CPU spent between two commCPU readings. A process seen
+// only at the end started in between and counts in full; one seen only at
+// the start ended in between and its last share is lost.
+func cpuDelta(start, end map[int]time.Duration) time.Duration {
+	var d time.Duration
+	for pid, e := range end {
+		if s, ok := start[pid]; ok && s <= e {
+			d += e - s
+		} else if !ok {
+			d += e
+		}
+	}
+	return d
+}
+
+// cpuStat parses the machine's "cpu" line of /proc/stat into idle
+// (idle + iowait) and total ticks.
+func cpuStat(b []byte) (idle, total uint64, err error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("unexpected /proc/stat line %q", line)
+	}
+	// guest and guest_nice (fields 9 and 10) are already in user and nice.
+	for i, v := range f[1:min(len(f), 9)] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("unexpected /proc/stat line %q", line)
+		}
+		total += n
+		if i == 3 || i == 4 {
+			idle += n
+		}
+	}
+	return idle, total, nil
+}
+
+// idlePercent measures how idle the whole machine is over d, from
+// /proc/stat: 100 is every core idle.
+func idlePercent(ctx context.Context, d time.Duration) (float64, error) {
+	read := func() (uint64, uint64, error) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0, fmt.Errorf("read /proc/stat: %w", err)
+		}
+		return cpuStat(b)
+	}
+	idle0, total0, err := read()
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(d):
+	}
+	idle1, total1, err := read()
+	if err != nil {
+		return 0, err
+	}
+	if total1 <= total0 {
+		return 0, errors.New("/proc/stat did not advance")
+	}
+	return 100 * float64(idle1-idle0) / float64(total1-total0), nil
 }

@@ -21,17 +21,18 @@ import (
 // payloadType marks the bench's messages (a Custom content).
 const payloadType = "waggle.bench"
 
-// payloadHeader is the send time (Unix ns) and the sending session's index.
+// payloadHeader is the send time (Unix ns) and a tag: the sending
+// session's index (load runs) or the message's index (fanout runs).
 const payloadHeader = 12
 
-func encodePayload(sent time.Time, sender int, size int) []byte {
+func encodePayload(sent time.Time, tag int, size int) []byte {
 	b := make([]byte, size)
 	binary.BigEndian.PutUint64(b, uint64(sent.UnixNano()))
-	binary.BigEndian.PutUint32(b[8:], uint32(sender))
+	binary.BigEndian.PutUint32(b[8:], uint32(tag))
 	return b
 }
 
-func decodePayload(b []byte) (sentNanos int64, sender int, ok bool) {
+func decodePayload(b []byte) (sentNanos int64, tag int, ok bool) {
 	if len(b) < payloadHeader {
 		return 0, 0, false
 	}
@@ -40,8 +41,10 @@ func decodePayload(b []byte) (sentNanos int64, sender int, ok bool) {
 
 // account is a registered bench user.
 type account struct {
-	id    string
-	token string
+	id      string
+	device  string
+	token   string // access token
+	refresh string
 }
 
 // h2cClient speaks HTTP/2 with prior knowledge to http:// URLs (and over
@@ -105,7 +108,8 @@ func register(ctx context.Context, api string, hc *http.Client, n, parallel int)
 		if err != nil {
 			return fmt.Errorf("register user %d: %w", i, err)
 		}
-		out[i] = account{id: res.GetUser().GetUserId(), token: res.GetTokens().GetAccessToken()}
+		out[i] = account{id: res.GetUser().GetUserId(), device: res.GetDeviceId(), token: res.GetTokens().GetAccessToken(),
+			refresh: res.GetTokens().GetRefreshToken()}
 		return nil
 	})
 	return out, err
@@ -150,16 +154,24 @@ func createConversations(ctx context.Context, api string, hc *http.Client, users
 			return fmt.Errorf("create group %d: %w", i, err)
 		}
 		ids[i] = res.GetConversation().GetConversationId()
-		for rest := others[len(first):]; len(rest) > 0; {
-			batch := rest[:min(len(rest), maxMembersPerCall)]
-			rest = rest[len(batch):]
-			if _, err := svc.AddMembers(ctx, &chatv1.AddMembersRequest{ConversationId: ids[i], UserIds: batch}); err != nil {
-				return fmt.Errorf("add members to group %d: %w", i, err)
-			}
+		if err := addMembers(ctx, svc, ids[i], others[len(first):]); err != nil {
+			return fmt.Errorf("group %d: %w", i, err)
 		}
 		return nil
 	})
 	return ids, err
+}
+
+// addMembers adds users to a group, maxMembersPerCall at a time.
+func addMembers(ctx context.Context, svc chatv1connect.ConversationServiceClient, conv string, users []string) error {
+	for len(users) > 0 {
+		batch := users[:min(len(users), maxMembersPerCall)]
+		users = users[len(batch):]
+		if _, err := svc.AddMembers(ctx, &chatv1.AddMembersRequest{ConversationId: conv, UserIds: batch}); err != nil {
+			return fmt.Errorf("add members: %w", err)
+		}
+	}
+	return nil
 }
 
 // errorCode names a failed send for the error table: its Connect code,

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,10 +17,8 @@ import (
 
 // options are the command line: the run, and how to report it.
 type options struct {
-	cfg      bench.Config
-	json     bool
-	quiet    bool
-	logLevel slog.Level
+	cfg bench.Config
+	common
 }
 
 // usageError is a mistake on the command line.
@@ -35,7 +32,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("waggle-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: waggle-bench [flags]\n\nwaggle-bench loads Waggle edges with SDK sessions and measures delivery. See docs/benchmarks.md.\n\nFlags:\n")
+		fmt.Fprint(stderr, "Usage: waggle-bench [load] [flags]\n\nwaggle-bench loads Waggle edges with SDK sessions and measures delivery. See docs/benchmarks.md.\n"+
+			"Other commands: fanout, idle, matrix, floor-server, centrifugo-config (waggle-bench <command> -h).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	c := &o.cfg
@@ -55,32 +53,45 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&c.SendTimeout, "send-timeout", 10*time.Second, "deadline of each send")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 10000, "sends awaiting their ack beyond which due sends are skipped (and counted)")
 	pids := fs.String("pids", "", "comma-separated server process ids whose RSS and CPU to report (Linux /proc)")
-	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
-	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
-	fs.TextVar(&o.logLevel, "log-level", slog.LevelWarn, "diagnostics on stderr: debug, info, warn or error")
+	o.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, usageError{err}
 	}
 	if fs.NArg() > 0 {
 		return o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	for e := range strings.SplitSeq(*edges, ",") {
+	var err error
+	c.Edges = splitURLs(*edges)
+	c.Shape = bench.Shape(*shape)
+	c.PIDs, err = parsePIDs(*pids)
+	return o, err
+}
+
+// splitURLs splits a comma-separated list of base URLs.
+func splitURLs(list string) []string {
+	var urls []string
+	for e := range strings.SplitSeq(list, ",") {
 		if e = strings.TrimSpace(e); e != "" {
-			c.Edges = append(c.Edges, strings.TrimSuffix(e, "/"))
+			urls = append(urls, strings.TrimSuffix(e, "/"))
 		}
 	}
-	c.Shape = bench.Shape(*shape)
-	for p := range strings.SplitSeq(*pids, ",") {
+	return urls
+}
+
+// parsePIDs parses a comma-separated list of process ids.
+func parsePIDs(list string) ([]int, error) {
+	var pids []int
+	for p := range strings.SplitSeq(list, ",") {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
 		}
 		pid, err := strconv.Atoi(p)
 		if err != nil || pid <= 0 {
-			return o, usageError{fmt.Errorf("--pids: %q is not a process id", p)}
+			return nil, usageError{fmt.Errorf("--pids: %q is not a process id", p)}
 		}
-		c.PIDs = append(c.PIDs, pid)
+		pids = append(pids, pid)
 	}
-	return o, nil
+	return pids, nil
 }
 
 // raiseFileLimit lifts the soft open-files limit to the hard one and
@@ -106,7 +117,29 @@ func filesNeeded(c bench.Config) uint64 {
 	return uint64((sessions+max(c.StreamsPerConn, 1)-1)/max(c.StreamsPerConn, 1)) + 64
 }
 
+// run runs one command: the load generator unless args name another.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if cmd, ok := commands[args[0]]; ok {
+			return cmd(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return runLoad(ctx, args, stdout, stderr)
+}
+
+// commands are waggle-bench's modes besides the load generator (also
+// reached as "load").
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
+	"load":              runLoad,
+	"fanout":            runFanout,
+	"idle":              runIdle,
+	"idle-child":        runIdleChild, // hidden: a process of idle --procs
+	"matrix":            runMatrix,
+	"floor-server":      runFloorServer,
+	"centrifugo-config": runCentrifugoConfig,
+}
+
+func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o, err := parse(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -115,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "waggle-bench: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	log := o.logger(stderr)
 	o.cfg.Logger = log
 	limit, err := raiseFileLimit()
 	if err != nil {
