@@ -111,6 +111,10 @@ type Config struct {
 	// EdgeID names this edge node on the bus and in presence; it must be
 	// unique among live edges. Default: hostname plus a random suffix.
 	EdgeID string
+	// EdgeWriteInterval is the least time between two writes of pushes to
+	// one session while they keep coming (see edge.Config.WriteInterval).
+	// Default 0: the edge's default; negative: every push at once.
+	EdgeWriteInterval time.Duration
 
 	// PushWebhookURL receives offline push notifications as signed JSON
 	// POSTs (see package notify). Default "": no offline pushes.

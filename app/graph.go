@@ -140,7 +140,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	}
 
 	if roles.Has(RoleEdge) {
-		e, err := edge.New(edge.Config{EdgeID: d.cfg.EdgeID}, edge.Deps{
+		e, err := edge.New(edge.Config{EdgeID: d.cfg.EdgeID, WriteInterval: d.cfg.EdgeWriteInterval}, edge.Deps{
 			Tokens:     d.signer.Verifier(),
 			Messages:   messages,
 			Deliveries: messages,

@@ -55,6 +55,14 @@ type Config struct {
 	// frame (a Goaway) before its stream is reset, so a client that stopped
 	// reading cannot hold a writer forever. Default 5 s.
 	CloseTimeout time.Duration
+	// WriteInterval is the least time between two writes of pushes to one
+	// session while they keep coming: pushes that arrive meanwhile are
+	// merged into the next frame. The first push after a quiet spell, and
+	// answers and pongs, are written at once. It bounds writes (and the
+	// client's reads) to one per interval per session in a busy group, at
+	// the cost of up to this much latency. Default 20 ms; negative turns it
+	// off.
+	WriteInterval time.Duration
 }
 
 const (
@@ -68,6 +76,8 @@ const (
 	defaultCommandTimeout        = 10 * time.Second
 	defaultDeliveryFlushInterval = time.Second
 	defaultCloseTimeout          = 5 * time.Second
+	// DefaultWriteInterval is Config.WriteInterval's default.
+	DefaultWriteInterval = 20 * time.Millisecond
 )
 
 // withDefaults fills zero fields and rejects negative ones.
@@ -84,6 +94,12 @@ func (c Config) withDefaults() (Config, error) {
 		{"CommandTimeout", &c.CommandTimeout, defaultCommandTimeout},
 		{"DeliveryFlushInterval", &c.DeliveryFlushInterval, defaultDeliveryFlushInterval},
 		{"CloseTimeout", &c.CloseTimeout, defaultCloseTimeout},
+	}
+	switch {
+	case c.WriteInterval == 0:
+		c.WriteInterval = DefaultWriteInterval
+	case c.WriteInterval < 0:
+		c.WriteInterval = 0
 	}
 	var errs []error
 	for _, d := range durations {

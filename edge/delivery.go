@@ -36,12 +36,12 @@ func newDeliveryBatcher() *deliveryBatcher {
 	return &deliveryBatcher{pending: make(map[deliveryKey]uint64), full: make(chan struct{}, 1)}
 }
 
-func (d *deliveryBatcher) add(id auth.Identity, positions map[string]uint64) {
+func (d *deliveryBatcher) add(id auth.Identity, ps positions) {
 	d.mu.Lock()
-	for conv, seq := range positions {
-		k := deliveryKey{id.UserID, id.DeviceID, conv}
-		if seq > d.pending[k] {
-			d.pending[k] = seq
+	for _, p := range ps {
+		k := deliveryKey{id.UserID, id.DeviceID, p.conv}
+		if p.seq > d.pending[k] {
+			d.pending[k] = p.seq
 		}
 	}
 	n := len(d.pending)

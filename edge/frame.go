@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"sync"
+
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -62,9 +64,18 @@ func isDurable(p *edgev1.Push) bool {
 		len(p.GetReadMarkers()) > 0 || len(p.GetUnread()) > 0
 }
 
-// pushFrame assembles ServerFrame{push: Push{push_id: id, <parts>}}; id 0
-// is left out, as proto3 does.
-func pushFrame(id uint64, parts []pendingPush) *edgev1.ServerFrame {
+// frameBuf assembles push frames; framePool keeps them, since every write
+// needs one only until Send returns.
+type frameBuf struct {
+	frame edgev1.ServerFrame
+	buf   []byte
+}
+
+var framePool = sync.Pool{New: func() any { return new(frameBuf) }}
+
+// assemble builds ServerFrame{push: Push{push_id: id, <parts>}} in b; id 0
+// is left out, as proto3 does. The frame is b's until b is reused.
+func (b *frameBuf) assemble(id uint64, parts []pendingPush) *edgev1.ServerFrame {
 	n := 0
 	if id != 0 {
 		n += protowire.SizeTag(pushID) + protowire.SizeVarint(id)
@@ -72,7 +83,7 @@ func pushFrame(id uint64, parts []pendingPush) *edgev1.ServerFrame {
 	for _, p := range parts {
 		n += len(p.body)
 	}
-	buf := make([]byte, 0, protowire.SizeTag(serverFramePush)+protowire.SizeBytes(n))
+	buf := b.buf[:0]
 	buf = protowire.AppendTag(buf, serverFramePush, protowire.BytesType)
 	buf = protowire.AppendVarint(buf, uint64(n))
 	if id != 0 {
@@ -82,10 +93,16 @@ func pushFrame(id uint64, parts []pendingPush) *edgev1.ServerFrame {
 	for _, p := range parts {
 		buf = append(buf, p.body...)
 	}
-	f := &edgev1.ServerFrame{}
-	f.ProtoReflect().SetUnknown(buf)
-	return f
+	// A huge backlog frame is not kept for everyone after it.
+	if cap(buf) <= maxPooledFrame {
+		b.buf = buf
+	}
+	b.frame.ProtoReflect().SetUnknown(buf)
+	return &b.frame
 }
+
+// maxPooledFrame bounds the buffers the pool keeps.
+const maxPooledFrame = 64 << 10
 
 // materialize returns f decoded into fields, for codecs that cannot write
 // unknown fields (JSON). Frames built as usual come back unchanged.

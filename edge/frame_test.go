@@ -33,7 +33,7 @@ func TestPushFrameIsTheMergedPush(t *testing.T) {
 				pending = append(pending, pp)
 				proto.Merge(want, p)
 			}
-			raw, err := proto.Marshal(&edgev1.ConnectResponse{Frame: pushFrame(tt.id, pending)})
+			raw, err := proto.Marshal(&edgev1.ConnectResponse{Frame: new(frameBuf).assemble(tt.id, pending)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +44,7 @@ func TestPushFrameIsTheMergedPush(t *testing.T) {
 			if w := (&edgev1.ServerFrame{Kind: &edgev1.ServerFrame_Push{Push: want}}); !proto.Equal(w, got.GetFrame()) {
 				t.Fatalf("decoded frame %v, want the merged push %v", got.GetFrame(), w)
 			}
-			m, err := materialize(pushFrame(tt.id, pending))
+			m, err := materialize(new(frameBuf).assemble(tt.id, pending))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -27,6 +27,7 @@ type outbox struct {
 	welcomed   bool // the Welcome is written: pushes may follow
 	writing    bool // a writer goroutine is running
 	writers    sync.WaitGroup
+	lastWrite  time.Time // when pushes were last written
 }
 
 // outItem is an answer frame (pong, result, error) or a push.
@@ -37,13 +38,44 @@ type outItem struct {
 
 type sentPush struct {
 	id          uint64
-	frame       *edgev1.ServerFrame
-	count       int // pushes merged into it, counted in held
+	parts       []pendingPush // merged into it; the frame is assembled again to resend
 	sentAt      time.Time
 	firstSentAt time.Time
 	// positions are the highest conversation events it carries, for
 	// delivery reports once acknowledged.
-	positions map[string]uint64
+	positions positions
+}
+
+// outFrame is one frame the writer sends: a control frame, or pushes
+// assembled into a Push with push id id (0: none) when written.
+type outFrame struct {
+	frame *edgev1.ServerFrame
+	id    uint64
+	parts []pendingPush
+}
+
+// positions are the highest seqs of a few conversations: a frame rarely
+// carries more than one or two, so a slice beats a map.
+type positions []position
+
+type position struct {
+	conv string
+	seq  uint64
+}
+
+// raise records conv at seq unless a higher seq is recorded; empty conv
+// (a push without events) is ignored.
+func (ps positions) raise(conv string, seq uint64) positions {
+	if conv == "" {
+		return ps
+	}
+	for i := range ps {
+		if ps[i].conv == conv {
+			ps[i].seq = max(ps[i].seq, seq)
+			return ps
+		}
+	}
+	return append(ps, position{conv, seq})
 }
 
 // enqueuePush queues p for the writer.
@@ -104,21 +136,30 @@ func (s *session) closeSlow() {
 // (connect-go flushes on every Send), and stops once nothing is left.
 func (s *session) write() {
 	defer s.writers.Done()
+	var out []outFrame
 	for {
 		s.mu.Lock()
-		var frames []*edgev1.ServerFrame
+		if wait := s.coalesceLocked(); wait > 0 {
+			s.mu.Unlock()
+			time.Sleep(wait)
+			s.mu.Lock()
+		}
+		out = out[:0]
 		if !s.closed {
 			now := time.Now()
-			frames = s.takeQueue(s.takeResends(now), now)
+			out = s.takeQueue(s.takeResends(out, now), now)
+			if len(out) > 0 {
+				s.lastWrite = now
+			}
 		}
-		if len(frames) == 0 {
+		if len(out) == 0 {
 			s.writing = false
 			s.mu.Unlock()
 			return
 		}
 		s.mu.Unlock()
-		for _, f := range frames {
-			if err := s.conn.Send(f); err != nil {
+		for _, f := range out {
+			if err := s.send(f); err != nil {
 				s.close(fmt.Errorf("edge: write frame: %w", err), "")
 				s.mu.Lock()
 				s.writing = false
@@ -126,68 +167,92 @@ func (s *session) write() {
 				return
 			}
 		}
+		clear(out)
 	}
+}
+
+// send writes one frame; pushes are assembled into a pooled buffer, which
+// the transport has copied by the time Send returns.
+func (s *session) send(f outFrame) error {
+	if f.frame != nil {
+		return s.conn.Send(f.frame)
+	}
+	b := framePool.Get().(*frameBuf)
+	defer framePool.Put(b)
+	return s.conn.Send(b.assemble(f.id, f.parts))
+}
+
+// coalesceLocked is how long the writer waits before taking the queue, so
+// pushes arriving within WriteInterval of the last write share a frame.
+// Answers, pongs and resends never wait.
+func (s *session) coalesceLocked() time.Duration {
+	interval := s.e.cfg.WriteInterval
+	if interval == 0 || s.resendDue || s.closed {
+		return 0
+	}
+	for _, it := range s.queue {
+		if it.frame != nil {
+			return 0
+		}
+	}
+	return time.Until(s.lastWrite.Add(interval))
 }
 
 // takeResends returns the whole window for resending once its oldest push
 // is overdue: acks are cumulative, so a client that missed one push has
 // likely missed the ones after it. Resending all keeps sentAt
 // non-decreasing along the window, which the sweeper relies on.
-func (s *session) takeResends(now time.Time) []*edgev1.ServerFrame {
+func (s *session) takeResends(out []outFrame, now time.Time) []outFrame {
 	if !s.resendDue {
-		return nil
+		return out
 	}
 	s.resendDue = false
-	frames := make([]*edgev1.ServerFrame, len(s.window))
-	for i, w := range s.window {
+	for _, w := range s.window {
 		w.sentAt = now
-		frames[i] = w.frame
+		out = append(out, outFrame{id: w.id, parts: w.parts})
 	}
-	return frames
+	return out
 }
 
 // takeQueue empties the queue into frames, merging each run of pushes and
 // giving each merged frame with state a push id and a place in the window.
-func (s *session) takeQueue(frames []*edgev1.ServerFrame, now time.Time) []*edgev1.ServerFrame {
-	queue := s.queue
-	s.queue = nil
-	for len(queue) > 0 {
-		if queue[0].frame != nil {
-			frames = append(frames, queue[0].frame)
+// The queue's array is kept for the next items.
+func (s *session) takeQueue(out []outFrame, now time.Time) []outFrame {
+	q := s.queue
+	for i := 0; i < len(q); {
+		if q[i].frame != nil {
+			out = append(out, outFrame{frame: q[i].frame})
 			s.held--
-			queue = queue[1:]
+			i++
 			continue
 		}
-		var run []pendingPush
-		size, durable := 0, false
-		for len(queue) > 0 && queue[0].frame == nil &&
-			(len(run) == 0 || size+len(queue[0].push.body) <= maxMergedPushBytes) {
-			p := queue[0].push
-			run = append(run, p)
-			size += len(p.body)
-			durable = durable || p.durable
-			queue = queue[1:]
+		j, size, durable := i, 0, false
+		for j < len(q) && q[j].frame == nil && (j == i || size+len(q[j].push.body) <= maxMergedPushBytes) {
+			size += len(q[j].push.body)
+			durable = durable || q[j].push.durable
+			j++
 		}
+		parts := make([]pendingPush, j-i)
+		for k := range parts {
+			parts[k] = q[i+k].push
+		}
+		i = j
 		if !durable {
-			s.held -= len(run) // typing and presence are never resent
-			frames = append(frames, pushFrame(0, run))
+			s.held -= len(parts) // typing and presence are never resent
+			out = append(out, outFrame{parts: parts})
 			continue
 		}
 		s.lastPushID++
-		frame := pushFrame(s.lastPushID, run)
-		sent := &sentPush{id: s.lastPushID, frame: frame, count: len(run), sentAt: now, firstSentAt: now}
-		for _, p := range run {
-			if p.conv != "" && p.seq > sent.positions[p.conv] {
-				if sent.positions == nil {
-					sent.positions = make(map[string]uint64, 1)
-				}
-				sent.positions[p.conv] = p.seq
-			}
+		sent := &sentPush{id: s.lastPushID, parts: parts, sentAt: now, firstSentAt: now}
+		for _, p := range parts {
+			sent.positions = sent.positions.raise(p.conv, p.seq)
 		}
 		s.window = append(s.window, sent)
-		frames = append(frames, frame)
+		out = append(out, outFrame{id: sent.id, parts: parts})
 	}
-	return frames
+	clear(q)
+	s.queue = q[:0]
+	return out
 }
 
 // ack drops every push up to and including pushID from the window (acks are
@@ -208,17 +273,17 @@ func (s *session) ack(pushID uint64) {
 	acked := slices.Clone(s.window[:n])
 	s.window = slices.Delete(s.window, 0, n)
 	for _, w := range acked {
-		s.held -= w.count
+		s.held -= len(w.parts)
 	}
 	s.mu.Unlock()
 
-	positions := make(map[string]uint64)
+	var ps positions
 	for _, w := range acked {
-		for conv, seq := range w.positions {
-			positions[conv] = max(positions[conv], seq)
+		for _, p := range w.positions {
+			ps = ps.raise(p.conv, p.seq)
 		}
 	}
-	if len(positions) > 0 {
-		s.e.deliveries.add(s.ident, positions)
+	if len(ps) > 0 {
+		s.e.deliveries.add(s.ident, ps)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/wagglechat/waggle/app"
+	"github.com/wagglechat/waggle/edge"
 	"github.com/wagglechat/waggle/services/presence"
 )
 
@@ -132,6 +133,8 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 	if roles.Has(app.RoleEdge) {
 		str(&c.EdgeGRPCAddr, "edge-grpc-addr", "WAGGLE_EDGE_GRPC_ADDR", "", "second listener serving EdgeService on grpc-go's own transport (native gRPC clients); empty: none")
 		str(&c.EdgeID, "edge-id", "WAGGLE_EDGE_ID", "", "unique name of this edge node; empty means hostname plus a random suffix")
+		fs.DurationVar(&c.EdgeWriteInterval, "edge-write-interval", edge.DefaultWriteInterval, "least time between two writes of pushes to one session while they keep coming (pushes meanwhile share a frame); negative: write each at once")
+		fs.add("edge-write-interval", "WAGGLE_EDGE_WRITE_INTERVAL")
 	}
 	if server {
 		fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", app.DefaultMaxMessageBytes, "largest RPC message accepted")
