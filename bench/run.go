@@ -216,7 +216,11 @@ func newDialer(protocol, edge string) (client.Dialer, func(), error) {
 		if err != nil || u.Host == "" {
 			return nil, nil, fmt.Errorf("bench: edge %q: want http://host:port", edge)
 		}
-		conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		// Fixed flow-control windows turn off grpc-go's BDP estimation,
+		// which otherwise pings the server after nearly every push it
+		// receives: a ping and its answer per push on both sides.
+		conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
 		if err != nil {
 			return nil, nil, fmt.Errorf("bench: grpc client for %s: %w", edge, err)
 		}
