@@ -13,30 +13,26 @@ import (
 // FrameSender is the server-to-client half of a session stream.
 //
 // Send is called from one goroutine at a time. Context is done when the
-// client has gone away.
+// client has gone away. Abort makes a Send blocked on a client that
+// stopped reading return (and fail every later one): the edge calls it
+// when a closed session's writer has not finished within
+// Config.CloseTimeout.
 type FrameSender interface {
 	Send(*edgev1.ServerFrame) error
 	Context() context.Context
+	Abort()
 }
 
 // FrameConn is a bidirectional session stream (EdgeService.Connect).
 //
 // Recv is called from one goroutine, concurrently with Send. It returns
-// io.EOF (possibly wrapped) when the client closed its side cleanly, and
-// must return an error once the serving call (Edge.Serve) has returned and
-// the transport has torn the stream down. A nil frame is treated as an
-// empty one.
+// io.EOF (possibly wrapped) when the client closed its side cleanly. A nil
+// frame is treated as an empty one. InterruptRecv makes a blocked Recv,
+// and every later one, return an error without ending the stream for
+// writing, so the serving call, which reads, can return once a session
+// closed: that way a session needs no goroutine of its own for reading.
 type FrameConn interface {
 	FrameSender
 	Recv() (*edgev1.ClientFrame, error)
-}
-
-// Aborter is implemented by streams that can be reset from outside, making a
-// Send blocked on a client that stopped reading return. The edge uses it
-// when a closed session's writer has not finished within
-// Config.CloseTimeout. Optional: without it, the serving call returns
-// without waiting for such a writer, which suits transports that end a
-// stream when its handler returns (grpc-go).
-type Aborter interface {
-	Abort()
+	InterruptRecv()
 }

@@ -26,8 +26,8 @@ const compressMinBytes = 4 << 10
 // interceptors: the unary calls expect auth.Identity in their context),
 // then e.HandlerOptions, which win over a general message size limit.
 //
-// The handler also lets the edge reset a stream whose client stopped
-// reading (Config.CloseTimeout), which mounting
+// The handler also lets the edge interrupt a stream's reads and writes
+// (a closed session's, or one whose client stopped reading), which mounting
 // edgev1connect.NewEdgeServiceHandler directly would lose.
 func NewHandler(e *Edge, opts ...connect.HandlerOption) (string, http.Handler) {
 	path, h := edgev1connect.NewEdgeServiceHandler(connectService{e}, append(slices.Clone(opts), e.HandlerOptions()...)...)
@@ -55,8 +55,8 @@ func (e *Edge) HandlerOptions() []connect.HandlerOption {
 
 type responseControllerKey struct{}
 
-// streamAborter resets a stream by setting a write deadline in the past,
-// which makes a blocked write return.
+// streamAborter interrupts a stream's reads or writes by setting a
+// deadline in the past, which makes a blocked Read or Write return.
 type streamAborter struct{ rc *http.ResponseController }
 
 func abortFromContext(ctx context.Context) streamAborter {
@@ -67,6 +67,12 @@ func abortFromContext(ctx context.Context) streamAborter {
 func (a streamAborter) Abort() {
 	if a.rc != nil {
 		_ = a.rc.SetWriteDeadline(time.Unix(1, 0))
+	}
+}
+
+func (a streamAborter) InterruptRecv() {
+	if a.rc != nil {
+		_ = a.rc.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/wagglechat/waggle/auth"
@@ -30,6 +31,7 @@ func NewGRPCServer(e *Edge, opts ...grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(e.cfg.MaxFrameBytes + overhead),
 		grpc.MaxConcurrentStreams(10_000),
+		grpc.InTapHandle(interruptible),
 	}, opts...)...)
 	edgev1.RegisterEdgeServiceServer(s, grpcService{e: e})
 	hs := health.NewServer()
@@ -39,16 +41,34 @@ func NewGRPCServer(e *Edge, opts ...grpc.ServerOption) *grpc.Server {
 	return s
 }
 
+// interruptKey holds a stream's interrupt, the cancel of the context
+// interruptible gave it.
+type interruptKey struct{}
+
+// interruptible gives every stream a context the edge can cancel. grpc-go
+// has no other way to make a blocked Recv or Send return: both wait on the
+// stream's context, which the tap handle supplies (grpc.InTapHandle,
+// experimental in grpc-go). The handler then returns and the status is
+// written as usual.
+func interruptible(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	return context.WithValue(ctx, interruptKey{}, cancel), nil
+}
+
+// interrupt cancels a stream's context from interruptible.
+func interrupt(ctx context.Context) {
+	if cancel, ok := ctx.Value(interruptKey{}).(context.CancelFunc); ok {
+		cancel()
+	}
+}
+
 // grpcService implements edgev1.EdgeServiceServer over the core.
 type grpcService struct {
 	edgev1.UnimplementedEdgeServiceServer
 	e *Edge
 }
 
-// Connect and Subscribe serve a session on the handler's goroutine. A Send
-// blocked on a client that stopped reading returns only once the handler
-// has returned (grpc-go then cancels the stream), which the session core
-// allows for: it gives up waiting for such a writer (awaitWriter).
+// Connect and Subscribe serve a session on the handler's goroutine.
 func (g grpcService) Connect(stream grpc.BidiStreamingServer[edgev1.ConnectRequest, edgev1.ConnectResponse]) error {
 	return grpcStatus(g.e.Serve(&grpcBidiConn{stream: stream}))
 }
@@ -127,6 +147,8 @@ type grpcBidiConn struct {
 }
 
 func (c *grpcBidiConn) Context() context.Context { return c.stream.Context() }
+func (c *grpcBidiConn) Abort()                   { interrupt(c.stream.Context()) }
+func (c *grpcBidiConn) InterruptRecv()           { interrupt(c.stream.Context()) }
 
 func (c *grpcBidiConn) Recv() (*edgev1.ClientFrame, error) {
 	req, err := c.stream.Recv()
@@ -146,6 +168,7 @@ type grpcServerConn struct {
 }
 
 func (c *grpcServerConn) Context() context.Context { return c.stream.Context() }
+func (c *grpcServerConn) Abort()                   { interrupt(c.stream.Context()) }
 
 func (c *grpcServerConn) Send(f *edgev1.ServerFrame) error {
 	return c.stream.Send(&edgev1.SubscribeResponse{Frame: f})

@@ -518,24 +518,27 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 // memConn is an in-memory FrameConn. Sends block once out is full, like a
 // client that stopped reading; Abort unblocks them.
 type memConn struct {
-	ctx     context.Context
-	cancel  context.CancelFunc
-	in      chan *edgev1.ClientFrame
-	out     chan *edgev1.ServerFrame
-	ended   chan struct{} // closed when Serve returned: the transport tears down
-	aborted chan struct{}
-	once    sync.Once
-	sends   atomic.Int32 // Send calls begun
+	ctx         context.Context
+	cancel      context.CancelFunc
+	in          chan *edgev1.ClientFrame
+	out         chan *edgev1.ServerFrame
+	ended       chan struct{} // closed when Serve returned: the transport tears down
+	aborted     chan struct{}
+	interrupted chan struct{}
+	once        sync.Once
+	recvOnce    sync.Once
+	sends       atomic.Int32 // Send calls begun
 }
 
 func newMemConn(outBuffer int) *memConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &memConn{
 		ctx: ctx, cancel: cancel,
-		in:      make(chan *edgev1.ClientFrame, 16),
-		out:     make(chan *edgev1.ServerFrame, outBuffer),
-		ended:   make(chan struct{}),
-		aborted: make(chan struct{}),
+		in:          make(chan *edgev1.ClientFrame, 16),
+		out:         make(chan *edgev1.ServerFrame, outBuffer),
+		ended:       make(chan struct{}),
+		aborted:     make(chan struct{}),
+		interrupted: make(chan struct{}),
 	}
 }
 
@@ -552,8 +555,12 @@ func (c *memConn) Recv() (*edgev1.ClientFrame, error) {
 		return f, nil
 	case <-c.ended:
 		return nil, errTornDown
+	case <-c.interrupted:
+		return nil, errors.New("read interrupted")
 	}
 }
+
+func (c *memConn) InterruptRecv() { c.recvOnce.Do(func() { close(c.interrupted) }) }
 
 func (c *memConn) Send(f *edgev1.ServerFrame) error {
 	c.sends.Add(1)

@@ -23,12 +23,12 @@ import (
 
 // session is one authenticated stream of one device.
 //
-// Goroutines: the serving call waits for the session's end (run), a
-// reader goroutine handles incoming frames (bidi streams only), a writer
-// goroutine exists while frames are queued (queue.go; the only caller of
-// Send), and a command goroutine while commands are queued. An idle
-// session therefore costs two goroutines. Bus deliveries, unary Acks and
-// the sweeper touch the session under mu.
+// Goroutines: the serving call reads the client's frames (a push-only
+// session's waits for its end), a writer goroutine exists while frames
+// are queued (queue.go; the only caller of Send), a command goroutine while
+// commands are queued, and a shutdown goroutine while it closes. An idle
+// session therefore costs one goroutine besides its transport's. Bus
+// deliveries, unary Acks and the sweeper touch the session under mu.
 type session struct {
 	e          *Edge
 	id         string
@@ -41,6 +41,7 @@ type session struct {
 
 	ctx    context.Context // done once the session is closed
 	cancel context.CancelFunc
+	shut   chan struct{} // closed once shutdown has run
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last sign of life
 
@@ -60,50 +61,27 @@ type session struct {
 
 // Serve runs a session on a bidirectional stream until it ends, and returns
 // the error the transport should end the stream with (nil for a clean end).
-// The first frame must be a Hello.
+// The first frame must be a Hello. The serving call itself reads the
+// client's frames; closing the session interrupts its read (FrameConn).
 func (e *Edge) Serve(conn FrameConn) error {
-	type received struct {
-		frame *edgev1.ClientFrame
-		err   error
-	}
-	first := make(chan received, 1)
-	start := make(chan *session, 1)
-	started := false
-	defer func() {
-		if !started {
-			start <- nil
-		}
-	}()
-	// One reader goroutine for the stream's life: it reads the Hello, then
-	// waits to learn whether a session was opened.
-	go func() {
-		f, err := conn.Recv()
-		first <- received{f, err}
-		if err != nil {
-			return
-		}
-		if s := <-start; s != nil {
-			s.readLoop(conn)
-		}
-	}()
-
-	timer := time.NewTimer(e.cfg.SessionTimeout)
-	defer timer.Stop()
-	var r received
-	select {
-	case r = <-first:
-	case <-timer.C:
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(e.cfg.SessionTimeout, func() {
+		timedOut.Store(true)
+		conn.InterruptRecv()
+	})
+	f, err := conn.Recv()
+	if !timer.Stop() || timedOut.Load() {
 		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no hello within %v", e.cfg.SessionTimeout))
-	case <-conn.Context().Done():
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("stream ended before hello"))
+	case conn.Context().Err() != nil:
 		return connect.NewError(connect.CodeCanceled, errors.New("stream ended before hello"))
+	case err != nil:
+		return err
 	}
-	if r.err != nil {
-		if errors.Is(r.err, io.EOF) {
-			return connect.NewError(connect.CodeUnauthenticated, errors.New("stream ended before hello"))
-		}
-		return r.err
-	}
-	hello := r.frame.GetHello()
+	hello := f.GetHello()
 	if hello == nil {
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
 	}
@@ -111,9 +89,8 @@ func (e *Edge) Serve(conn FrameConn) error {
 	if err != nil {
 		return err
 	}
-	start <- s
-	started = true
-	return s.run()
+	s.readLoop(conn)
+	return s.end()
 }
 
 // ServeSubscribe runs a push-only session (EdgeService.Subscribe, for
@@ -125,7 +102,8 @@ func (e *Edge) ServeSubscribe(conn FrameSender, hello *edgev1.Hello) error {
 	if err != nil {
 		return err
 	}
-	return s.run()
+	<-s.ctx.Done()
+	return s.end()
 }
 
 // open authenticates a Hello, records and registers the session, and sends
@@ -191,8 +169,7 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 	}}}
 	if err := conn.Send(welcome); err != nil {
 		s.close(fmt.Errorf("edge: send welcome: %w", err), "")
-		s.awaitWriter(false)
-		return nil, s.finish()
+		return nil, s.end()
 	}
 	// Pushes routed before the Welcome was written wait for it.
 	s.mu.Lock()
@@ -227,19 +204,31 @@ func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName stri
 		LoginTime: timestamppb.New(now),
 	}
 	s.ctx, s.cancel = context.WithCancel(conn.Context())
+	s.shut = make(chan struct{})
+	context.AfterFunc(s.ctx, s.shutdown)
 	s.touch()
 	return s
 }
 
-// run waits until the session closes, lets its writer finish with a
-// Goaway if one is due, then tears it down and returns the error the
-// stream ends with.
-func (s *session) run() error {
-	<-s.ctx.Done()
-	// Closed deliberately, or the transport's context ended.
+// end waits for the session's shutdown, which its close started, then
+// tears it down and returns the error the stream ends with.
+func (s *session) end() error {
+	// The transport may have ended the stream without a close.
 	s.close(connect.NewError(connect.CodeCanceled, errors.New("stream ended")), "")
-	s.awaitWriter(true)
+	<-s.shut
 	return s.finish()
+}
+
+// shutdown runs once the session's context is done (close, or the
+// transport ending the stream): it lets the writer finish with a Goaway if
+// one is due, then interrupts the stream's read, so the serving call
+// returns.
+func (s *session) shutdown() {
+	defer close(s.shut)
+	s.awaitWriter()
+	if c, ok := s.conn.(FrameConn); ok {
+		c.InterruptRecv()
+	}
 }
 
 // abortGrace is how long an aborted stream's writer gets to return before
@@ -250,13 +239,13 @@ const abortGrace = time.Second
 // awaitWriter lets the writer finish, then writes the Goaway if one is due
 // and goaway is set, all within CloseTimeout: a client that stopped
 // reading holds the writer in Send, and then the stream is aborted.
-func (s *session) awaitWriter(goaway bool) {
+func (s *session) awaitWriter() {
 	deadline := time.Now().Add(s.e.cfg.CloseTimeout)
 	done := s.writersDone(deadline)
 	s.mu.Lock()
 	reason := s.goaway
 	s.mu.Unlock()
-	if done && goaway && reason != "" {
+	if done && reason != "" {
 		s.writers.Add(1)
 		go func() {
 			defer s.writers.Done()
@@ -268,9 +257,7 @@ func (s *session) awaitWriter(goaway bool) {
 	if done {
 		return
 	}
-	if a, ok := s.conn.(Aborter); ok {
-		a.Abort()
-	}
+	s.conn.Abort()
 	s.writersDone(time.Now().Add(abortGrace))
 }
 
