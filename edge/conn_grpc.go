@@ -32,6 +32,9 @@ func NewGRPCServer(e *Edge, opts ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxRecvMsgSize(e.cfg.MaxFrameBytes + overhead),
 		grpc.MaxConcurrentStreams(10_000),
 		grpc.InTapHandle(interruptible),
+		// Idle sessions hold no write buffer: it goes back to a pool after
+		// each flush.
+		grpc.SharedWriteBuffer(true),
 	}, opts...)...)
 	edgev1.RegisterEdgeServiceServer(s, grpcService{e: e})
 	hs := health.NewServer()

@@ -85,7 +85,7 @@ func (e *Edge) Serve(conn FrameConn) error {
 	if hello == nil {
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
 	}
-	s, err := e.open(conn, hello)
+	s, err := e.openAside(conn, hello)
 	if err != nil {
 		return err
 	}
@@ -93,12 +93,30 @@ func (e *Edge) Serve(conn FrameConn) error {
 	return s.end()
 }
 
+// openAside opens the session on a goroutine of its own. Opening calls
+// deep (token checks, registry, routes, encoding); a goroutine's stack
+// keeps about the size its deepest call needed, so the serving call, which
+// then waits in Recv for the session's whole life, stays small this way.
+func (e *Edge) openAside(conn FrameSender, hello *edgev1.Hello) (*session, error) {
+	type opened struct {
+		s   *session
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		s, err := e.open(conn, hello)
+		ch <- opened{s, err}
+	}()
+	o := <-ch
+	return o.s, o.err
+}
+
 // ServeSubscribe runs a push-only session (EdgeService.Subscribe, for
 // browsers) until it ends. hello carries what the transport learned from the
 // request: protocol version, client name and the bearer token. The session
 // is kept alive by Ack calls (see Edge.Ack).
 func (e *Edge) ServeSubscribe(conn FrameSender, hello *edgev1.Hello) error {
-	s, err := e.open(conn, hello)
+	s, err := e.openAside(conn, hello)
 	if err != nil {
 		return err
 	}
