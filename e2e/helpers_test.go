@@ -137,6 +137,16 @@ func grpcEdge(t *testing.T, addr string) client.Dialer {
 
 func newDevice(t *testing.T, name string, u *user, dialers ...client.Dialer) *device {
 	t.Helper()
+	d, err := startDevice(t, name, u, dialers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// startDevice is newDevice for any goroutine: it returns an error instead
+// of failing the test.
+func startDevice(t *testing.T, name string, u *user, dialers ...client.Dialer) (*device, error) {
 	d := &device{name: name, user: u, events: map[string][]*chatv1.Event{}}
 	var err error
 	d.client, err = client.New(client.Config{
@@ -162,19 +172,19 @@ func newDevice(t *testing.T, name string, u *user, dialers ...client.Dialer) *de
 		},
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.client.Run(ctx); close(done) }()
 	d.stop = func() { cancel(); <-done }
 	t.Cleanup(d.stop)
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	if err := d.client.WaitConnected(wctx); err != nil {
-		t.Fatalf("%s: not connected: %v", name, err)
+		return nil, fmt.Errorf("%s: not connected: %w", name, err)
 	}
-	return d
+	return d, nil
 }
 
 // seqs lists the seqs the device applied in conv, in the order applied.

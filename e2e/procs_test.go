@@ -53,6 +53,7 @@ type cluster struct {
 	t           testing.TB
 	dbURL       string
 	redisPrefix string
+	tokenSeed   []byte // the processes' --token-key, to mint tokens for users made in the database
 	env         []string
 	mu          sync.Mutex
 	procs       []*proc
@@ -67,7 +68,7 @@ func newClusterOn(t testing.TB, redisURL string) *cluster {
 	_, prefix := redistest.New(t)
 	seed := make([]byte, 32)
 	rand.Read(seed)
-	c := &cluster{t: t, dbURL: pgtest.NewURL(t), redisPrefix: prefix}
+	c := &cluster{t: t, dbURL: pgtest.NewURL(t), redisPrefix: prefix, tokenSeed: seed}
 	c.env = append(os.Environ(),
 		"WAGGLE_POSTGRES_URL="+c.dbURL,
 		"WAGGLE_REDIS_URL="+redisURL,
