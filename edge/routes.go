@@ -146,7 +146,7 @@ func (rs *routes) release(r *userRoute) {
 	r.groups = nil
 	rs.mu.Unlock()
 	for conv := range groups {
-		rs.e.topics.leave(r.user, conv)
+		rs.e.topics.leave(r, conv)
 	}
 	r.mu.Lock()
 	sub := r.sub

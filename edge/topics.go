@@ -109,7 +109,9 @@ func (ts *topics) join(conv, user string, joined, last uint64) (*topic, bool) {
 	t, created := ts.get(conv)
 	defer t.mu.Unlock()
 	if created {
+		// It knows no membership change up to last.
 		t.events.order.next = last + 1
+		t.changesFloor = last
 		go t.subscribe()
 	}
 	sp, member := span{joined: joined}, true
@@ -147,6 +149,7 @@ func (ts *topics) adopt(user string, env *busv1.Envelope) {
 	if created {
 		// Start from this event: the user's earlier history is not theirs.
 		t.events.order.next = evs[0].GetSeq()
+		t.changesFloor = evs[0].GetSeq() - 1
 		go t.subscribe()
 	}
 	for _, ev := range evs {
@@ -155,15 +158,19 @@ func (ts *topics) adopt(user string, env *busv1.Envelope) {
 	t.closeIfEmptyLocked()
 }
 
-// leave drops user from the group (its last session here ended).
-func (ts *topics) leave(user, conv string) {
+// leave drops user from the group: its route r ended (its last session
+// here). A session that opened meanwhile has a new route whose membership
+// stays.
+func (ts *topics) leave(r *userRoute, conv string) {
 	t := ts.lookup(conv)
 	if t == nil {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.members, user)
+	if ts.e.routes.lookup(r.user) == nil {
+		delete(t.members, r.user)
+	}
 	t.closeIfEmptyLocked()
 }
 

@@ -286,4 +286,33 @@ func TestJoinReconcilesAnOlderLoad(t *testing.T) {
 	if _, ok := te.topics.join("g1", "u2", 0, 3); ok {
 		t.Fatal("joined with a load older than the changes kept")
 	}
+	// A topic made from a load knows no change before it: an older load
+	// cannot be reconciled either.
+	if _, ok := te.topics.join("g2", "u2", 0, 10); !ok {
+		t.Fatal("a new topic's first join refused")
+	}
+	if _, ok := te.topics.join("g2", "u3", 0, 5); ok {
+		t.Fatal("joined a new topic with a load older than the one it was made from")
+	}
+}
+
+// A user's session that opens while its previous one's route is being torn
+// down keeps the group: the old route's leave must not drop the new one's
+// membership.
+func TestReconnectDuringTeardownKeepsTheGroup(t *testing.T) {
+	te := newTestEdge(t, testConfig())
+	te.streams.groups["u1"] = []*chatv1.GroupMembership{{ConversationId: "g1", LastSeq: 3}}
+	te.run(t)
+	first := te.connect(t, "tok:u1:d1")
+	old := te.routes.lookup("u1")
+	// The new session's route replaces the old one before the old one's
+	// teardown reaches the group.
+	te.routes.mu.Lock()
+	delete(te.routes.byUser, "u1")
+	te.routes.mu.Unlock()
+	second := te.connect(t, "tok:u1:d2")
+	te.topics.leave(old, "g1")
+	te.toGroup(t, "g1", events(message("g1", 4)))
+	second.waitReceived("g1", 4)
+	_ = first
 }
