@@ -115,56 +115,52 @@ func (s *Service) ReadEvents(ctx context.Context, req *chatv1.ReadEventsRequest)
 	br := s.db.SendBatch(ctx, batch)
 	defer br.Close()
 	for _, r := range cs {
-		rows, err := br.Query()
+		var row eventRow
+		evs, more, err := readRange(br, row.fields(), row.event, per, &budget)
 		if err != nil {
 			return nil, s.internal(ctx, "read events", err)
 		}
-		out := &chatv1.ConversationEvents{ConversationId: r.id.String()}
-		var row eventRow
-		if _, err := pgx.ForEachRow(rows, row.fields(), func() error {
-			if len(out.Events) == per || budget <= 0 {
-				out.More = true
-				return nil
-			}
-			ev, err := row.event()
-			if err != nil {
-				return err
-			}
-			budget -= proto.Size(ev)
-			out.Events = append(out.Events, ev)
-			return nil
-		}); err != nil {
-			return nil, s.internal(ctx, "read events", err)
-		}
-		res.Conversations = append(res.Conversations, out)
+		res.Conversations = append(res.Conversations, &chatv1.ConversationEvents{ConversationId: r.id.String(), Events: evs, More: more})
 	}
 	for _, r := range us {
-		rows, err := br.Query()
-		if err != nil {
-			return nil, s.internal(ctx, "read events", err)
-		}
-		out := &chatv1.UserEvents{UserId: r.id.String()}
 		var seq int64
 		var at time.Time
 		var body []byte
-		if _, err := pgx.ForEachRow(rows, []any{&seq, &at, &body}, func() error {
-			if len(out.Events) == per || budget <= 0 {
-				out.More = true
-				return nil
-			}
-			ev, err := decodeUserEvent(r.id, seq, at, body)
-			if err != nil {
-				return err
-			}
-			budget -= proto.Size(ev)
-			out.Events = append(out.Events, ev)
-			return nil
-		}); err != nil {
+		evs, more, err := readRange(br, []any{&seq, &at, &body}, func() (*chatv1.UserEvent, error) {
+			return decodeUserEvent(r.id, seq, at, body)
+		}, per, &budget)
+		if err != nil {
 			return nil, s.internal(ctx, "read events", err)
 		}
-		res.Users = append(res.Users, out)
+		res.Users = append(res.Users, &chatv1.UserEvents{UserId: r.id.String(), Events: evs, More: more})
 	}
 	return res, nil
+}
+
+// readRange takes the batch's next query's rows into at most per events,
+// within what is left of the answer's byte budget; more says some were
+// left out.
+func readRange[E proto.Message](br pgx.BatchResults, scans []any, decode func() (E, error), per int, budget *int) ([]E, bool, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, false, err
+	}
+	var out []E
+	more := false
+	_, err = pgx.ForEachRow(rows, scans, func() error {
+		if len(out) == per || *budget <= 0 {
+			more = true
+			return nil
+		}
+		ev, err := decode()
+		if err != nil {
+			return err
+		}
+		*budget -= proto.Size(ev)
+		out = append(out, ev)
+		return nil
+	})
+	return out, more, err
 }
 
 // ListDirectChanges lists the users' direct conversations with an event at
