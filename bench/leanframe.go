@@ -102,17 +102,17 @@ func oneofOf(m proto.Message, name string) oneofMembers {
 // wire is the fields a minimal client reads.
 var wire = struct {
 	responseFrame                         protoField
-	frameKind                             oneofMembers
+	frameKinds                            oneofMembers
 	frameWelcome, framePush, frameGoaway  protoField
 	pushID, pushEvents                    protoField
 	eventConv, eventSeq                   protoField
-	eventKind                             oneofMembers
+	eventKinds                            oneofMembers
 	eventMessage, messageContent          protoField
-	contentBody                           oneofMembers
+	contentBodies                         oneofMembers
 	contentCustom, customType, customData protoField
 }{
 	responseFrame:  fieldOf(&edgev1.ConnectResponse{}, "frame"),
-	frameKind:      oneofOf(&edgev1.ServerFrame{}, "kind"),
+	frameKinds:     oneofOf(&edgev1.ServerFrame{}, "kind"),
 	frameWelcome:   fieldOf(&edgev1.ServerFrame{}, "welcome"),
 	framePush:      fieldOf(&edgev1.ServerFrame{}, "push"),
 	frameGoaway:    fieldOf(&edgev1.ServerFrame{}, "goaway"),
@@ -120,10 +120,10 @@ var wire = struct {
 	pushEvents:     fieldOf(&edgev1.Push{}, "events"),
 	eventConv:      fieldOf(&chatv1.Event{}, "conversation_id"),
 	eventSeq:       fieldOf(&chatv1.Event{}, "seq"),
-	eventKind:      oneofOf(&chatv1.Event{}, "kind"),
+	eventKinds:     oneofOf(&chatv1.Event{}, "kind"),
 	eventMessage:   fieldOf(&chatv1.Event{}, "message"),
 	messageContent: fieldOf(&chatv1.Message{}, "content"),
-	contentBody:    oneofOf(&chatv1.MessageContent{}, "body"),
+	contentBodies:  oneofOf(&chatv1.MessageContent{}, "body"),
 	contentCustom:  fieldOf(&chatv1.MessageContent{}, "custom"),
 	customType:     fieldOf(&chatv1.Custom{}, "type"),
 	customData:     fieldOf(&chatv1.Custom{}, "data"),
@@ -200,7 +200,7 @@ func (f *leanFrame) parse(b []byte) error {
 	var v []byte
 	r := wireReader{b: sf}
 	for r.next() {
-		if r.in(wire.frameKind) {
+		if r.in(wire.frameKinds) {
 			kind, v = r.protoField, r.bytes
 		}
 	}
@@ -259,7 +259,7 @@ func (f *leanFrame) parseEvent(b []byte) error {
 			conv = r.bytes
 		case r.at(wire.eventSeq):
 			ev.seq = r.varint
-		case r.in(wire.eventKind):
+		case r.in(wire.eventKinds):
 			isMessage, msg = r.at(wire.eventMessage), r.bytes
 		}
 	}
@@ -287,7 +287,7 @@ func benchMessage(msg []byte) (sent, index int64, err error) {
 	isCustom := false
 	r := wireReader{b: content}
 	for r.next() {
-		if r.in(wire.contentBody) {
+		if r.in(wire.contentBodies) {
 			isCustom, custom = r.at(wire.contentCustom), r.bytes
 		}
 	}
