@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -214,9 +216,12 @@ func (c *centrifugoClient) call(ctx context.Context, cmd string, id uint32) erro
 func (c *centrifugoClient) read(ctx context.Context) {
 	defer close(c.done)
 	var buf bytes.Buffer
-	var r centrifugoReply
+	p := newCentrifugoParser(c.channel)
 	for {
-		_, rd, err := c.conn.Reader(ctx)
+		// Reads take no deadline from ctx, which would cost coder/websocket
+		// a context.AfterFunc per frame: close ends them by closing the
+		// connection.
+		_, rd, err := c.conn.Reader(context.Background())
 		if err == nil {
 			buf.Reset()
 			_, err = buf.ReadFrom(rd)
@@ -230,24 +235,130 @@ func (c *centrifugoClient) read(ctx context.Context) {
 		now := time.Now().UnixNano()
 		c.tally.mu.Lock()
 		for line := range bytes.Lines(buf.Bytes()) {
-			line = bytes.TrimSpace(line)
-			if string(line) == "{}" { // a ping: answer with an empty command
+			l := p.parse(line)
+			if l.ping { // answered with an empty command
 				go func() { _ = c.conn.Write(ctx, websocket.MessageText, []byte("{}")) }()
-				continue
 			}
-			r = centrifugoReply{}
-			if json.Unmarshal(line, &r) != nil || r.Push == nil {
-				continue
+			if l.disconnect != "" {
+				c.endCode.CompareAndSwap(nil, l.disconnect)
 			}
-			if d := r.Push.Disconnect; d != nil {
-				c.endCode.CompareAndSwap(nil, fmt.Sprintf("disconnect %d: %s", d.Code, d.Reason))
-			}
-			if p := r.Push.Pub; p != nil && r.Push.Channel == c.channel {
-				c.tally.add(c.win, now, uint64(p.Data.I), p.Data.T, p.Data.I)
+			if l.pub {
+				c.tally.add(c.win, now, uint64(l.index), l.sent, l.index)
 			}
 		}
 		c.tally.mu.Unlock()
 	}
+}
+
+// centrifugoLine is what a minimal client makes of one line (a reply or
+// a push) from Centrifugo.
+type centrifugoLine struct {
+	ping        bool   // an empty reply
+	disconnect  string // why a disconnect push ended the session ("": none)
+	pub         bool   // a publication on the channel, with:
+	sent, index int64  // its data's t and i
+}
+
+// centrifugoParser reads the lines of a subscribed client by byte scanning
+// where they are as Centrifugo writes them: `{}` for a ping,
+// `{"push":{"channel":C,"pub":{"data":D}}}` with D as encodeCentrifugoData
+// writes it. Anything else goes to encoding/json, so every line reads as
+// it would through it.
+type centrifugoParser struct {
+	channel string
+	prefix  []byte // a publication's line up to its data
+	reply   centrifugoReply
+}
+
+func newCentrifugoParser(channel string) *centrifugoParser {
+	ch, _ := json.Marshal(channel) // cannot fail
+	return &centrifugoParser{channel: channel, prefix: fmt.Appendf(nil, `{"push":{"channel":%s,"pub":{"data":`, ch)}
+}
+
+func (p *centrifugoParser) parse(line []byte) centrifugoLine {
+	line = bytes.TrimSpace(line)
+	if string(line) == "{}" {
+		return centrifugoLine{ping: true}
+	}
+	if d, ok := bytes.CutPrefix(line, p.prefix); ok {
+		if sent, index, ok := benchData(d); ok {
+			return centrifugoLine{pub: true, sent: sent, index: index}
+		}
+	}
+	return p.parseJSON(line)
+}
+
+// parseJSON reads any line.
+func (p *centrifugoParser) parseJSON(line []byte) centrifugoLine {
+	r := &p.reply
+	*r = centrifugoReply{}
+	if json.Unmarshal(line, r) != nil || r.Push == nil {
+		return centrifugoLine{}
+	}
+	var l centrifugoLine
+	if d := r.Push.Disconnect; d != nil {
+		l.disconnect = fmt.Sprintf("disconnect %d: %s", d.Code, d.Reason)
+	}
+	if pub := r.Push.Pub; pub != nil && r.Push.Channel == p.channel {
+		l.pub, l.sent, l.index = true, pub.Data.T, pub.Data.I
+	}
+	return l
+}
+
+// benchData reads `{"t":T,"i":I}` or `{"t":T,"i":I,"p":"P"}`, as
+// encodeCentrifugoData writes it, and the closing braces of the
+// publication, the push and the reply, which must end the line. ok is
+// false for anything else, a pad with escapes included.
+func benchData(b []byte) (sent, index int64, ok bool) {
+	if b, ok = bytes.CutPrefix(b, []byte(`{"t":`)); !ok {
+		return 0, 0, false
+	}
+	if sent, b, ok = jsonInt(b); !ok {
+		return 0, 0, false
+	}
+	if b, ok = bytes.CutPrefix(b, []byte(`,"i":`)); !ok {
+		return 0, 0, false
+	}
+	if index, b, ok = jsonInt(b); !ok {
+		return 0, 0, false
+	}
+	if pad, found := bytes.CutPrefix(b, []byte(`,"p":"`)); found {
+		end := bytes.IndexByte(pad, '"')
+		if end < 0 || slices.ContainsFunc(pad[:end], func(c byte) bool { return c == '\\' || c < 0x20 }) {
+			return 0, 0, false
+		}
+		b = pad[end+1:]
+	}
+	return sent, index, string(b) == "}}}}"
+}
+
+// jsonInt reads the integer b starts with as encoding/json reads it into
+// an int64 (no leading zeros, in range); the caller checks that what
+// follows ends it.
+func jsonInt(b []byte) (int64, []byte, bool) {
+	digits := b
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		digits = b[1:]
+	}
+	n := 0
+	for n < len(digits) && '0' <= digits[n] && digits[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 19 || digits[0] == '0' && n > 1 {
+		return 0, b, false
+	}
+	var u uint64 // 19 digits fit
+	for _, c := range digits[:n] {
+		u = u*10 + uint64(c-'0')
+	}
+	switch {
+	case neg && u <= 1<<63:
+		return -int64(u), digits[n:], true // -(1<<63) wraps to itself
+	case !neg && u <= math.MaxInt64:
+		return int64(u), digits[n:], true
+	}
+	return 0, b, false
 }
 
 func (c *centrifugoClient) lost() string {

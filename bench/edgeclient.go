@@ -11,24 +11,24 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/grpc/status"
 
-	"github.com/wagglechat/waggle/client"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
 // edgeClient is a minimal EdgeService.Connect session, far cheaper than an
 // SDK client: it sends Hello, tallies the events of each push, acks by the
 // ack policy (see acker) and pings every heartbeat_interval. It answers
-// nothing else, keeps no state beyond the tally and never reconnects.
+// nothing else, keeps no state beyond the tally and never reconnects. It
+// reads frames with the lean parser (leanFrame), without decoding them.
 type edgeClient struct {
-	stream         client.Stream
+	stream         leanStream
+	frame          leanFrame // the reader's; its conv is the conversation whose events count
 	closeTransport func()
-	conv           string // events of other conversations are ignored ("": none are)
 	tally          *tally
 	win            *window
 	done           chan struct{} // the reader has returned
 	endCode        atomic.Value  // string: why the stream ended by itself, the first reason
 
-	sendMu sync.Mutex // Stream.Send is not safe for concurrent use
+	sendMu sync.Mutex // Send is not safe for concurrent use
 
 	mu        sync.Mutex
 	ack       acker
@@ -41,21 +41,20 @@ type edgeClient struct {
 // dialEdge opens one session on a TCP connection of its own and returns
 // once the Welcome has arrived.
 func dialEdge(ctx context.Context, protocol, edge, token, conv string, t *tally, w *window) (*edgeClient, error) {
-	d, closeTransport, err := newDialer(protocol, edge)
-	if err != nil {
-		return nil, err
-	}
 	// The stream outlives ctx, which only bounds the handshake.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stream, closeTransport, err := dialLean(sctx, protocol, edge)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	fail := func(err error) (*edgeClient, error) {
 		cancel()
 		closeTransport()
 		return nil, err
 	}
-	stream, err := d.Dial(sctx)
-	if err != nil {
-		return fail(fmt.Errorf("dial %s: %w", edge, err))
-	}
+	c := &edgeClient{stream: stream, frame: leanFrame{conv: []byte(conv)}, tally: t, win: w, done: make(chan struct{}),
+		closeTransport: func() { cancel(); closeTransport() }}
 	stopWait := context.AfterFunc(ctx, cancel)
 	hello := &edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Hello{Hello: &edgev1.Hello{
 		ProtocolVersion: 1, AccessToken: token, ClientName: "waggle-bench fanout"}}}
@@ -63,19 +62,18 @@ func dialEdge(ctx context.Context, protocol, edge, token, conv string, t *tally,
 		_ = stream.Close()
 		return fail(fmt.Errorf("hello to %s: %w", edge, err))
 	}
-	f, err := stream.Recv()
+	err = c.recv()
 	if !stopWait() {
 		err = errors.Join(err, ctx.Err())
 	}
-	if err != nil || f.GetWelcome() == nil {
+	if err != nil || c.frame.kind != frameWelcome {
 		_ = stream.Close()
 		if err == nil {
-			err = fmt.Errorf("first frame is not a welcome: %v", f)
+			err = fmt.Errorf("first frame is not a welcome but a %s", c.frame.kind)
 		}
 		return fail(fmt.Errorf("session on %s: %w", edge, err))
 	}
-	c := &edgeClient{stream: stream, conv: conv, tally: t, win: w, done: make(chan struct{}),
-		closeTransport: func() { cancel(); closeTransport() }, heartbeat: f.GetWelcome().GetHeartbeatInterval().AsDuration()}
+	c.heartbeat = c.frame.heartbeat
 	if c.heartbeat <= 0 {
 		c.heartbeat = 25 * time.Second
 	}
@@ -84,11 +82,22 @@ func dialEdge(ctx context.Context, protocol, edge, token, conv string, t *tally,
 	return c, nil
 }
 
+// recv reads the next frame into c.frame.
+func (c *edgeClient) recv() error {
+	c.frame.reset() // connect-go skips the codec for an empty message
+	if err := c.stream.Recv(&c.frame); err != nil {
+		return err
+	}
+	if !c.frame.hasFrame {
+		return errors.New("edge sent an empty response")
+	}
+	return nil
+}
+
 func (c *edgeClient) read() {
 	defer close(c.done)
 	for {
-		f, err := c.stream.Recv()
-		if err != nil {
+		if err := c.recv(); err != nil {
 			c.mu.Lock()
 			closed := c.closed
 			c.mu.Unlock()
@@ -97,36 +106,28 @@ func (c *edgeClient) read() {
 			}
 			return
 		}
-		switch k := f.GetKind().(type) {
-		case *edgev1.ServerFrame_Push:
-			c.onPush(k.Push)
-		case *edgev1.ServerFrame_Goaway:
-			c.endCode.CompareAndSwap(nil, "goaway: "+k.Goaway.GetReason())
+		switch c.frame.kind {
+		case framePush:
+			c.onPush(&c.frame)
+		case frameGoaway:
+			c.endCode.CompareAndSwap(nil, "goaway: "+c.frame.reason)
 		}
 	}
 }
 
-func (c *edgeClient) onPush(p *edgev1.Push) {
+func (c *edgeClient) onPush(p *leanFrame) {
 	now := time.Now()
 	ns := now.UnixNano()
 	c.tally.mu.Lock()
-	for _, ev := range p.GetEvents() {
-		if ev.GetConversationId() != c.conv {
-			continue
-		}
-		var sent int64
-		var index int
-		if cu := ev.GetMessage().GetContent().GetCustom(); cu.GetType() == payloadType {
-			sent, index, _ = decodePayload(cu.GetData())
-		}
-		c.tally.add(c.win, ns, ev.GetSeq(), sent, int64(index))
+	for _, ev := range p.events {
+		c.tally.add(c.win, ns, ev.seq, ev.sent, ev.index)
 	}
 	c.tally.mu.Unlock()
-	if p.GetPushId() == 0 {
+	if p.pushID == 0 {
 		return
 	}
 	c.mu.Lock()
-	ack, arm := c.ack.received(p.GetPushId(), now)
+	ack, arm := c.ack.received(p.pushID, now)
 	if arm {
 		c.armAck(ackDelay)
 	}

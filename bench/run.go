@@ -212,22 +212,31 @@ func (r *runner) startSessions(ctx context.Context, users []account) (func(), er
 // newDialer opens one TCP connection's worth of transport to edge.
 func newDialer(protocol, edge string) (client.Dialer, func(), error) {
 	if protocol == ProtocolGRPC {
-		u, err := url.Parse(edge)
-		if err != nil || u.Host == "" {
-			return nil, nil, fmt.Errorf("bench: edge %q: want http://host:port", edge)
-		}
-		// Fixed flow-control windows turn off grpc-go's BDP estimation,
-		// which otherwise pings the server after nearly every push it
-		// receives: a ping and its answer per push on both sides.
-		conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
+		conn, err := grpcConn(edge)
 		if err != nil {
-			return nil, nil, fmt.Errorf("bench: grpc client for %s: %w", edge, err)
+			return nil, nil, err
 		}
 		return client.GRPCDialer(conn), func() { _ = conn.Close() }, nil
 	}
 	hc := h2cClient()
 	return client.ConnectDialer(hc, edge), hc.CloseIdleConnections, nil
+}
+
+// grpcConn is a grpc-go connection to edge (http://host:port).
+func grpcConn(edge string) (*grpc.ClientConn, error) {
+	u, err := url.Parse(edge)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("bench: edge %q: want http://host:port", edge)
+	}
+	// Fixed flow-control windows turn off grpc-go's BDP estimation,
+	// which otherwise pings the server after nearly every push it
+	// receives: a ping and its answer per push on both sides.
+	conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("bench: grpc client for %s: %w", edge, err)
+	}
+	return conn, nil
 }
 
 // waitConnected waits until every session is up or 30 s have passed, and
