@@ -60,7 +60,7 @@ type Config struct {
 	// merged into the next frame. The first push after a quiet spell, and
 	// answers and pongs, are written at once. It bounds writes (and the
 	// client's reads) to one per interval per session in a busy group, at
-	// the cost of up to this much latency. Default 20 ms; negative turns it
+	// the cost of up to this much latency. Default 50 ms; negative turns it
 	// off.
 	WriteInterval time.Duration
 }
@@ -77,7 +77,7 @@ const (
 	defaultDeliveryFlushInterval = time.Second
 	defaultCloseTimeout          = 5 * time.Second
 	// DefaultWriteInterval is Config.WriteInterval's default.
-	DefaultWriteInterval = 20 * time.Millisecond
+	DefaultWriteInterval = 50 * time.Millisecond
 )
 
 // withDefaults fills zero fields and rejects negative ones.

@@ -109,6 +109,7 @@ type Service struct {
 	now    func() time.Time
 	typing *ratelimit.Limiter // per user and conversation
 	sends  *ratelimit.Limiter // per user
+	sendQ  sendQueues
 }
 
 // New returns a chat service on db. notify may be nil (nothing is pushed;
@@ -120,7 +121,8 @@ func New(cfg Config, db *pgxpool.Pool, notify Notifier, log *slog.Logger) *Servi
 	cfg = cfg.withDefaults()
 	return &Service{cfg: cfg, db: db, notify: notify, log: log, now: time.Now,
 		typing: ratelimit.New(1/cfg.TypingInterval.Seconds(), 1),
-		sends:  ratelimit.New(cfg.SendRate, cfg.SendBurst)}
+		sends:  ratelimit.New(cfg.SendRate, cfg.SendBurst),
+		sendQ:  sendQueues{byConv: map[uuid.UUID][]*sendReq{}}}
 }
 
 type discard struct{}

@@ -85,14 +85,19 @@ type Committed struct {
 // statement: under READ COMMITTED a statement that waited for a lock still
 // reads other tables as they were when it started, so a check in the
 // locking statement could miss a removal that committed meanwhile.
-const lockConversation = `SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE`
+const lockConversation = `SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY UPDATE`
 
 // canWrite is the condition, on conversations c, that user $2 may add an
 // event: a current member, and not blocked by the other member of a direct
 // conversation.
-const canWrite = `EXISTS (SELECT 1 FROM members WHERE conversation_id = c.id AND user_id = $2 AND left_seq IS NULL)
-	AND NOT (c.type = 1 AND EXISTS (SELECT 1 FROM members p JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
-		WHERE p.conversation_id = c.id AND p.user_id <> $2))`
+var canWrite = canWriteOf("$2")
+
+// canWriteOf is canWrite for the user the SQL expression user names.
+func canWriteOf(user string) string {
+	return `EXISTS (SELECT 1 FROM members WHERE conversation_id = c.id AND user_id = ` + user + ` AND left_seq IS NULL)
+	AND NOT (c.type = 1 AND EXISTS (SELECT 1 FROM members p JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = ` + user + `
+		WHERE p.conversation_id = c.id AND p.user_id <> ` + user + `))`
+}
 
 // nextSeq takes the conversation's next seq in tx. The row lock serialises
 // writers of one conversation, so seqs are gap-free and in commit order.

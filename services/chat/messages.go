@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
@@ -56,53 +54,30 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
 	}
-	// One round trip and one (implicit) transaction: the batch locks the
-	// conversation, then one statement checks the writer (see canWrite, read
-	// after the lock), takes the next seq and stores the message. A repeated
-	// client_msg_id violates the unique index, which aborts the batch, the
-	// seq bump included, so no gap is left.
-	batch := &pgx.Batch{}
-	batch.Queue(lockConversation, convID)
-	batch.Queue(`
-		WITH bump AS (
-			UPDATE conversations c SET last_seq = last_seq + 1, change_xid = pg_current_xact_id(), update_time = now()
-			WHERE c.id = $1 AND `+canWrite+`
-			RETURNING last_seq, update_time)
-		INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body, message_id, client_msg_id)
-		SELECT $1, last_seq, 1, $2, $3, update_time, $4, $5, $6 FROM bump
-		RETURNING seq, create_time`,
-		convID, uid, nullUUID(id.DeviceID), content, msgID, req.GetClientMsgId())
-	var seq int64
-	var at time.Time
-	br := s.db.SendBatch(ctx, batch)
-	_, err = br.Exec()
+	// Stored with whatever else is being sent to the conversation now, in
+	// one transaction (sendbatch.go).
+	res, err := s.submit(ctx, convID, &sendReq{actor: uid, device: nullUUID(id.DeviceID), content: content,
+		msgID: msgID, clientMsgID: req.GetClientMsgId(), done: make(chan sendResult, 1)})
 	if err == nil {
-		err = br.QueryRow().Scan(&seq, &at)
+		err = res.err
 	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
+	if err != nil {
+		return nil, s.internal(ctx, "send message", err)
 	}
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ && pgErr.ConstraintName == "events_client_msg_idx",
-		errors.Is(err, pgx.ErrNoRows):
+	if !res.stored {
 		// Stored before (the answer was lost), or refused: a retry of a
 		// stored message gets the original even if the sender was since
 		// removed or blocked.
-		m, ferr := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId())
-		if ferr != nil {
-			return nil, s.internal(ctx, "send message", ferr)
+		m, err := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId())
+		if err != nil {
+			return nil, s.internal(ctx, "send message", err)
 		}
 		if m != nil {
 			return s.duplicate(ctx, m), nil
 		}
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, s.internal(ctx, "send message", whyRefused(ctx, s.db, convID, uid))
-		}
-		return nil, s.internal(ctx, "send message", fmt.Errorf("duplicate vanished: %w", err))
-	case err != nil:
-		return nil, s.internal(ctx, "send message", err)
+		return nil, s.internal(ctx, "send message", whyRefused(ctx, s.db, convID, uid))
 	}
+	seq, at := res.seq, res.at
 	row := eventRow{convID: convID, seq: seq, kind: kindMessage, actor: uid, device: nullUUID(id.DeviceID),
 		created: at, body: content, messageID: &msgID, clientMsgID: &req.ClientMsgId}
 	ev, err := row.event()

@@ -1,0 +1,108 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/internal/pgtest"
+)
+
+// Concurrent sends to one conversation share transactions: each is stored
+// once with a gap-free seq, repeats (even within one batch) get their
+// original, a sender who may not write is refused without failing the
+// others, and a send costs the same rows however it was batched.
+func TestConcurrentSendsAreCommittedTogether(t *testing.T) {
+	f := newFixture(t)
+	f.svc = New(Config{SendRate: 1e6, SendBurst: 1e6}, f.db, nil, f.svc.log)
+	alice, _ := f.user("alice")
+	bob, bobID := f.user("bob")
+	stranger, _ := f.user("stranger")
+	conv := f.group(alice, bobID) // seq 1
+	written := pgtest.CountWrites(t, f.db)
+
+	const n = 200
+	type outcome struct {
+		clientID string
+		res      *chatv1.SendMessageResponse
+		err      error
+	}
+	out := make(chan outcome, 3*n)
+	var wg sync.WaitGroup
+	for i := range n {
+		who := []context.Context{alice, bob}[i%2]
+		id := fmt.Sprint("m", i)
+		wg.Go(func() {
+			res, err := f.svc.SendMessage(who, textReq(conv, id, id))
+			out <- outcome{id, res, err}
+		})
+		if i%10 == 0 { // the same send twice, at the same moment
+			wg.Go(func() {
+				res, err := f.svc.SendMessage(who, textReq(conv, id, id))
+				out <- outcome{id, res, err}
+			})
+		}
+		if i%50 == 0 {
+			wg.Go(func() {
+				_, err := f.svc.SendMessage(stranger, textReq(conv, "s"+id, "let me in"))
+				out <- outcome{"stranger", nil, err}
+			})
+		}
+	}
+	wg.Wait()
+	close(out)
+	stored := map[string]uint64{} // client id -> seq
+	var seqs []uint64
+	dups := 0
+	for o := range out {
+		if o.clientID == "stranger" {
+			wantCode(t, o.err, connect.CodeNotFound)
+			continue
+		}
+		if o.err != nil {
+			t.Fatalf("send %s: %v", o.clientID, o.err)
+		}
+		seq := o.res.GetMessage().GetSeq()
+		if prev, ok := stored[o.clientID]; ok {
+			if prev != seq {
+				t.Fatalf("%s stored at %d and %d", o.clientID, prev, seq)
+			}
+			dups++
+			continue
+		}
+		if o.res.GetDuplicate() {
+			dups++
+		}
+		stored[o.clientID] = seq
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	for i, seq := range seqs {
+		if seq != uint64(i+2) {
+			t.Fatalf("seqs %v: not gap-free from 2", seqs)
+		}
+	}
+	if len(stored) != n || dups != n/10 {
+		t.Fatalf("%d sends stored, %d repeats answered; want %d and %d", len(stored), dups, n, n/10)
+	}
+	if got := f.conversation(alice, conv).GetLastSeq(); got != n+1 {
+		t.Fatalf("last seq %d, want %d", got, n+1)
+	}
+	// A send alone writes two rows (its event, the conversation's bump);
+	// sends that shared a transaction bumped the conversation once.
+	rows := written()
+	t.Logf("%d concurrent sends wrote %d rows: %d transactions", n, rows, rows-n)
+	if rows >= 2*n {
+		t.Fatalf("%d concurrent sends wrote %d rows, want fewer than %d: none shared a transaction", n, rows, 2*n)
+	}
+	var events int
+	if err := f.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE conversation_id = $1 AND kind = 1`, uuid.MustParse(conv)).Scan(&events); err != nil || events != n {
+		t.Fatalf("%d messages stored (%v), want %d", events, err, n)
+	}
+}
