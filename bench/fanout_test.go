@@ -28,20 +28,20 @@ func TestAcker(t *testing.T) {
 		name  string
 		steps []step
 	}{
-		{"one push is acked 200 ms after it arrived", []step{
+		{"one push is acked 500 ms after it arrived", []step{
 			{push: 1, ms: 0, arm: true},
-			{ms: 150, wait: 50 * time.Millisecond, reason: "too early"},
-			{ms: 200, ack: 1},
-			{ms: 400, reason: "nothing pending"},
+			{ms: 450, wait: 50 * time.Millisecond, reason: "too early"},
+			{ms: 500, ack: 1},
+			{ms: 700, reason: "nothing pending"},
 		}},
 		{"the deadline follows the oldest unacked push, the ack covers the highest", []step{
 			{push: 1, ms: 0, arm: true},
 			{push: 2, ms: 100},
-			{push: 3, ms: 190},
-			{ms: 200, ack: 3},
-			{push: 4, ms: 250, arm: true},
-			{ms: 400, wait: 50 * time.Millisecond},
-			{ms: 450, ack: 4},
+			{push: 3, ms: 490},
+			{ms: 500, ack: 3},
+			{push: 4, ms: 550, arm: true},
+			{ms: 1000, wait: 50 * time.Millisecond},
+			{ms: 1050, ack: 4},
 		}},
 		{"the 64th unacked push is acked at once", append(func() []step {
 			var s []step
@@ -50,14 +50,14 @@ func TestAcker(t *testing.T) {
 			}
 			return s
 		}(), step{push: 64, ms: 64, ack: 64},
-			step{ms: 200, reason: "the timer finds nothing: the ack went already"},
-			step{push: 65, ms: 210, arm: true},
-			step{ms: 410, ack: 65})},
+			step{ms: 500, reason: "the timer finds nothing: the ack went already"},
+			step{push: 65, ms: 510, arm: true},
+			step{ms: 1010, ack: 65})},
 		{"a resent push is acked again", []step{
 			{push: 5, ms: 0, arm: true},
-			{ms: 200, ack: 5},
+			{ms: 500, ack: 5},
 			{push: 5, ms: 10_000, arm: true},
-			{ms: 10_200, ack: 5},
+			{ms: 10_500, ack: 5},
 		}},
 	}
 	for _, tt := range tests {

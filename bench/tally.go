@@ -92,7 +92,7 @@ func (s *keySet) gaps() int64 {
 // passed since the oldest unacked push arrived, or at once when ackEvery
 // pushes are unacked.
 const (
-	ackDelay = 200 * time.Millisecond
+	ackDelay = 500 * time.Millisecond
 	ackEvery = 64
 )
 

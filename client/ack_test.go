@@ -72,17 +72,17 @@ func TestAckPolicy(t *testing.T) {
 		pushes []pushAt
 		want   []ackAt
 	}{
-		{"a lone push is acked after 200 ms", []pushAt{{1, 0}}, []ackAt{{1, 200 * ms}}},
+		{"a lone push is acked after 500 ms", []pushAt{{1, 0}}, []ackAt{{1, 500 * ms}}},
 		{"64 pushes in a burst get one ack at once", burst(64, 0), []ackAt{{64, 0}}},
 		{"the push after an ack by count waits for a new delay",
-			append(burst(64, 0), pushAt{65, 100 * ms}), []ackAt{{64, 0}, {65, 300 * ms}}},
+			append(burst(64, 0), pushAt{65, 100 * ms}), []ackAt{{64, 0}, {65, 600 * ms}}},
 		{"pushes within the delay share one ack of the highest",
-			[]pushAt{{1, 0}, {2, 50 * ms}, {3, 199 * ms}}, []ackAt{{3, 200 * ms}}},
+			[]pushAt{{1, 0}, {2, 50 * ms}, {3, 499 * ms}}, []ackAt{{3, 500 * ms}}},
 		{"the delay runs from the oldest unacked push",
-			[]pushAt{{1, 0}, {2, 250 * ms}, {3, 300 * ms}}, []ackAt{{1, 200 * ms}, {3, 450 * ms}}},
+			[]pushAt{{1, 0}, {2, 600 * ms}, {3, 700 * ms}}, []ackAt{{1, 500 * ms}, {3, 1100 * ms}}},
 		{"a resent push is acked again, by the highest id held",
 			[]pushAt{{1, 0}, {2, 10 * time.Second}, {1, 10 * time.Second}},
-			[]ackAt{{1, 200 * ms}, {2, 10*time.Second + 200*ms}}},
+			[]ackAt{{1, 500 * ms}, {2, 10*time.Second + 500*ms}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -143,7 +143,7 @@ func TestAcksBelongToTheirStream(t *testing.T) {
 		if got := acks1(); len(got) != 0 {
 			t.Errorf("acks on the dead stream %v, want none", got)
 		}
-		if got, want := acks2(), []ackAt{{1, 300 * time.Millisecond}}; !slices.Equal(got, want) {
+		if got, want := acks2(), []ackAt{{1, 600 * time.Millisecond}}; !slices.Equal(got, want) {
 			t.Errorf("acks on the new stream %v, want %v", got, want)
 		}
 	})

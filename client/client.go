@@ -51,7 +51,7 @@ type Config struct {
 	// held before the client syncs. Default 300 ms.
 	GapWait time.Duration
 	// AckDelay is how long after the oldest unacked push arrived the
-	// client acks everything it holds. Default 200 ms.
+	// client acks everything it holds. Default 500 ms.
 	AckDelay time.Duration
 	// AckEvery is how many unacked pushes make the client ack at once,
 	// without waiting for AckDelay. Default 64; 1 acks every push.
@@ -121,7 +121,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.GapWait = 300 * time.Millisecond
 	}
 	if cfg.AckDelay == 0 {
-		cfg.AckDelay = 200 * time.Millisecond
+		cfg.AckDelay = 500 * time.Millisecond
 	}
 	if cfg.AckEvery == 0 {
 		cfg.AckEvery = 64

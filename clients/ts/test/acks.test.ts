@@ -12,19 +12,19 @@ function burst(n: number, ms: number): At[] {
 }
 
 const cases: { name: string; pushes: At[]; want: At[] }[] = [
-  { name: "a lone push is acked after 200 ms", pushes: [[1n, 0]], want: [[1n, 200]] },
+  { name: "a lone push is acked after 500 ms", pushes: [[1n, 0]], want: [[1n, 500]] },
   { name: "64 pushes in a burst get one ack at once", pushes: burst(64, 0), want: [[64n, 0]] },
   {
     name: "the push after an ack by count waits for a new delay",
     pushes: [...burst(64, 0), [65n, 100]],
-    want: [[64n, 0], [65n, 300]],
+    want: [[64n, 0], [65n, 600]],
   },
-  { name: "pushes within the delay share one ack of the highest", pushes: [[1n, 0], [2n, 50], [3n, 199]], want: [[3n, 200]] },
-  { name: "the delay runs from the oldest unacked push", pushes: [[1n, 0], [2n, 250], [3n, 300]], want: [[1n, 200], [3n, 450]] },
+  { name: "pushes within the delay share one ack of the highest", pushes: [[1n, 0], [2n, 50], [3n, 499]], want: [[3n, 500]] },
+  { name: "the delay runs from the oldest unacked push", pushes: [[1n, 0], [2n, 600], [3n, 700]], want: [[1n, 500], [3n, 1100]] },
   {
     name: "a resent push is acked again, by the highest id held",
     pushes: [[1n, 0], [2n, 10_000], [1n, 10_000]],
-    want: [[1n, 200], [2n, 10_200]],
+    want: [[1n, 500], [2n, 10_500]],
   },
   { name: "a push without an id needs no ack", pushes: [[0n, 0]], want: [] },
 ];
@@ -65,9 +65,9 @@ test("ack policy: a failed ack is dropped, and the next one covers it", async (t
     if (id === 1n) throw new Error("edge unreachable");
   });
   acker.add(1n);
-  t.mock.timers.tick(200);
+  t.mock.timers.tick(500);
   acker.add(2n);
-  t.mock.timers.tick(200);
+  t.mock.timers.tick(500);
   await acker.close();
   assert.deepEqual(acks, [1n, 2n]);
 });

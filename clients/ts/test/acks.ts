@@ -1,12 +1,12 @@
 // The recommended ack policy (docs/protocol.md §6), as the Go SDK follows it
 // (client/ack.go): ack the highest push_id applied, or held for gap repair,
-// once 200 ms have passed since the oldest unacked push arrived, or at once
+// once 500 ms have passed since the oldest unacked push arrived, or at once
 // when 64 pushes are unacked. Reading an ack costs the edge about as much as
 // writing a push; acks are cumulative, and the edge resends only after 10 s
 // without one, so the delay causes no resends.
 
 /** How long after the oldest unacked push arrived a session acks. */
-export const ACK_DELAY_MS = 200;
+export const ACK_DELAY_MS = 500;
 /** How many unacked pushes make a session ack at once. */
 export const ACK_EVERY = 64;
 

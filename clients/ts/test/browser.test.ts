@@ -35,7 +35,7 @@ test("Subscribe, Ack and SendMessage over HTTP/1.1 with the Connect protocol", a
     assert.ok(welcome.sessionId);
     assert.equal(welcome.userId, alice.id);
 
-    // The subscription acks the push with the unary Ack (within 200 ms, see
+    // The subscription acks the push with the unary Ack (within 500 ms, see
     // acks.ts): the edge reports it as delivered.
     const bobs = (await bob.clients.messages.sendMessage(textMessage(conv, "hi browser"))).message;
     assert.ok(bobs);

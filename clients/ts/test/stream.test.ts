@@ -40,7 +40,7 @@ for (const [protocol, transport] of transports) {
       assert.equal(mine.senderUserId, alice.id);
 
       // Another user's message arrives as a Push, and the session acks it
-      // (within 200 ms, see acks.ts): the edge reports it as delivered.
+      // (within 500 ms, see acks.ts): the edge reports it as delivered.
       const bobs = (await bob.clients.messages.sendMessage(textMessage(conv.conversationId, `hi ${protocol} stream`))).message;
       assert.ok(bobs);
       const push = await s.frames.until("a Push of Bob's message", (f) => pushHasMessage(f, bobs.messageId));
