@@ -90,18 +90,27 @@ func (e ConfigError) Error() string { return "bench: " + e.msg }
 
 func configErrorf(format string, a ...any) error { return ConfigError{fmt.Sprintf(format, a...)} }
 
-func (c *Config) setDefaults() error {
-	if len(c.Edges) == 0 {
+// transportDefaults checks the edges and the protocol and fills in the API
+// (the first edge) and the protocol (Connect) when unset.
+func transportDefaults(edges []string, api, protocol *string) error {
+	if len(edges) == 0 {
 		return configErrorf("at least one edge URL is required")
 	}
-	if c.API == "" {
-		c.API = c.Edges[0]
+	if *api == "" {
+		*api = edges[0]
 	}
-	if c.Protocol == "" {
-		c.Protocol = ProtocolConnect
+	if *protocol == "" {
+		*protocol = ProtocolConnect
 	}
-	if c.Protocol != ProtocolConnect && c.Protocol != ProtocolGRPC {
-		return configErrorf("protocol %q: want connect or grpc", c.Protocol)
+	if *protocol != ProtocolConnect && *protocol != ProtocolGRPC {
+		return configErrorf("protocol %q: want connect or grpc", *protocol)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() error {
+	if err := transportDefaults(c.Edges, &c.API, &c.Protocol); err != nil {
+		return err
 	}
 	if c.ConnsPerUser == 0 {
 		c.ConnsPerUser = 1

@@ -76,17 +76,8 @@ func (c *FanoutConfig) setDefaults() error {
 	default:
 		return configErrorf("target %q: want waggle, floor or centrifugo", c.Target)
 	}
-	if len(c.Edges) == 0 {
-		return configErrorf("at least one edge URL is required")
-	}
-	if c.API == "" {
-		c.API = c.Edges[0]
-	}
-	if c.Protocol == "" {
-		c.Protocol = ProtocolConnect
-	}
-	if c.Protocol != ProtocolConnect && c.Protocol != ProtocolGRPC {
-		return configErrorf("protocol %q: want connect or grpc", c.Protocol)
+	if err := transportDefaults(c.Edges, &c.API, &c.Protocol); err != nil {
+		return err
 	}
 	if c.Members == 0 {
 		c.Members = 1000

@@ -413,33 +413,34 @@ func waitHealthy(ctx context.Context, addr string, exited <-chan struct{}) error
 	}
 	defer conn.Close()
 	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	return waitUntil(ctx, exited, 60*time.Second, "not healthy", func() error {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
 		res, err := health.Check(cctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && res.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return nil
+		if err == nil && res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			err = fmt.Errorf("status %v", res.GetStatus())
 		}
-		select {
-		case <-exited:
-			return errors.New("exited at start")
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not healthy after 60s: %v", err)
-		}
-	}
+		return err
+	})
 }
 
 func waitListening(ctx context.Context, addr string, exited <-chan struct{}) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	return waitUntil(ctx, exited, 30*time.Second, "not listening", func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
+		}
+		return err
+	})
+}
+
+// waitUntil polls probe every 100 ms until it succeeds, the process exits,
+// ctx ends or within passes.
+func waitUntil(ctx context.Context, exited <-chan struct{}, within time.Duration, what string, probe func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := probe()
+		if err == nil {
 			return nil
 		}
 		select {
@@ -450,7 +451,7 @@ func waitListening(ctx context.Context, addr string, exited <-chan struct{}) err
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not listening after 30s: %v", err)
+			return fmt.Errorf("%s after %v: %v", what, within, err)
 		}
 	}
 }

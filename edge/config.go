@@ -14,9 +14,9 @@ const ProtocolVersion = 1
 
 // Config tunes an Edge. Every zero field takes the default in its comment.
 type Config struct {
-	// EdgeID names this edge in the session registry and in its bus channel
-	// (see bus.EdgeChannel). Default: a random UUID, new at every start, which is
-	// what routing needs: a restarted edge holds none of its old sessions.
+	// EdgeID names this edge in its sessions' registry records (and Welcome).
+	// Default: a random UUID, new at every start: a restarted edge holds none
+	// of its old sessions.
 	EdgeID string
 	// HeartbeatInterval is how often clients are told (in Welcome) to send a
 	// frame, a Ping if nothing else. Default 25 s.
