@@ -60,13 +60,14 @@ func TestFanoutAgainstAFloor(t *testing.T) {
 			if res.Duplicates != 0 || res.Gaps != 0 {
 				t.Errorf("%d duplicates, %d gaps", res.Duplicates, res.Gaps)
 			}
-			if res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 || res.Latency.Max > time.Second {
+			// Bounds loose enough for a machine busy with other tests.
+			if res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 || res.Latency.Max > 10*time.Second {
 				t.Errorf("latency %+v", res.Latency)
 			}
 			if res.ServerCPU <= 0 || res.PerServerCPU <= 0 || res.Window < 1300*time.Millisecond || len(res.Servers) != 1 {
 				t.Errorf("CPU %v over %v, %.0f per CPU-second, servers %+v", res.ServerCPU, res.Window, res.PerServerCPU, res.Servers)
 			}
-			if res.IdleBefore <= 0 || res.IdleBefore > 100 {
+			if res.IdleBefore < 0 || res.IdleBefore > 100 { // 0 % is a busy machine; -1 would be unmeasured
 				t.Errorf("idle %.1f%%", res.IdleBefore)
 			}
 			if seconds < 1 {
