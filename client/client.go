@@ -202,14 +202,58 @@ func (c *Client) Run(ctx context.Context) error {
 	return nil
 }
 
+// errSessionClosed answers commands whose session ended before their answer:
+// unavailable, so that callers retry on the next session.
+var errSessionClosed = connect.NewError(connect.CodeUnavailable, errors.New("session closed"))
+
 // session is one live stream.
 type session struct {
-	stream  Stream
-	sendMu  sync.Mutex
-	pending sync.Map // frame id -> chan result
-	closed  chan struct{}
-	acks    acker
-	end     context.CancelFunc // closes the stream, acking first
+	stream Stream
+	sendMu sync.Mutex
+	closed chan struct{}
+	acks   acker
+	end    context.CancelFunc // closes the stream, acking first
+
+	// pending holds the answer channel of each command in flight. Whoever
+	// removes an entry answers it, so each channel gets exactly one value;
+	// once over is set, nothing new is registered.
+	pendingMu sync.Mutex
+	pending   map[uint64]chan result
+	over      bool
+}
+
+// await registers a command; false if the session is already over.
+func (s *session) await(id uint64, ch chan result) bool {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if s.over {
+		return false
+	}
+	s.pending[id] = ch
+	return true
+}
+
+// answer completes the command id, if it is still pending.
+func (s *session) answer(id uint64, r result) {
+	s.pendingMu.Lock()
+	ch, ok := s.pending[id]
+	delete(s.pending, id)
+	s.pendingMu.Unlock()
+	if ok {
+		ch <- r
+	}
+}
+
+// finish ends the session for commands: every pending one, and every later
+// one, is answered with err.
+func (s *session) finish(err error) {
+	s.pendingMu.Lock()
+	pending := s.pending
+	s.pending, s.over = nil, true
+	s.pendingMu.Unlock()
+	for _, ch := range pending {
+		ch <- result{err: err}
+	}
 }
 
 func (s *session) send(f *edgev1.ClientFrame) error {
@@ -235,7 +279,7 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) (established boo
 		return false, fmt.Errorf("dial: %w", err)
 	}
 	defer stream.Close()
-	s := &session{stream: stream, closed: make(chan struct{})}
+	s := &session{stream: stream, closed: make(chan struct{}), pending: map[uint64]chan result{}}
 	s.acks = acker{delay: c.cfg.AckDelay, every: c.cfg.AckEvery, send: s.send}
 	sessionCtx, end := context.WithCancel(ctx)
 	defer end()
@@ -270,10 +314,7 @@ func (c *Client) runSession(ctx context.Context, dialer Dialer) (established boo
 		c.session, c.ready = nil, make(chan struct{})
 		c.syncing = false
 		c.mu.Unlock()
-		s.pending.Range(func(_, v any) bool {
-			v.(chan result) <- result{err: connect.NewError(connect.CodeUnavailable, errors.New("session closed"))}
-			return true
-		})
+		s.finish(errSessionClosed)
 	}()
 
 	// Catch up first, then repeat what may not have been stored.
@@ -330,9 +371,7 @@ func (c *Client) handle(s *session, f *edgev1.ServerFrame) {
 	case *edgev1.ServerFrame_Push:
 		c.applyPush(s, k.Push)
 	case *edgev1.ServerFrame_Result, *edgev1.ServerFrame_Error:
-		if ch, ok := s.pending.LoadAndDelete(f.GetId()); ok {
-			ch.(chan result) <- result{frame: f}
-		}
+		s.answer(f.GetId(), result{frame: f})
 	case *edgev1.ServerFrame_SyncRequired:
 		c.startSync(s)
 	case *edgev1.ServerFrame_Goaway:
@@ -345,11 +384,12 @@ func (c *Client) handle(s *session, f *edgev1.ServerFrame) {
 func (c *Client) call(s *session, f *edgev1.ClientFrame) chan result {
 	f.Id = c.nextID.Add(1)
 	ch := make(chan result, 1)
-	s.pending.Store(f.Id, ch)
+	if !s.await(f.Id, ch) {
+		ch <- result{err: errSessionClosed}
+		return ch
+	}
 	if err := s.send(f); err != nil {
-		if _, ok := s.pending.LoadAndDelete(f.Id); ok {
-			ch <- result{err: connect.NewError(connect.CodeUnavailable, err)}
-		}
+		s.answer(f.Id, result{err: connect.NewError(connect.CodeUnavailable, err)})
 	}
 	return ch
 }
@@ -480,7 +520,7 @@ func (c *Client) Call(ctx context.Context, f *edgev1.ClientFrame) (*edgev1.Resul
 	s := c.session
 	c.mu.Unlock()
 	if s == nil {
-		return nil, connect.NewError(connect.CodeUnavailable, errors.New("session closed"))
+		return nil, errSessionClosed
 	}
 	select {
 	case r := <-c.call(s, f):

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -284,5 +285,69 @@ func TestOwnLateAnswerIsNotAGap(t *testing.T) {
 	}
 	if st := c.Stats(); st.Gaps != 0 || st.Syncs != 1 {
 		t.Fatalf("stats %+v, want no gap and only the first sync", st)
+	}
+}
+
+// serve answers, on s, Hello and every command (syncs empty), until s closes.
+func (s *fakeStream) serve() {
+	for {
+		var f *edgev1.ClientFrame
+		select {
+		case f = <-s.in:
+		case <-s.done:
+			return
+		}
+		var reply *edgev1.ServerFrame
+		switch {
+		case f.GetHello() != nil:
+			reply = &edgev1.ServerFrame{Kind: &edgev1.ServerFrame_Welcome{Welcome: &edgev1.Welcome{
+				SessionId: "s2", HeartbeatInterval: durationpb.New(time.Hour)}}}
+		case f.GetSync() != nil:
+			reply = &edgev1.ServerFrame{Id: f.GetId(), Kind: &edgev1.ServerFrame_Result{Result: &edgev1.Result{
+				Kind: &edgev1.Result_Sync{Sync: &chatv1.SyncResponse{NextCursor: "c2"}}}}}
+		case f.GetId() != 0:
+			reply = &edgev1.ServerFrame{Id: f.GetId(), Kind: &edgev1.ServerFrame_Result{Result: &edgev1.Result{}}}
+		default:
+			continue
+		}
+		select {
+		case s.out <- reply:
+		case <-s.done:
+			return
+		}
+	}
+}
+
+func TestCallsRacingATeardownAllReturn(t *testing.T) {
+	edge, c, _ := runClient(t, Config{})
+	first := <-edge.streams
+	first.accept(t, "c1")
+	go func() { (<-edge.streams).serve() }()
+
+	const calls = 300
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, err := c.Call(ctx, &edgev1.ClientFrame{Kind: &edgev1.ClientFrame_MarkRead{MarkRead: &chatv1.MarkReadRequest{ConversationId: "c", Seq: 1}}})
+			errs <- err
+		}()
+	}
+	// Tear the first session down while calls are being sent on it: some
+	// are pending, some fail to send, some start after the teardown.
+	first.expect(t, "a command", func(f *edgev1.ClientFrame) bool { return f.GetMarkRead() != nil })
+	first.Close()
+
+	guard := time.After(30 * time.Second)
+	for i := range calls {
+		select {
+		case err := <-errs:
+			if err != nil && connect.CodeOf(err) != connect.CodeUnavailable {
+				t.Errorf("call ended with %v, want an answer or unavailable", err)
+			}
+		case <-guard:
+			t.Fatalf("%d of %d calls never returned", calls-i, calls)
+		}
 	}
 }
