@@ -119,6 +119,8 @@ type device struct {
 	client     *client.Client
 	mu         sync.Mutex
 	events     map[string][]*chatv1.Event
+	appliedAt  []time.Time // when each event was applied, any conversation
+	edge       string      // the edge id of the latest session
 	userEvents []*chatv1.UserEvent
 	pushes     []*edgev1.Push
 	stop       func() // disconnects the device for good
@@ -158,11 +160,17 @@ func startDevice(t *testing.T, name string, u *user, dialers ...client.Dialer) (
 		OnEvent: func(ev *chatv1.Event) {
 			d.mu.Lock()
 			d.events[ev.GetConversationId()] = append(d.events[ev.GetConversationId()], ev)
+			d.appliedAt = append(d.appliedAt, time.Now())
 			d.mu.Unlock()
 		},
 		OnUserEvent: func(ev *chatv1.UserEvent) {
 			d.mu.Lock()
 			d.userEvents = append(d.userEvents, ev)
+			d.mu.Unlock()
+		},
+		OnSession: func(w *edgev1.Welcome) {
+			d.mu.Lock()
+			d.edge = w.GetEdgeId()
 			d.mu.Unlock()
 		},
 		OnPush: func(p *edgev1.Push) {
@@ -288,6 +296,13 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// edgeID is the edge of the device's latest session.
+func (d *device) edgeID() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.edge
 }
 
 // userEventsOf returns the user events the device applied, in order.

@@ -65,10 +65,17 @@ func newCluster(t testing.TB) *cluster { return newClusterOn(t, redistest.URL())
 // redis-server a test stops and restarts.
 func newClusterOn(t testing.TB, redisURL string) *cluster {
 	t.Helper()
+	return newClusterWith(t, pgtest.NewURL(t), redisURL)
+}
+
+// newClusterWith is newCluster on another database and Redis, such as a
+// throwaway Postgres a test stops and restarts (the chat role migrates it).
+func newClusterWith(t testing.TB, dbURL, redisURL string) *cluster {
+	t.Helper()
 	_, prefix := redistest.New(t)
 	seed := make([]byte, 32)
 	rand.Read(seed)
-	c := &cluster{t: t, dbURL: pgtest.NewURL(t), redisPrefix: prefix, tokenSeed: seed}
+	c := &cluster{t: t, dbURL: dbURL, redisPrefix: prefix, tokenSeed: seed}
 	c.env = append(os.Environ(),
 		"WAGGLE_POSTGRES_URL="+c.dbURL,
 		"WAGGLE_REDIS_URL="+redisURL,
