@@ -54,7 +54,8 @@ type chaosTally struct {
 	mu        sync.Mutex
 	acked     []*chatv1.Message
 	failed    map[connect.Code]int
-	abandoned int // unanswered when sending stopped
+	example   map[connect.Code]error // the first failure of each code, for the log
+	abandoned int                    // unanswered when sending stopped
 }
 
 // sendSteadily runs every sender (one send at a time each) until ctx ends,
@@ -79,7 +80,10 @@ func sendSteadily(ctx context.Context, senders []chaosSender, tally *chaosTally)
 				case ctx.Err() != nil:
 					tally.abandoned++
 				default:
-					tally.failed[connect.CodeOf(err)]++
+					code := connect.CodeOf(err)
+					if tally.failed[code]++; tally.example[code] == nil {
+						tally.example[code] = err
+					}
 				}
 				tally.mu.Unlock()
 			}
@@ -393,7 +397,7 @@ func TestChaos(t *testing.T) {
 			for _, d := range w.devices {
 				sessions = append(sessions, d.client.Stats().Sessions)
 			}
-			tally := &chaosTally{failed: map[connect.Code]int{}}
+			tally := &chaosTally{failed: map[connect.Code]int{}, example: map[connect.Code]error{}}
 			sendCtx, stopSending := context.WithCancel(ctx)
 			sending := sendSteadily(sendCtx, senders, tally)
 			time.Sleep(300 * time.Millisecond) // under load before the fault
@@ -431,6 +435,9 @@ func TestChaos(t *testing.T) {
 			}
 			table = append(table, row)
 			t.Log(chaosTable(row) + statsLine(w.devices...))
+			for code, err := range tally.example {
+				t.Logf("first failed send with %v: %v", code, err)
+			}
 
 			if missing > 0 {
 				t.Errorf("%d stored events never reached some member's device within %v of the repair", missing, f.within)
