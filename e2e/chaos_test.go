@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -429,7 +430,7 @@ func TestChaos(t *testing.T) {
 			row := chaosRow{fault: f.name, acked: len(tally.acked), abandoned: tally.abandoned, failed: tally.failed,
 				stored: len(stored) - len(before), missing: missing, duplicates: duplicates,
 				pause: w.longestPause(faulted, stopped), recovery: recovery}
-			row.appliedMin, row.appliedMax = int(^uint(0)>>1), 0
+			row.appliedMin, row.appliedMax = math.MaxInt, 0
 			for i, n := range w.applied() {
 				row.appliedMin, row.appliedMax = min(row.appliedMin, n-appliedBefore[i]), max(row.appliedMax, n-appliedBefore[i])
 			}
