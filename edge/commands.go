@@ -7,6 +7,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/errcode"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
@@ -152,15 +153,7 @@ func forward[Req, Res any](ctx context.Context, req *Req, call func(context.Cont
 // errors keep their code and message; anything else is logged and reported
 // without detail.
 func (s *session) publicError(err error) (connect.Code, string) {
-	if ce := new(connect.Error); errors.As(err, &ce) {
-		return ce.Code(), ce.Message()
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.CodeDeadlineExceeded, "command timed out"
-	case errors.Is(err, context.Canceled):
-		return connect.CodeCanceled, "session closed"
-	}
-	s.e.log.Error("edge: command failed", "session_id", s.id, "user_id", s.ident.UserID, "err", err)
-	return connect.CodeInternal, "internal error"
+	ce := new(connect.Error)
+	errors.As(errcode.Public(s.ctx, s.e.log.With("session_id", s.id, "user_id", s.ident.UserID), "edge: command", err), &ce)
+	return ce.Code(), ce.Message()
 }

@@ -3,11 +3,13 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,7 +48,8 @@ type call struct {
 }
 
 // fakeMessages answers every command. Conversation ids steer it: "missing"
-// fails with not_found, "broken" with a plain error, "block" waits for
+// fails with not_found, "broken" with a plain error, "reset" as a call to
+// the chat service over a connection reset, "block" waits for
 // release (or the call's end).
 type fakeMessages struct {
 	release chan struct{}
@@ -73,6 +76,8 @@ func (f *fakeMessages) do(ctx context.Context, method, conversation string) erro
 		return connect.NewError(connect.CodeNotFound, errors.New("conversation not found"))
 	case "broken":
 		return errors.New("database on fire")
+	case "reset": // what connect-go's client reports
+		return connect.NewError(connect.CodeCanceled, fmt.Errorf("read tcp: %w", syscall.ECONNRESET))
 	case "block":
 		select {
 		case <-f.release:

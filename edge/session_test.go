@@ -176,7 +176,8 @@ func TestCommandErrors(t *testing.T) {
 		message string
 	}{
 		{"service error keeps its code", send(1, "missing"), 1, "not_found", "conversation not found"},
-		{"plain error is internal, without detail", send(2, "broken"), 2, "internal", "internal error"},
+		{"plain error is internal, without detail", send(2, "broken"), 2, "internal", "edge: command failed"},
+		{"a lost connection to a service is unavailable", send(5, "reset"), 5, "unavailable", "edge: command: temporarily unavailable, retry"},
 		{"command without id", send(0, "c1"), 0, "invalid_argument", "a command needs a non-zero id"},
 		{"unknown frame kind", &edgev1.ClientFrame{Id: 3}, 3, "unimplemented", "unknown frame kind"},
 		{"second hello", &edgev1.ClientFrame{Id: 4, Kind: &edgev1.ClientFrame_Hello{Hello: &edgev1.Hello{}}}, 4, "failed_precondition", "the session already said hello"},

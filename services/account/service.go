@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/errcode"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/ratelimit"
 )
@@ -116,19 +117,8 @@ func callerOf(ctx context.Context) (caller, error) {
 	return caller{userID: userID, deviceID: deviceID}, nil
 }
 
-// fail turns an error from storage or hashing into what the client sees.
-// Errors already given a code pass through; others are logged and reported
-// as Internal without their text, which may hold SQL or hashes.
+// fail gives an error from storage or hashing its public code (see
+// errcode), without its text, which may hold SQL or hashes.
 func (s *Service) fail(ctx context.Context, op string, err error) error {
-	var cerr *connect.Error
-	switch {
-	case errors.As(err, &cerr):
-		return cerr
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	}
-	s.log.ErrorContext(ctx, "account: "+op, "err", err)
-	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	return errcode.Public(ctx, s.log, op, err)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/errcode"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
@@ -161,19 +162,9 @@ func invalid(format string, args ...any) error {
 // whether or not they exist, so ids cannot be probed.
 var errNoConversation = connect.NewError(connect.CodeNotFound, errors.New("conversation not found"))
 
-// internal logs err and hides its details from the caller.
+// internal gives err its public code (see errcode), hiding its details.
 func (s *Service) internal(ctx context.Context, op string, err error) error {
-	if ce := new(connect.Error); errors.As(err, &ce) {
-		return err
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	}
-	s.log.ErrorContext(ctx, "chat: "+op, "err", err)
-	return connect.NewError(connect.CodeInternal, fmt.Errorf("%s failed", op))
+	return errcode.Public(ctx, s.log, op, err)
 }
 
 // inTx runs fn in a transaction, committing when it returns nil.

@@ -32,6 +32,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/errcode"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
 	"github.com/wagglechat/waggle/services/chat"
@@ -96,20 +97,9 @@ func userNotFound(id uuid.UUID) error {
 // errNoAccount is for a valid token whose account is gone.
 var errNoAccount = connect.NewError(connect.CodeUnauthenticated, errors.New("the caller's account no longer exists"))
 
-// internal logs err and hides its details from the caller; connect errors
-// and the caller's own cancellation keep their code.
+// internal gives err its public code (see errcode), hiding its details.
 func (s *Service) internal(ctx context.Context, op string, err error) error {
-	if ce := new(connect.Error); errors.As(err, &ce) {
-		return err
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	}
-	s.log.ErrorContext(ctx, "contact: "+op, "err", err)
-	return connect.NewError(connect.CodeInternal, fmt.Errorf("%s failed", op))
+	return errcode.Public(ctx, s.log, op, err)
 }
 
 // foreignKey reports whether err violates the named foreign key.

@@ -2,11 +2,11 @@ package presence
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
-	"github.com/redis/go-redis/v9"
+
+	"github.com/wagglechat/waggle/errcode"
 )
 
 // maxIDLen bounds every id; ids are UUIDs or node names.
@@ -46,26 +46,8 @@ func checkUserIDs(ids []string, limit int) ([]string, error) {
 	return out, nil
 }
 
-// storeCode picks the code for a failed Redis call: the caller's own
-// cancellation or deadline; Internal for an error reply (Redis refused a
-// command or script, which is a bug); Unavailable otherwise (Redis is
-// unreachable, so retrying later may work).
-func storeCode(err error) connect.Code {
-	var reply redis.Error
-	switch {
-	case errors.Is(err, context.Canceled):
-		return connect.CodeCanceled
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.CodeDeadlineExceeded
-	case errors.As(err, &reply) && !errors.Is(err, redis.Nil):
-		return connect.CodeInternal
-	default:
-		return connect.CodeUnavailable
-	}
-}
-
 // storeError is for internal callers (edges, the chat service), who may see
 // the cause.
-func storeError(op string, err error) error {
-	return connect.NewError(storeCode(err), fmt.Errorf("presence: %s: %w", op, err))
+func storeError(ctx context.Context, op string, err error) error {
+	return connect.NewError(errcode.Of(ctx, err), fmt.Errorf("presence: %s: %w", op, err))
 }

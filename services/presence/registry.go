@@ -93,7 +93,7 @@ func (r *Registry) RegisterSessions(ctx context.Context, req *presencev1.Registe
 		return nil, err
 	}
 	if _, err := r.write(ctx, req.GetSessions(), ""); err != nil {
-		return nil, storeError("register sessions", err)
+		return nil, storeError(ctx, "register sessions", err)
 	}
 	return &presencev1.RegisterSessionsResponse{}, nil
 }
@@ -110,7 +110,7 @@ func (r *Registry) RenewSessions(ctx context.Context, req *presencev1.RenewSessi
 	}
 	restored, err := r.write(ctx, req.GetSessions(), req.GetEdgeId())
 	if err != nil {
-		return nil, storeError("renew sessions", err)
+		return nil, storeError(ctx, "renew sessions", err)
 	}
 	return &presencev1.RenewSessionsResponse{Restored: uint32(restored)}, nil
 }
@@ -141,7 +141,7 @@ func (r *Registry) UnregisterSessions(ctx context.Context, req *presencev1.Unreg
 	})
 	ts, err := r.runScripts(ctx, unregisterScript, calls)
 	if err != nil {
-		return nil, storeError("unregister sessions", err)
+		return nil, storeError(ctx, "unregister sessions", err)
 	}
 	r.report(ts, now)
 	return &presencev1.UnregisterSessionsResponse{}, nil
@@ -160,7 +160,7 @@ func (r *Registry) LookupSessions(ctx context.Context, req *presencev1.LookupSes
 	}
 	states, err := r.load(ctx, ids, false)
 	if err != nil {
-		return nil, storeError("lookup sessions", err)
+		return nil, storeError(ctx, "lookup sessions", err)
 	}
 	for _, st := range states {
 		res.Sessions = append(res.Sessions, st.sessions...)

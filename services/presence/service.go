@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/errcode"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
 )
@@ -69,11 +70,7 @@ func (s *Service) GetPresence(ctx context.Context, req *presencev1.GetPresenceRe
 	var hidden map[string]bool
 	if s.visibility != nil {
 		if hidden, err = s.visibility.Hidden(ctx, viewer.UserID, ids); err != nil {
-			if ce := new(connect.Error); errors.As(err, &ce) {
-				return nil, ce
-			}
-			s.log.Error("presence: visibility check failed", "viewer", viewer.UserID, "err", err)
-			return nil, connect.NewError(connect.CodeUnavailable, errors.New("presence is unavailable"))
+			return nil, errcode.Public(ctx, s.log, "presence: check visibility", err)
 		}
 	}
 	visible := make([]string, 0, len(ids))
@@ -84,9 +81,7 @@ func (s *Service) GetPresence(ctx context.Context, req *presencev1.GetPresenceRe
 	}
 	states, err := s.reg.load(ctx, visible, true)
 	if err != nil {
-		// Apps get the code, not Redis's details.
-		s.log.Error("presence: load presence", "users", len(visible), "err", err)
-		return nil, connect.NewError(storeCode(err), errors.New("presence is unavailable"))
+		return nil, errcode.Public(ctx, s.log, "presence: load presence", err)
 	}
 	byUser := make(map[string]userState, len(states))
 	for _, st := range states {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"connectrpc.com/connect"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wagglechat/waggle/auth"
@@ -49,10 +48,6 @@ func (v *BlockVisibility) Hidden(ctx context.Context, viewerID string, userIDs [
 	}
 	found, err := v.client.SMIsMember(ctx, BlockersKey(v.prefix, viewerID), members...).Result()
 	if err != nil {
-		if code := storeCode(err); code == connect.CodeCanceled || code == connect.CodeDeadlineExceeded {
-			return nil, connect.NewError(code, fmt.Errorf("presence: blockers of %s: %w", viewerID, err))
-		}
-		// PresenceService logs it and answers Unavailable.
 		return nil, fmt.Errorf("presence: blockers of %s: %w", viewerID, err)
 	}
 	if len(found) != len(userIDs) {
