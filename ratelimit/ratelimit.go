@@ -35,6 +35,13 @@ func New(perSecond float64, burst int) *Limiter {
 
 // Allow takes one token of key's bucket, and reports whether there was one.
 func (l *Limiter) Allow(key string) bool {
+	ok, _ := l.Take(key)
+	return ok
+}
+
+// Take is Allow that, when it refuses, also says how long until key's
+// bucket holds a token again: when a retry can succeed.
+func (l *Limiter) Take(key string) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -49,10 +56,10 @@ func (l *Limiter) Allow(key string) bool {
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
 	b.at = now
 	if b.tokens < 1 {
-		return false
+		return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
 	}
 	b.tokens--
-	return true
+	return true, 0
 }
 
 func (l *Limiter) dropFull(now time.Time) {

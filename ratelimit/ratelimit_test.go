@@ -39,6 +39,30 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
+func TestTakeSaysWhenToRetry(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	l := New(2, 1) // a token every 500 ms
+	l.now = func() time.Time { return clock }
+	tests := []struct {
+		name    string
+		advance time.Duration
+		wantOK  bool
+		wantIn  time.Duration
+	}{
+		{"the burst", 0, true, 0},
+		{"empty", 0, false, 500 * time.Millisecond},
+		{"a fifth refilled", 100 * time.Millisecond, false, 400 * time.Millisecond},
+		{"refilled", 400 * time.Millisecond, true, 0},
+	}
+	for _, tt := range tests {
+		clock = clock.Add(tt.advance)
+		ok, in := l.Take("a")
+		if ok != tt.wantOK || in != tt.wantIn {
+			t.Errorf("%s: Take() = %v, %v; want %v, %v", tt.name, ok, in, tt.wantOK, tt.wantIn)
+		}
+	}
+}
+
 func TestLimiterStaysBounded(t *testing.T) {
 	clock := time.Unix(1000, 0)
 	l := New(1, 1)
