@@ -134,7 +134,7 @@ type Config struct {
 	AccountLimits account.Limits
 	// PasswordHashes bounds the argon2id hashes (64 MiB each) running at
 	// once; further logins and registrations wait. Default
-	// auth.DefaultConcurrentHashes (4).
+	// auth.DefaultConcurrentHashes (2).
 	PasswordHashes int
 	// PresenceGrace is how long a user may be gone before subscribers hear
 	// they went offline. Default 5 s.

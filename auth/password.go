@@ -41,10 +41,13 @@ type Passwords struct {
 }
 
 // DefaultConcurrentHashes is how many hashes NewPasswords runs at once when
-// given no bound: with DefaultPasswordParams, 256 MiB of argon2id memory
+// given no bound: with DefaultPasswordParams, 128 MiB of argon2id memory
 // however many cores the machine has (one slot per core let a 64-core
-// server take 4 GiB to a burst of logins).
-const DefaultConcurrentHashes = 4
+// server take 4 GiB to a burst of logins). The Go heap grows to about twice
+// what is live before it collects, so a burst costs about twice that in
+// RSS (60 parallel registrations peaked near 450 MB with 2 slots, 670 MB
+// with 4).
+const DefaultConcurrentHashes = 2
 
 // NewPasswords returns a Passwords hashing with params and running at most
 // maxConcurrent hashes at once (zero or less: DefaultConcurrentHashes).
