@@ -54,7 +54,11 @@ func sourceAddr(ctx context.Context) string {
 	if !ok {
 		return ""
 	}
-	addr := call.Peer().Addr
+	return addrKey(call.Peer().Addr)
+}
+
+// addrKey is sourceAddr for a peer address, "host:port" or a bare host.
+func addrKey(addr string) string {
 	if host, _, err := net.SplitHostPort(addr); err == nil {
 		addr = host
 	}
