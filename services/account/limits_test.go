@@ -2,14 +2,13 @@ package account_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
+	"github.com/wagglechat/waggle/client"
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/services/account"
@@ -19,18 +18,11 @@ import (
 // it has none.
 func retryDelay(t *testing.T, err error) time.Duration {
 	t.Helper()
-	var cerr *connect.Error
-	if errors.As(err, &cerr) {
-		for _, d := range cerr.Details() {
-			if v, derr := d.Value(); derr == nil {
-				if info, ok := v.(*errdetails.RetryInfo); ok {
-					return info.GetRetryDelay().AsDuration()
-				}
-			}
-		}
+	d, ok := client.RetryDelay(err)
+	if !ok {
+		t.Fatalf("refusal %v carries no RetryInfo", err)
 	}
-	t.Fatalf("refusal %v carries no RetryInfo", err)
-	return 0
+	return d
 }
 
 func TestLimitsPerSourceAddress(t *testing.T) {
