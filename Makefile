@@ -40,6 +40,10 @@ lint: $(BUF) ## buf lint, buf format check, go vet
 test: ## run every test (needs Postgres and Redis: make deps)
 	go test -count=1 ./...
 
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 1m; CI gives each 3s)
+	FUZZTIME=$(or $(FUZZTIME),1m) bash tools/fuzz.sh
+
 .PHONY: build
 build: ## build bin/waggle
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/waggle ./cmd/waggle

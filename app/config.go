@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wagglechat/waggle/notify"
+	"github.com/wagglechat/waggle/services/account"
 )
 
 // Defaults for the zero values of Config. cmd/waggle shows them in --help.
@@ -126,6 +127,15 @@ type Config struct {
 	// chat process. Defaults 20 and 100.
 	SendRate  float64
 	SendBurst int
+	// AccountLimits bound logins, registrations and token refreshes per
+	// source address (the TCP peer: behind a proxy, every client shares
+	// the proxy's address). Zero fields take account.DefaultLimits,
+	// negative ones mean no limit.
+	AccountLimits account.Limits
+	// PasswordHashes bounds the argon2id hashes (64 MiB each) running at
+	// once; further logins and registrations wait. Default
+	// auth.DefaultConcurrentHashes (2).
+	PasswordHashes int
 	// PresenceGrace is how long a user may be gone before subscribers hear
 	// they went offline. Default 5 s.
 	PresenceGrace time.Duration
@@ -184,6 +194,9 @@ func (cfg Config) resolve() (Config, secrets, error) {
 	}
 	if cfg.PresenceGrace < 0 {
 		return cfg, s, errors.New("config: presence grace must not be negative")
+	}
+	if cfg.PasswordHashes < 0 {
+		return cfg, s, errors.New("config: password hashes must not be negative")
 	}
 	if cfg.SendRate < 0 || cfg.SendBurst < 0 {
 		return cfg, s, errors.New("config: send rate and burst must not be negative")

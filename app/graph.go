@@ -122,7 +122,11 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		fanout := chat.NewFanout(chat.FanoutConfig{Push: push}, d.pg, registry, b, d.log)
 		g.runners = append(g.runners, fanout.Run)
 		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, d.pg, fanout, d.log)
-		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{Revoker: fanout}), opts...))
+		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{
+			Revoker:   fanout,
+			Passwords: auth.NewPasswords(auth.DefaultPasswordParams, d.cfg.PasswordHashes),
+			Limits:    d.cfg.AccountLimits,
+		}), opts...))
 		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(d.pg, d.redis, d.cfg.RedisPrefix, fanout, d.log), opts...))
 		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))

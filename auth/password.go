@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 
@@ -41,11 +40,21 @@ type Passwords struct {
 	dummy func() (string, error)
 }
 
+// DefaultConcurrentHashes is how many hashes NewPasswords runs at once when
+// given no bound: with DefaultPasswordParams, 128 MiB of argon2id memory
+// however many cores the machine has (one slot per core let a 64-core
+// server take 4 GiB to a burst of logins). The Go heap grows to about twice
+// what is live before it collects, so a burst costs about twice that in
+// RSS (60 parallel registrations peaked near 450 MB with 2 slots, 670 MB
+// with 4).
+const DefaultConcurrentHashes = 2
+
 // NewPasswords returns a Passwords hashing with params and running at most
-// maxConcurrent hashes at once (zero or less: one per GOMAXPROCS).
+// maxConcurrent hashes at once (zero or less: DefaultConcurrentHashes).
+// Further callers wait for a slot as long as their context allows.
 func NewPasswords(params PasswordParams, maxConcurrent int) *Passwords {
 	if maxConcurrent <= 0 {
-		maxConcurrent = runtime.GOMAXPROCS(0)
+		maxConcurrent = DefaultConcurrentHashes
 	}
 	p := &Passwords{params: params, slots: make(chan struct{}, maxConcurrent)}
 	p.dummy = sync.OnceValues(func() (string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -92,6 +93,23 @@ func TestPasswordsWaitIsCancellable(t *testing.T) {
 	cancel()
 	if _, err := p.Hash(ctx, "password"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Hash with a full pool and a cancelled context: %v, want context.Canceled", err)
+	}
+}
+
+// The bound on concurrent hashes is their memory, so it must not grow with
+// the core count.
+func TestConcurrentHashesAreAFixedNumber(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(64))
+	tests := []struct{ maxConcurrent, want int }{
+		{0, 2},
+		{-1, 2},
+		{2, 2},
+		{100, 100},
+	}
+	for _, tt := range tests {
+		if got := cap(NewPasswords(cheap, tt.maxConcurrent).slots); got != tt.want {
+			t.Errorf("NewPasswords(_, %d) runs %d hashes at once with 64 cores, want %d", tt.maxConcurrent, got, tt.want)
+		}
 	}
 }
 

@@ -207,6 +207,8 @@ func RunMatrix(ctx context.Context, cfg *MatrixConfig) ([]MatrixRun, error) {
 		s, err := start("waggle", "waggle.log", waggleBin, "serve", "--addr", addr(0), "--edge-grpc-addr", addr(1),
 			"--postgres", fmt.Sprintf("postgres://postgres@%s:5432/%s?sslmode=disable", cfg.PostgresHost, db),
 			"--redis", cfg.RedisURL, "--redis-prefix", prefix, "--send-rate", "100000", "--send-burst", "100000", "--log-level", "warn",
+			// Thousands of members register from this one address.
+			"--register-limit", "-1", "--login-limit", "-1", "--login-address-limit", "-1", "--refresh-limit", "-1",
 			"--token-key", base64.StdEncoding.EncodeToString(seed), "--internal-secret", "waggle-bench-matrix-"+randomHex(8))
 		if err != nil {
 			return nil, err

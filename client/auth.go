@@ -31,6 +31,9 @@ type Tokens struct {
 	userID    string
 	deviceID  string
 	refreshed chan struct{} // closed when an in-flight refresh ends
+	// A refresh refused with a RetryInfo is not tried again before retryAt.
+	retryAt time.Time
+	refusal error
 }
 
 // Login logs a new device in.
@@ -67,7 +70,9 @@ func newTokens(accounts accountv1connect.AccountServiceClient, user, device stri
 const refreshBefore = time.Minute
 
 // Token returns a valid access token, refreshing it if it expires within a
-// minute. Concurrent callers share one refresh.
+// minute. Concurrent callers share one refresh. A refresh the server
+// refuses with a RetryInfo (rate limited) is tried again once its delay
+// has passed, if ctx allows that long.
 func (t *Tokens) Token(ctx context.Context) (string, error) {
 	for {
 		t.mu.Lock()
@@ -79,6 +84,20 @@ func (t *Tokens) Token(ctx context.Context) (string, error) {
 			t.mu.Unlock()
 			select {
 			case <-wait:
+				continue
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		if retryAt, refusal := t.retryAt, t.refusal; time.Now().Before(retryAt) {
+			t.mu.Unlock()
+			// The server said when a refresh can succeed: wait for it,
+			// unless ctx ends first.
+			if deadline, ok := ctx.Deadline(); ok && deadline.Before(retryAt) {
+				return "", fmt.Errorf("refresh token: %w", refusal)
+			}
+			select {
+			case <-time.After(time.Until(retryAt)):
 				continue
 			case <-ctx.Done():
 				return "", ctx.Err()
@@ -98,6 +117,11 @@ func (t *Tokens) Token(ctx context.Context) (string, error) {
 		t.refreshed = nil
 		close(done)
 		if err != nil {
+			if delay, ok := RetryDelay(err); ok {
+				t.retryAt, t.refusal = time.Now().Add(delay), err
+				t.mu.Unlock()
+				continue
+			}
 			t.mu.Unlock()
 			return "", fmt.Errorf("refresh token: %w", err)
 		}

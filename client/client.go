@@ -191,6 +191,9 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		// Full jitter: spread a crowd of clients reconnecting after an edge died.
 		delay := time.Duration(rand.Int64N(int64(backoff))) + c.cfg.MinBackoff/2
+		if after, ok := RetryDelay(err); ok {
+			delay = max(delay, after) // sooner would be refused again
+		}
 		c.log.Info("client: session ended, reconnecting", "err", err, "in", delay)
 		select {
 		case <-ctx.Done():

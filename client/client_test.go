@@ -144,13 +144,15 @@ func startClient(t *testing.T, gapWait time.Duration) (*fakeEdge, *recorder, *Cl
 	return edge, rec, c
 }
 
-// runClient runs a client of cfg on a fake edge until stop is called or the
-// test ends.
+// runClient runs a client of cfg (by default with a fixed token) on a fake
+// edge until stop is called or the test ends.
 func runClient(t *testing.T, cfg Config) (edge *fakeEdge, c *Client, stop func()) {
 	t.Helper()
 	edge = &fakeEdge{streams: make(chan *fakeStream, 4)}
 	cfg.Dialers = []Dialer{edge}
-	cfg.Token = func(context.Context) (string, error) { return "tok", nil }
+	if cfg.Token == nil {
+		cfg.Token = func(context.Context) (string, error) { return "tok", nil }
+	}
 	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 10*time.Millisecond
 	c, err := New(cfg)
 	if err != nil {

@@ -85,6 +85,9 @@ func newClusterWith(t testing.TB, dbURL, redisURL string) *cluster {
 		"WAGGLE_LOG_LEVEL=warn",
 		// The tests send faster than any person: lift the per-user limit.
 		"WAGGLE_SEND_RATE=100000",
+		// Every test user registers and logs in from 127.0.0.1: lift the
+		// per-address limits (services/account tests them).
+		"WAGGLE_LOGIN_LIMIT=-1", "WAGGLE_LOGIN_ADDRESS_LIMIT=-1", "WAGGLE_REGISTER_LIMIT=-1", "WAGGLE_REFRESH_LIMIT=-1",
 	)
 	t.Cleanup(func() {
 		c.mu.Lock()

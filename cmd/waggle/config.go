@@ -10,7 +10,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/wagglechat/waggle/app"
+	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/edge"
+	"github.com/wagglechat/waggle/services/account"
 	"github.com/wagglechat/waggle/services/presence"
 )
 
@@ -123,6 +125,21 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		fs.add("send-rate", "WAGGLE_SEND_RATE")
 		fs.IntVar(&c.SendBurst, "send-burst", 100, "burst of messages a user may send above --send-rate")
 		fs.add("send-burst", "WAGGLE_SEND_BURST")
+		for _, l := range []struct {
+			p         *int
+			name, env string
+			def       int
+			usage     string
+		}{
+			{&c.AccountLimits.Login, "login-limit", "WAGGLE_LOGIN_LIMIT", account.DefaultLimits.Login, "logins a minute to one username from one source address; negative: no limit"},
+			{&c.AccountLimits.LoginAddress, "login-address-limit", "WAGGLE_LOGIN_ADDRESS_LIMIT", account.DefaultLimits.LoginAddress, "logins a minute from one source address, over all usernames; negative: no limit"},
+			{&c.AccountLimits.Register, "register-limit", "WAGGLE_REGISTER_LIMIT", account.DefaultLimits.Register, "registrations a minute from one source address; negative: no limit"},
+			{&c.AccountLimits.Refresh, "refresh-limit", "WAGGLE_REFRESH_LIMIT", account.DefaultLimits.Refresh, "token refreshes a minute from one source address; negative: no limit"},
+			{&c.PasswordHashes, "password-hashes", "WAGGLE_PASSWORD_HASHES", auth.DefaultConcurrentHashes, "argon2id password hashes (64 MiB each) run at once; more logins and registrations wait"},
+		} {
+			fs.IntVar(l.p, l.name, l.def, l.usage)
+			fs.add(l.name, l.env)
+		}
 		str(&c.PushWebhookURL, "push-webhook-url", "WAGGLE_PUSH_WEBHOOK_URL", "", "URL receiving offline push notifications as signed JSON POSTs; empty: none")
 		str(&c.PushWebhookSecret, "push-webhook-secret", "WAGGLE_PUSH_WEBHOOK_SECRET", "", "HMAC-SHA256 key signing the webhook's requests (required with --push-webhook-url)")
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wagglechat/waggle/app"
+	"github.com/wagglechat/waggle/services/account"
 )
 
 func TestParse(t *testing.T) {
@@ -27,6 +28,13 @@ func TestParse(t *testing.T) {
 				t.Errorf("got %+v", inv)
 			}
 		}},
+		{name: "account limits", args: []string{"chat", "--login-limit", "5", "--register-limit", "-1", "--password-hashes", "2"},
+			env: map[string]string{"WAGGLE_LOGIN_ADDRESS_LIMIT": "7"}, check: func(t *testing.T, inv invocation) {
+				want := account.Limits{Login: 5, LoginAddress: 7, Register: -1, Refresh: account.DefaultLimits.Refresh}
+				if inv.app.AccountLimits != want || inv.app.PasswordHashes != 2 {
+					t.Errorf("limits %+v, %d hashes; want %+v, 2", inv.app.AccountLimits, inv.app.PasswordHashes, want)
+				}
+			}},
 		{name: "env over default", args: []string{"serve"}, env: map[string]string{"WAGGLE_ADDR": ":9000"}, check: func(t *testing.T, inv invocation) {
 			if inv.app.Addr != ":9000" {
 				t.Errorf("addr = %q", inv.app.Addr)

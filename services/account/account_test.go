@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -67,6 +68,7 @@ func (r *revoker) fail(err error) {
 
 type env struct {
 	client  accountv1connect.AccountServiceClient
+	srv     *httptest.Server
 	signer  *auth.Signer
 	clock   *clock
 	revoker *revoker
@@ -75,6 +77,12 @@ type env struct {
 // newEnv serves AccountService on a fresh database over HTTP/2, behind the
 // auth interceptor with Waggle's default policy.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWith(t, account.Limits{})
+}
+
+// newEnvWith is newEnv with limits.
+func newEnvWith(t *testing.T, limits account.Limits) *env {
 	t.Helper()
 	signer, err := auth.NewSigner(bytes.Repeat([]byte{7}, 32), 0)
 	if err != nil {
@@ -86,6 +94,7 @@ func newEnv(t *testing.T) *env {
 		Passwords: auth.NewPasswords(auth.PasswordParams{Memory: 64, Time: 1, Threads: 1}, 0),
 		Revoker:   e.revoker,
 		Now:       e.clock.Now,
+		Limits:    limits,
 	})
 	ic, err := auth.NewInterceptor(auth.InterceptorConfig{Verifier: signer.Verifier(), Policy: auth.DefaultPolicy()})
 	if err != nil {
@@ -97,8 +106,17 @@ func newEnv(t *testing.T) *env {
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	e.srv = srv
 	e.client = accountv1connect.NewAccountServiceClient(srv.Client(), srv.URL)
 	return e
+}
+
+// from returns a client whose calls come from ip, a loopback address other
+// than 127.0.0.1 to be another source address.
+func (e *env) from(ip string) accountv1connect.AccountServiceClient {
+	tr := e.srv.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext
+	return accountv1connect.NewAccountServiceClient(&http.Client{Transport: tr}, e.srv.URL)
 }
 
 // as returns a context whose calls carry the access token.

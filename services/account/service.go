@@ -32,17 +32,38 @@ type DeviceRevoker interface {
 type Options struct {
 	// RefreshTTL defaults to DefaultRefreshTTL.
 	RefreshTTL time.Duration
-	// Passwords defaults to auth.DefaultPasswordParams with one concurrent
-	// hash per GOMAXPROCS.
+	// Passwords defaults to auth.DefaultPasswordParams with
+	// auth.DefaultConcurrentHashes at once.
 	Passwords *auth.Passwords
 	// Revoker, if set, closes a logged-out device's sessions.
 	Revoker DeviceRevoker
 	// Now is the clock; defaults to time.Now.
 	Now func() time.Time
-	// LoginLimit limits login attempts per username, against password
-	// guessing. Default: 10 a minute, in bursts of 10.
-	LoginLimit *ratelimit.Limiter
+	// Limits bound the calls of one source address.
+	Limits Limits
 }
+
+// Limits are how many calls a minute a source address may make, in bursts
+// of as many. The source is the TCP peer's address (an IPv6 address counts
+// by its /64, which one host usually has whole). Zero fields take the
+// defaults; negative ones mean no limit.
+type Limits struct {
+	// Login bounds logins to one username from one address, against
+	// guessing its password. Per address, so that nobody elsewhere can use
+	// up the real user's attempts. Default 10.
+	Login int
+	// LoginAddress bounds logins from one address over all usernames,
+	// against trying one password on many accounts. Default 30.
+	LoginAddress int
+	// Register bounds registrations from one address: each costs an
+	// argon2id hash and a user. Default 10.
+	Register int
+	// Refresh bounds token refreshes from one address. Default 60.
+	Refresh int
+}
+
+// DefaultLimits are the Limits a zero field takes.
+var DefaultLimits = Limits{Login: 10, LoginAddress: 30, Register: 10, Refresh: 60}
 
 // Service implements accountv1connect.AccountServiceHandler.
 type Service struct {
@@ -53,7 +74,8 @@ type Service struct {
 	revoker    DeviceRevoker
 	refreshTTL time.Duration
 	now        func() time.Time
-	logins     *ratelimit.Limiter
+	// Per source address; nil means no limit.
+	logins, loginAddrs, registers, refreshes *ratelimit.Limiter
 }
 
 var _ accountv1connect.AccountServiceHandler = (*Service)(nil)
@@ -72,10 +94,10 @@ func New(pool *pgxpool.Pool, signer *auth.Signer, log *slog.Logger, opts Options
 		revoker:    opts.Revoker,
 		refreshTTL: opts.RefreshTTL,
 		now:        opts.Now,
-		logins:     opts.LoginLimit,
-	}
-	if s.logins == nil {
-		s.logins = ratelimit.New(10.0/60, 10)
+		logins:     perMinute(opts.Limits.Login, DefaultLimits.Login),
+		loginAddrs: perMinute(opts.Limits.LoginAddress, DefaultLimits.LoginAddress),
+		registers:  perMinute(opts.Limits.Register, DefaultLimits.Register),
+		refreshes:  perMinute(opts.Limits.Refresh, DefaultLimits.Refresh),
 	}
 	if s.passwords == nil {
 		s.passwords = auth.NewPasswords(auth.DefaultPasswordParams, 0)

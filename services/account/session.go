@@ -44,6 +44,9 @@ func (s *Service) Register(ctx context.Context, req *accountv1.RegisterRequest) 
 	if err := validateLabel("device name", req.GetDeviceName()); err != nil {
 		return nil, err
 	}
+	if err := limit(s.registers, sourceAddr(ctx), "registrations from this address"); err != nil {
+		return nil, err
+	}
 	// Hash before the transaction: it is slow and needs no database.
 	hash, err := s.passwords.Hash(ctx, req.GetPassword())
 	if err != nil {
@@ -88,8 +91,14 @@ func (s *Service) Login(ctx context.Context, req *accountv1.LoginRequest) (*acco
 	if err := validateLabel("device name", req.GetDeviceName()); err != nil {
 		return nil, err
 	}
-	if !s.logins.Allow(strings.ToLower(req.GetUsername())) {
-		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("too many login attempts for this username; try again in a minute"))
+	// Per username and address first: guessing one password refused there
+	// leaves the address its attempts at other usernames.
+	addr := sourceAddr(ctx)
+	if err := limit(s.logins, strings.ToLower(req.GetUsername())+"\x00"+addr, "login attempts for this username from this address"); err != nil {
+		return nil, err
+	}
+	if err := limit(s.loginAddrs, addr, "login attempts from this address"); err != nil {
+		return nil, err
 	}
 	u, hash, err := s.userByName(ctx, req.GetUsername())
 	if errors.Is(err, errNoUser) {
@@ -124,6 +133,9 @@ func (s *Service) Login(ctx context.Context, req *accountv1.LoginRequest) (*acco
 func (s *Service) RefreshToken(ctx context.Context, req *accountv1.RefreshTokenRequest) (*accountv1.RefreshTokenResponse, error) {
 	if req.GetRefreshToken() == "" {
 		return nil, invalid("refresh token is required")
+	}
+	if err := limit(s.refreshes, sourceAddr(ctx), "token refreshes from this address"); err != nil {
+		return nil, err
 	}
 	now := s.clock()
 	var tokens *accountv1.Tokens

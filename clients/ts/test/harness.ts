@@ -145,6 +145,11 @@ async function main(): Promise<number> {
         WAGGLE_TOKEN_KEY: randomBytes(32).toString("base64"),
         WAGGLE_INTERNAL_SECRET: randomBytes(24).toString("base64"),
         WAGGLE_LOG_LEVEL: process.env.WAGGLE_LOG_LEVEL ?? "info",
+        // Every test registers from 127.0.0.1: lift the per-address limits.
+        WAGGLE_LOGIN_LIMIT: "-1",
+        WAGGLE_LOGIN_ADDRESS_LIMIT: "-1",
+        WAGGLE_REGISTER_LIMIT: "-1",
+        WAGGLE_REFRESH_LIMIT: "-1",
       },
     });
     const exited = new Promise<void>((resolveExit) => server.once("exit", () => resolveExit()));
