@@ -163,7 +163,10 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 		return nil, err
 	}
 	forward := req.GetDirection() == chatv1.Direction_DIRECTION_FORWARD
-	start := int64(req.GetStartSeq())
+	start, err := seqArg("start_seq", req.GetStartSeq())
+	if err != nil {
+		return nil, err
+	}
 	if req.GetPageToken() != "" {
 		if start, err = decodeHistoryToken(req.GetPageToken(), convID, forward); err != nil {
 			return nil, err

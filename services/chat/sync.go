@@ -214,8 +214,12 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 			if err != nil {
 				return nil, err
 			}
+			seq, err := seqArg("known_positions.seq", p.GetSeq())
+			if err != nil {
+				return nil, err
+			}
 			if len(cur.skip) < maxCursorPositions || cur.skip[id] > 0 {
-				cur.skip[id] = max(cur.skip[id], int64(p.GetSeq()))
+				cur.skip[id] = max(cur.skip[id], seq)
 			}
 		}
 		if cur.skip, err = s.stillRelevant(ctx, cur.skip, cur.watermark); err != nil {
