@@ -16,6 +16,7 @@ import (
 
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/internal/safetext"
 )
 
 const maxClientMsgIDLen = 64
@@ -122,6 +123,9 @@ func (s *Service) encodeContent(c *chatv1.MessageContent) ([]byte, error) {
 		if strings.TrimSpace(text) == "" {
 			return nil, invalid("text message is empty")
 		}
+		if err := safetext.Check("text", text, true); err != nil {
+			return nil, invalid("%v", err)
+		}
 		if n := utf8.RuneCountInString(text); n > s.cfg.MaxTextChars {
 			return nil, invalid("text has %d characters, the limit is %d", n, s.cfg.MaxTextChars)
 		}
@@ -133,6 +137,9 @@ func (s *Service) encodeContent(c *chatv1.MessageContent) ([]byte, error) {
 	case *chatv1.MessageContent_Custom:
 		if t := body.Custom.GetType(); t == "" || len(t) > 64 {
 			return nil, invalid("custom content type must be 1 to 64 bytes")
+		}
+		if err := safetext.Check("custom content type", body.Custom.GetType(), false); err != nil {
+			return nil, invalid("%v", err)
 		}
 	default:
 		return nil, invalid("content must be text or custom")
