@@ -155,7 +155,8 @@ func (s *Service) encodeContent(c *chatv1.MessageContent) ([]byte, error) {
 }
 
 // ListMessages pages through the messages the caller may see: from its join,
-// up to its removal if it was removed.
+// up to its removal if it was removed, and then as they were at its removal
+// (history.go).
 func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequest) (*chatv1.ListMessagesResponse, error) {
 	_, uid, err := auth.Caller(ctx)
 	if err != nil {
@@ -210,15 +211,23 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
 	}
-	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatv1.Message, error) {
+	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventRow, error) {
 		var r eventRow
-		if err := r.scan(row); err != nil {
-			return nil, err
-		}
-		return r.message()
+		return r, r.scan(row)
 	})
 	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
+	}
+	if left != nil {
+		if err := s.rewind(ctx, convID, *left, found); err != nil {
+			return nil, s.internal(ctx, "list messages", err)
+		}
+	}
+	msgs := make([]*chatv1.Message, len(found))
+	for i := range found {
+		if msgs[i], err = found[i].message(); err != nil {
+			return nil, s.internal(ctx, "list messages", err)
+		}
 	}
 	res := &chatv1.ListMessagesResponse{Messages: msgs}
 	if len(msgs) > size {
@@ -226,7 +235,12 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 		res.Messages = msgs[:size]
 		res.NextPageToken = encodeHistoryToken(convID, forward, next)
 	}
-	if err := s.addReactions(ctx, convID, uid, res.Messages); err != nil {
+	if left != nil {
+		err = s.reactionsAsOf(ctx, convID, uid, *left, res.Messages)
+	} else {
+		err = s.addReactions(ctx, convID, uid, res.Messages)
+	}
+	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
 	}
 	return res, nil
