@@ -18,7 +18,7 @@ import (
 // event log: the first edit or recall after leaving holds the content it
 // replaced (prev_body), and reactions are replayed up to leaving.
 
-// formerRows are the message rows of one conversation a page read for a
+// formerRows are the message and edit rows of one conversation a page read for a
 // member who left it at left; at holds their places in the page.
 type formerRows struct {
 	left int64
@@ -26,15 +26,25 @@ type formerRows struct {
 	rows []eventRow
 }
 
-// rewind sets rows (kind 1, seq <= left) back to how they were at left.
+// rewind sets rows (seq <= left) back to how they were at left: messages,
+// and edits whose content a recall after left emptied.
 func (s *Service) rewind(ctx context.Context, convID uuid.UUID, left int64, rows []eventRow) error {
-	if len(rows) == 0 {
-		return nil
-	}
 	bySeq := make(map[int64]*eventRow, len(rows))
-	seqs := make([]int64, len(rows))
+	seqs := make([]int64, 0, len(rows))
+	var edits []*eventRow
 	for i := range rows {
-		bySeq[rows[i].seq], seqs[i] = &rows[i], rows[i].seq
+		if rows[i].kind == kindMessageEdited {
+			edits = append(edits, &rows[i])
+			continue
+		}
+		bySeq[rows[i].seq] = &rows[i]
+		seqs = append(seqs, rows[i].seq)
+	}
+	if err := s.restoreEdits(ctx, convID, left, edits); err != nil {
+		return err
+	}
+	if len(seqs) == 0 {
+		return nil
 	}
 	// Events before the prev_body column have none: such a message stays
 	// as it is now.
@@ -58,19 +68,71 @@ func (s *Service) rewind(ctx context.Context, convID uuid.UUID, left int64, rows
 	if len(rewound) == 0 {
 		return nil
 	}
-	edits, err := s.db.Query(ctx, `SELECT target_seq, max(create_time) FROM events
+	lastEdits, err := s.db.Query(ctx, `SELECT target_seq, max(create_time) FROM events
 		WHERE conversation_id = $1 AND target_seq = ANY($2) AND seq <= $3 AND kind = $4 GROUP BY target_seq`,
 		convID, rewound, left, kindMessageEdited)
 	if err != nil {
 		return fmt.Errorf("edits before leaving: %w", err)
 	}
 	var at time.Time
-	if _, err := pgx.ForEachRow(edits, []any{&target, &at}, func() error {
+	if _, err := pgx.ForEachRow(lastEdits, []any{&target, &at}, func() error {
 		edited := at
 		bySeq[target].editTime = &edited
 		return nil
 	}); err != nil {
 		return fmt.Errorf("edits before leaving: %w", err)
+	}
+	return nil
+}
+
+// restoreEdits gives back their content to edits (seq <= left) that a
+// recall after left emptied: the content an edit set is what the next
+// change replaced.
+func (s *Service) restoreEdits(ctx context.Context, convID uuid.UUID, left int64, edits []*eventRow) error {
+	bySeq := map[int64]*eventRow{}
+	var seqs, targets []int64
+	for _, r := range edits {
+		var ev chatv1.Event
+		if err := proto.Unmarshal(r.body, &ev); err != nil {
+			return fmt.Errorf("decode edit %d: %w", r.seq, err)
+		}
+		if ev.GetMessageEdited().GetContent() == nil {
+			bySeq[r.seq] = r
+			seqs, targets = append(seqs, r.seq), append(targets, int64(ev.GetMessageEdited().GetMessageSeq()))
+		}
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT x.seq, x.target, n.prev_body FROM unnest($2::bigint[], $3::bigint[]) AS x(seq, target)
+		CROSS JOIN LATERAL (SELECT prev_body FROM events n WHERE n.conversation_id = $1 AND n.target_seq = x.target
+			AND n.seq > x.seq AND n.kind IN ($5, $6) ORDER BY n.seq LIMIT 1) n
+		WHERE n.prev_body IS NOT NULL AND EXISTS (SELECT 1 FROM events r WHERE r.conversation_id = $1
+			AND r.target_seq = x.target AND r.kind = $6 AND r.seq > $4)`,
+		convID, seqs, targets, left, kindMessageEdited, kindMessageRecalled)
+	if err != nil {
+		return fmt.Errorf("emptied edits: %w", err)
+	}
+	var seq, target int64
+	var prev []byte
+	_, err = pgx.ForEachRow(rows, []any{&seq, &target, &prev}, func() error {
+		content := new(chatv1.MessageContent)
+		if err := proto.Unmarshal(prev, content); err != nil {
+			return fmt.Errorf("decode previous content %d: %w", seq, err)
+		}
+		r := bySeq[seq]
+		var old chatv1.Event
+		if err := proto.Unmarshal(r.body, &old); err != nil {
+			return fmt.Errorf("decode edit %d: %w", seq, err)
+		}
+		edit := old.GetMessageEdited()
+		edit.Content = content
+		body, err := proto.Marshal(&chatv1.Event{Kind: &chatv1.Event_MessageEdited{MessageEdited: edit}})
+		r.body = body
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("emptied edits: %w", err)
 	}
 	return nil
 }

@@ -23,7 +23,8 @@ func TestRemovedMemberSeesHistoryAsOfRemoval(t *testing.T) {
 	ok(t)(f.svc.EditMessage(alice, &chatv1.EditMessageRequest{ConversationId: conv, MessageId: edited.GetMessageId(), Content: textContent("v2")}))
 	ok(t)(f.svc.AddReaction(carol, &chatv1.AddReactionRequest{ConversationId: conv, MessageId: edited.GetMessageId(), Emoji: "👍"}))
 	ok(t)(f.svc.AddReaction(bob, &chatv1.AddReactionRequest{ConversationId: conv, MessageId: edited.GetMessageId(), Emoji: "👍"}))
-	recalled := f.send(alice, conv, "keep")
+	recalled := f.send(alice, conv, "draft")
+	ok(t)(f.svc.EditMessage(alice, &chatv1.EditMessageRequest{ConversationId: conv, MessageId: recalled.GetMessageId(), Content: textContent("keep")}))
 	f.send(alice, conv, "untouched")
 	ok(t)(f.svc.RemoveMember(alice, &chatv1.RemoveMemberRequest{ConversationId: conv, UserId: bobID}))
 
@@ -39,7 +40,7 @@ func TestRemovedMemberSeesHistoryAsOfRemoval(t *testing.T) {
 		ctx  context.Context
 		want []string
 	}{
-		{"removed bob", bob, []string{"v2 edited [👍×2 me]", "keep", "untouched"}},
+		{"removed bob", bob, []string{"v2 edited [👍×2 me]", "keep edited", "untouched"}},
 		{"current carol", carol, []string{"v4 edited [👍×1, ❤️×1 me]", "(recalled)", "untouched"}},
 	}
 	for _, tt := range tests {
@@ -66,8 +67,11 @@ func TestRemovedMemberSeesHistoryAsOfRemoval(t *testing.T) {
 		if m := ev.GetMessage(); m != nil && ev.GetConversationId() == conv {
 			synced = append(synced, shown(m))
 		}
+		if e := ev.GetMessageEdited(); e != nil && ev.GetConversationId() == conv {
+			synced = append(synced, "edit "+e.GetContent().GetText().GetBody())
+		}
 	}
-	if want := "v2 edited | keep | untouched"; strings.Join(synced, " | ") != want {
+	if want := "v2 edited | edit v2 | keep edited | edit keep | untouched"; strings.Join(synced, " | ") != want {
 		t.Errorf("removed bob syncs %q, want %q", synced, want)
 	}
 }

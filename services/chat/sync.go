@@ -255,7 +255,7 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 			rows.Close()
 			return nil, s.internal(ctx, "sync", err)
 		}
-		if left != nil && r.kind == kindMessage {
+		if left != nil && (r.kind == kindMessage || r.kind == kindMessageEdited) {
 			f := formerMessages[r.convID]
 			if f == nil {
 				f = &formerRows{left: *left}
