@@ -31,6 +31,7 @@ type fakeAccounts struct {
 	access    string
 	refresh   string
 	refreshes int
+	display   string // the display name GetUser answers
 }
 
 func (f *fakeAccounts) RefreshToken(_ context.Context, req *accountv1.RefreshTokenRequest) (*accountv1.RefreshTokenResponse, error) {
@@ -53,7 +54,7 @@ func (f *fakeAccounts) GetUser(ctx context.Context, req *accountv1.GetUserReques
 	if auth := callHeader(ctx).Get("Authorization"); auth != "Bearer "+f.access {
 		return nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("bad token %q", auth))
 	}
-	return &accountv1.GetUserResponse{User: &accountv1.User{UserId: req.GetUserId(), Username: "alice"}}, nil
+	return &accountv1.GetUserResponse{User: &accountv1.User{UserId: req.GetUserId(), Username: "alice", DisplayName: f.display}}, nil
 }
 
 type headerKey struct{}

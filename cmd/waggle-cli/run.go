@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+
+	"github.com/wagglechat/waggle/internal/safetext"
 )
 
 // env is what a run sees of the outside world; tests replace it.
@@ -29,6 +31,10 @@ const (
 
 // run executes one command line and returns the exit code.
 func run(ctx context.Context, args []string, e env) int {
+	// What the server sends (messages, names, titles) may hold control
+	// characters, stored before they were refused: a terminal must never
+	// act on them. JSON stays valid, as they are escaped the JSON way.
+	e.stdout, e.stderr = safetext.Writer{W: e.stdout}, safetext.Writer{W: e.stderr}
 	inv, err := parse(args, e.getenv)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "waggle-cli: %v\n", err)

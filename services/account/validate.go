@@ -3,11 +3,12 @@ package account
 import (
 	"fmt"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+
+	"github.com/wagglechat/waggle/internal/safetext"
 )
 
 const (
@@ -51,14 +52,11 @@ func validatePassword(p string) error {
 // validateLabel checks a display or device name: short, UTF-8, and free of
 // control characters that would break other users' screens and logs.
 func validateLabel(field, s string) error {
-	if !utf8.ValidString(s) {
-		return invalid("%s is not valid UTF-8", field)
+	if err := safetext.Check(field, s, false); err != nil {
+		return invalid("%v", err)
 	}
 	if n := utf8.RuneCountInString(s); n > maxLabelLen {
 		return invalid("%s must be at most %d characters, got %d", field, maxLabelLen, n)
-	}
-	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
-		return invalid("%s must not contain control characters", field)
 	}
 	return nil
 }

@@ -223,7 +223,10 @@ func (s *Service) EditMessage(ctx context.Context, req *chatv1.EditMessageReques
 		}
 		ev, err := appendEvent(ctx, tx, convID, uid, device, &chatv1.Event{Kind: &chatv1.Event_MessageEdited{MessageEdited: &chatv1.MessageEdited{
 			MessageId: msg.messageID.String(), MessageSeq: uint64(msg.seq), Content: req.GetContent()}}}, true)
-		return []*chatv1.Event{ev}, err
+		if err != nil {
+			return nil, err
+		}
+		return []*chatv1.Event{ev}, keepPrevious(ctx, tx, ev, old.GetContent())
 	})
 	if err != nil {
 		return nil, err
@@ -245,6 +248,10 @@ func (s *Service) RecallMessage(ctx context.Context, req *chatv1.RecallMessageRe
 		}
 		if msg.recallTime != nil {
 			return nil, nil // already recalled: nothing changes
+		}
+		before, err := msg.message()
+		if err != nil {
+			return nil, err
 		}
 		if age := s.now().Sub(msg.created); age > s.cfg.RecallWindow {
 			return nil, connect.NewError(connect.CodeFailedPrecondition,
@@ -270,12 +277,30 @@ func (s *Service) RecallMessage(ctx context.Context, req *chatv1.RecallMessageRe
 		}
 		ev, err := appendEvent(ctx, tx, convID, uid, device, &chatv1.Event{Kind: &chatv1.Event_MessageRecalled{MessageRecalled: &chatv1.MessageRecalled{
 			MessageId: msg.messageID.String(), MessageSeq: uint64(msg.seq)}}}, true)
-		return []*chatv1.Event{ev}, err
+		if err != nil {
+			return nil, err
+		}
+		return []*chatv1.Event{ev}, keepPrevious(ctx, tx, ev, before.GetContent())
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &chatv1.RecallMessageResponse{Event: first(evs)}, nil
+}
+
+// keepPrevious stores on an edit or recall event the content it replaced:
+// members who left before it see that content (asOf), so the one write per
+// change stays one row.
+func keepPrevious(ctx context.Context, tx pgx.Tx, ev *chatv1.Event, prev *chatv1.MessageContent) error {
+	body, err := proto.Marshal(prev)
+	if err != nil {
+		return fmt.Errorf("encode previous content: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE events SET prev_body = $3 WHERE conversation_id = $1 AND seq = $2`,
+		ev.GetConversationId(), int64(ev.GetSeq()), body); err != nil {
+		return fmt.Errorf("keep previous content: %w", err)
+	}
+	return nil
 }
 
 // DeleteMessagesForMe hides messages from the caller's own view. It is a

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"connectrpc.com/connect"
@@ -152,6 +153,15 @@ func parseID(field, s string) (uuid.UUID, error) {
 		return uuid.Nil, invalid("%s %q is not a valid id", field, s)
 	}
 	return id, nil
+}
+
+// seqArg checks a seq from a request: seqs are stored as bigint, so one
+// above 2^63-1 would wrap to a negative position instead of being refused.
+func seqArg(field string, seq uint64) (int64, error) {
+	if seq > math.MaxInt64 {
+		return 0, invalid("%s %d is out of range (at most %d)", field, seq, int64(math.MaxInt64))
+	}
+	return int64(seq), nil
 }
 
 func invalid(format string, args ...any) error {

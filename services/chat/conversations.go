@@ -16,6 +16,7 @@ import (
 
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/internal/safetext"
 	"github.com/wagglechat/waggle/services/contact/block"
 )
 
@@ -735,8 +736,11 @@ func (s *Service) SetConversationMuted(ctx context.Context, req *chatv1.SetConve
 }
 
 func validTitle(t string) error {
-	if !utf8.ValidString(t) || utf8.RuneCountInString(t) > maxTitleChars {
-		return invalid("title must be valid UTF-8 of at most %d characters", maxTitleChars)
+	if err := safetext.Check("title", t, false); err != nil {
+		return invalid("%v", err)
+	}
+	if utf8.RuneCountInString(t) > maxTitleChars {
+		return invalid("title must be at most %d characters", maxTitleChars)
 	}
 	if strings.TrimSpace(t) != t {
 		return invalid("title must not start or end with spaces")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/internal/safetext"
 )
 
 const maxClientMsgIDLen = 64
@@ -122,6 +123,9 @@ func (s *Service) encodeContent(c *chatv1.MessageContent) ([]byte, error) {
 		if strings.TrimSpace(text) == "" {
 			return nil, invalid("text message is empty")
 		}
+		if err := safetext.Check("text", text, true); err != nil {
+			return nil, invalid("%v", err)
+		}
 		if n := utf8.RuneCountInString(text); n > s.cfg.MaxTextChars {
 			return nil, invalid("text has %d characters, the limit is %d", n, s.cfg.MaxTextChars)
 		}
@@ -133,6 +137,9 @@ func (s *Service) encodeContent(c *chatv1.MessageContent) ([]byte, error) {
 	case *chatv1.MessageContent_Custom:
 		if t := body.Custom.GetType(); t == "" || len(t) > 64 {
 			return nil, invalid("custom content type must be 1 to 64 bytes")
+		}
+		if err := safetext.Check("custom content type", body.Custom.GetType(), false); err != nil {
+			return nil, invalid("%v", err)
 		}
 	default:
 		return nil, invalid("content must be text or custom")
@@ -148,7 +155,8 @@ func (s *Service) encodeContent(c *chatv1.MessageContent) ([]byte, error) {
 }
 
 // ListMessages pages through the messages the caller may see: from its join,
-// up to its removal if it was removed.
+// up to its removal if it was removed, and then as they were at its removal
+// (history.go).
 func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequest) (*chatv1.ListMessagesResponse, error) {
 	_, uid, err := auth.Caller(ctx)
 	if err != nil {
@@ -163,7 +171,10 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 		return nil, err
 	}
 	forward := req.GetDirection() == chatv1.Direction_DIRECTION_FORWARD
-	start := int64(req.GetStartSeq())
+	start, err := seqArg("start_seq", req.GetStartSeq())
+	if err != nil {
+		return nil, err
+	}
 	if req.GetPageToken() != "" {
 		if start, err = decodeHistoryToken(req.GetPageToken(), convID, forward); err != nil {
 			return nil, err
@@ -200,15 +211,23 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
 	}
-	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatv1.Message, error) {
+	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventRow, error) {
 		var r eventRow
-		if err := r.scan(row); err != nil {
-			return nil, err
-		}
-		return r.message()
+		return r, r.scan(row)
 	})
 	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
+	}
+	if left != nil {
+		if err := s.rewind(ctx, convID, *left, found); err != nil {
+			return nil, s.internal(ctx, "list messages", err)
+		}
+	}
+	msgs := make([]*chatv1.Message, len(found))
+	for i := range found {
+		if msgs[i], err = found[i].message(); err != nil {
+			return nil, s.internal(ctx, "list messages", err)
+		}
 	}
 	res := &chatv1.ListMessagesResponse{Messages: msgs}
 	if len(msgs) > size {
@@ -216,7 +235,12 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 		res.Messages = msgs[:size]
 		res.NextPageToken = encodeHistoryToken(convID, forward, next)
 	}
-	if err := s.addReactions(ctx, convID, uid, res.Messages); err != nil {
+	if left != nil {
+		err = s.reactionsAsOf(ctx, convID, uid, *left, res.Messages)
+	} else {
+		err = s.addReactions(ctx, convID, uid, res.Messages)
+	}
+	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
 	}
 	return res, nil

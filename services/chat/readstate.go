@@ -29,6 +29,10 @@ func (s *Service) MarkRead(ctx context.Context, req *chatv1.MarkReadRequest) (*c
 	if err != nil {
 		return nil, err
 	}
+	seq, err := seqArg("seq", req.GetSeq())
+	if err != nil {
+		return nil, err
+	}
 	var (
 		readSeq, before int64
 		members         int
@@ -47,7 +51,7 @@ func (s *Service) MarkRead(ctx context.Context, req *chatv1.MarkReadRequest) (*c
 		if err != nil {
 			return err
 		}
-		readSeq = min(int64(min(req.GetSeq(), 1<<62)), last)
+		readSeq = min(seq, last)
 		if readSeq <= before {
 			readSeq = before // markers never move back
 			return nil
@@ -112,7 +116,10 @@ func (s *Service) ListReadReceipts(ctx context.Context, req *chatv1.ListReadRece
 	if err != nil {
 		return nil, err
 	}
-	seq := int64(req.GetSeq())
+	seq, err := seqArg("seq", req.GetSeq())
+	if err != nil {
+		return nil, err
+	}
 	sender, err := s.visibleMessageSender(ctx, convID, uid, seq)
 	if err != nil {
 		return nil, err
@@ -176,7 +183,10 @@ func (s *Service) GetDeliveryState(ctx context.Context, req *chatv1.GetDeliveryS
 	if err != nil {
 		return nil, err
 	}
-	seq := int64(req.GetSeq())
+	seq, err := seqArg("seq", req.GetSeq())
+	if err != nil {
+		return nil, err
+	}
 	sender, err := s.visibleMessageSender(ctx, convID, uid, seq)
 	if err != nil {
 		return nil, err
@@ -221,7 +231,11 @@ func (s *Service) ReportDeliveries(ctx context.Context, req *chatv1.ReportDelive
 		if err := errors.Join(err1, err2, err3); err != nil {
 			return nil, invalid("acks[%d]: %v", i, err)
 		}
-		convs, users, devices, seqs = append(convs, conv), append(users, user), append(devices, device), append(seqs, int64(a.GetSeq()))
+		seq, err := seqArg(fmt.Sprintf("acks[%d].seq", i), a.GetSeq())
+		if err != nil {
+			return nil, err
+		}
+		convs, users, devices, seqs = append(convs, conv), append(users, user), append(devices, device), append(seqs, seq)
 	}
 	// Only members' positions are kept; reports about conversations a device
 	// cannot see are dropped by the join.

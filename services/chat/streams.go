@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -76,25 +77,33 @@ func (s *Service) ReadEvents(ctx context.Context, req *chatv1.ReadEventsRequest)
 		id       uuid.UUID
 		from, to int64
 	}
-	parse := func(field string, rs []*chatv1.StreamRange) ([]parsed, error) {
+	parse := func(list string, rs []*chatv1.StreamRange) ([]parsed, error) {
 		out := make([]parsed, len(rs))
 		for i, r := range rs {
-			id, err := parseID(field, r.GetId())
+			id, err := parseID(list+".id", r.GetId())
 			if err != nil {
 				return nil, err
 			}
-			if r.GetFromSeq() == 0 || r.GetFromSeq() > 1<<62 || r.GetToSeq() > 1<<62 || (r.GetToSeq() != 0 && r.GetToSeq() < r.GetFromSeq()) {
-				return nil, invalid("%s[%d]: from_seq must be at least 1 and at most to_seq", field, i)
+			from, err := seqArg(fmt.Sprintf("%s[%d].from_seq", list, i), r.GetFromSeq())
+			if err != nil {
+				return nil, err
 			}
-			out[i] = parsed{id, int64(r.GetFromSeq()), int64(r.GetToSeq())}
+			to, err := seqArg(fmt.Sprintf("%s[%d].to_seq", list, i), r.GetToSeq())
+			if err != nil {
+				return nil, err
+			}
+			if from == 0 || (to != 0 && to < from) {
+				return nil, invalid("%s[%d]: from_seq must be at least 1 and at most to_seq", list, i)
+			}
+			out[i] = parsed{id, from, to}
 		}
 		return out, nil
 	}
-	cs, err := parse("conversations.id", convs)
+	cs, err := parse("conversations", convs)
 	if err != nil {
 		return nil, err
 	}
-	us, err := parse("users.id", users)
+	us, err := parse("users", users)
 	if err != nil {
 		return nil, err
 	}

@@ -164,7 +164,7 @@ const syncQuery = `
 		LEFT JOIN unnest($5::uuid[], $6::bigint[]) AS k(cid, seq) ON k.cid = m.conversation_id
 		WHERE m.user_id = $1 AND c.change_xid >= $2::text::xid8 AND m.conversation_id >= $3
 	)
-	SELECT ` + eventColumns + `, e.xid::text FROM conv
+	SELECT ` + eventColumns + `, e.xid::text, conv.left_seq FROM conv
 	CROSS JOIN LATERAL (
 		SELECT * FROM events e
 		WHERE e.conversation_id = conv.id
@@ -214,8 +214,12 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 			if err != nil {
 				return nil, err
 			}
+			seq, err := seqArg("known_positions.seq", p.GetSeq())
+			if err != nil {
+				return nil, err
+			}
 			if len(cur.skip) < maxCursorPositions || cur.skip[id] > 0 {
-				cur.skip[id] = max(cur.skip[id], int64(p.GetSeq()))
+				cur.skip[id] = max(cur.skip[id], seq)
 			}
 		}
 		if cur.skip, err = s.stillRelevant(ctx, cur.skip, cur.watermark); err != nil {
@@ -241,13 +245,23 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 		return nil, s.internal(ctx, "sync", err)
 	}
 	var events []*chatv1.Event
+	formerMessages := map[uuid.UUID]*formerRows{} // rewound once the page is read
 	full, bytes := false, 0
 	for rows.Next() {
 		var r eventRow
 		var xid string
-		if err := rows.Scan(r.fields(&xid)...); err != nil {
+		var left *int64
+		if err := rows.Scan(r.fields(&xid, &left)...); err != nil {
 			rows.Close()
 			return nil, s.internal(ctx, "sync", err)
+		}
+		if left != nil && (r.kind == kindMessage || r.kind == kindMessageEdited) {
+			f := formerMessages[r.convID]
+			if f == nil {
+				f = &formerRows{left: *left}
+				formerMessages[r.convID] = f
+			}
+			f.at, f.rows = append(f.at, len(events)), append(f.rows, r)
 		}
 		ev, err := r.event()
 		if err != nil {
@@ -273,6 +287,19 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 		return nil, s.internal(ctx, "sync", err)
 	}
 	full = full || len(events) == size
+	for conv, f := range formerMessages {
+		if err := s.rewind(ctx, conv, f.left, f.rows); err != nil {
+			return nil, s.internal(ctx, "sync", err)
+		}
+		for i, at := range f.at {
+			if at >= len(events) {
+				break // past the page's byte budget
+			}
+			if events[at], err = f.rows[i].event(); err != nil {
+				return nil, s.internal(ctx, "sync", err)
+			}
+		}
+	}
 
 	userEvents, err := s.userEventsAfter(ctx, uid, cur.userSeq, size)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -16,6 +15,7 @@ import (
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	contactv1 "github.com/wagglechat/waggle/gen/go/waggle/contact/v1"
+	"github.com/wagglechat/waggle/internal/safetext"
 )
 
 // MaxAliasChars bounds a contact's alias, in characters.
@@ -24,17 +24,14 @@ const MaxAliasChars = 64
 // validAlias accepts the empty alias (use the profile's name) or up to MaxAliasChars
 // characters of printable UTF-8 without surrounding white space.
 func validAlias(a string) error {
-	if !utf8.ValidString(a) {
-		return invalid("alias must be valid UTF-8")
+	if err := safetext.Check("alias", a, false); err != nil {
+		return invalid("%v", err)
 	}
 	if n := utf8.RuneCountInString(a); n > MaxAliasChars {
 		return invalid("alias has %d characters, at most %d are allowed", n, MaxAliasChars)
 	}
 	if strings.TrimSpace(a) != a {
 		return invalid("alias must not start or end with white space")
-	}
-	if strings.IndexFunc(a, unicode.IsControl) >= 0 {
-		return invalid("alias must not contain control characters")
 	}
 	return nil
 }
