@@ -33,10 +33,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	policy := auth.DefaultPolicy()
 	interceptor, err := auth.NewInterceptor(auth.InterceptorConfig{
 		Verifier:       signer.Verifier(),
 		InternalSecret: sec.internalSecret,
-		Policy:         auth.DefaultPolicy(),
+		Policy:         policy,
 		Logger:         log,
 	})
 	if err != nil {
@@ -51,6 +52,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		DrainDelay:      cfg.DrainDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		CORSOrigins:     cfg.CORSOrigins,
+		Internal:        policy.InternalService,
 	}, log)
 	if err != nil {
 		return err

@@ -70,24 +70,27 @@ func TestRunRoles(t *testing.T) {
 	chatServices := []string{
 		"waggle.account.v1.AccountService",
 		"waggle.chat.v1.ConversationService",
-		"waggle.chat.v1.DeliveryService",
 		"waggle.chat.v1.MessageService",
-		"waggle.chat.v1.RelationService",
 		"waggle.contact.v1.ContactService",
 	}
-	presenceServices := []string{"waggle.presence.v1.PresenceService", "waggle.presence.v1.SessionRegistryService"}
+	chatInternal := []string{"waggle.chat.v1.DeliveryService", "waggle.chat.v1.RelationService"}
+	presenceServices := []string{"waggle.presence.v1.PresenceService"}
+	presenceInternal := []string{"waggle.presence.v1.SessionRegistryService"}
 	edgeServices := []string{"waggle.edge.v1.EdgeService"}
 
+	// Reflection lists the public services; the internal ones are mounted
+	// (healthy) but not listed.
 	tests := []struct {
 		name     string
 		cfg      app.Config
 		services []string
+		internal []string
 	}{
-		{"serve", app.Config{PostgresURL: pgURL}, slices.Concat(chatServices, presenceServices, edgeServices)},
-		{"chat", app.Config{Roles: app.RoleChat, PostgresURL: pgURL, PresenceURL: "http://127.0.0.1:1"}, chatServices},
+		{"serve", app.Config{PostgresURL: pgURL}, slices.Concat(chatServices, presenceServices, edgeServices), slices.Concat(chatInternal, presenceInternal)},
+		{"chat", app.Config{Roles: app.RoleChat, PostgresURL: pgURL, PresenceURL: "http://127.0.0.1:1"}, chatServices, chatInternal},
 		// Only chat uses Postgres: the other roles start with it unreachable.
-		{"presence", app.Config{Roles: app.RolePresence, PostgresURL: unreachablePostgres, ChatURL: "http://127.0.0.1:1"}, presenceServices},
-		{"edge", app.Config{Roles: app.RoleEdge, PostgresURL: unreachablePostgres, ChatURL: "http://127.0.0.1:1", PresenceURL: "http://127.0.0.1:1"}, edgeServices},
+		{"presence", app.Config{Roles: app.RolePresence, PostgresURL: unreachablePostgres, ChatURL: "http://127.0.0.1:1"}, presenceServices, presenceInternal},
+		{"edge", app.Config{Roles: app.RoleEdge, PostgresURL: unreachablePostgres, ChatURL: "http://127.0.0.1:1", PresenceURL: "http://127.0.0.1:1"}, edgeServices, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,7 +116,7 @@ func TestRunRoles(t *testing.T) {
 				t.Errorf("reflection lists %v, want %v", got, want)
 			}
 			health := healthpb.NewHealthClient(conn)
-			for _, service := range append([]string{""}, tt.services...) {
+			for _, service := range slices.Concat([]string{""}, tt.services, tt.internal) {
 				res, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
 				if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 					t.Errorf("health of %q = %v, %v; want SERVING", service, res.GetStatus(), err)

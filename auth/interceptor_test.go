@@ -275,3 +275,22 @@ func TestInterceptorWithoutInternalSecret(t *testing.T) {
 		t.Fatal("NewInterceptor without a verifier succeeded")
 	}
 }
+
+func TestPolicyInternalService(t *testing.T) {
+	tests := []struct {
+		service string
+		want    bool
+	}{
+		{presencev1connect.SessionRegistryServiceName, true},
+		{"waggle.chat.v1.DeliveryService", true},
+		{"waggle.chat.v1.RelationService", true},
+		{accountv1connect.AccountServiceName, false}, // some of its procedures are public
+		{edgev1connect.EdgeServiceName, false},
+		{presencev1connect.PresenceServiceName, false},
+	}
+	for _, tt := range tests {
+		if got := DefaultPolicy().InternalService(tt.service); got != tt.want {
+			t.Errorf("InternalService(%q) = %t, want %t", tt.service, got, tt.want)
+		}
+	}
+}

@@ -46,6 +46,12 @@ func DefaultPolicy() Policy {
 	}
 }
 
+// InternalService reports whether every procedure of service (a
+// fully-qualified name) is internal-only, so apps have no use for it.
+func (p Policy) InternalService(service string) bool {
+	return matches(p.InternalOnly, "/"+service+"/")
+}
+
 type access int
 
 const (

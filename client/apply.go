@@ -32,6 +32,11 @@ func convItem(ev *chatv1.Event) item {
 
 func userItem(ev *chatv1.UserEvent) item { return item{key: userStream, seq: ev.GetSeq(), user: ev} }
 
+// gap is one open gap in a sequence: the items that arrived ahead of the
+// missing one, by seq. Its timer judges only this gap, not a later one of
+// the same sequence.
+type gap struct{ items map[uint64]item }
+
 // applyPush applies a push's events in order (or holds them for gap
 // repair), then counts it for the session's next ack.
 func (c *Client) applyPush(s *session, p *edgev1.Push) {
@@ -88,49 +93,53 @@ func (c *Client) offer(s *session, it item) {
 		}
 		c.releaseHeld(it.key)
 	default:
-		if c.held[it.key] == nil {
-			c.held[it.key] = map[uint64]item{}
-			time.AfterFunc(c.cfg.GapWait, func() { c.gapExpired(s, it.key) })
+		g := c.held[it.key]
+		if g == nil {
+			g = &gap{items: map[uint64]item{}}
+			c.held[it.key] = g
+			time.AfterFunc(c.cfg.GapWait, func() { c.gapExpired(s, it.key, g) })
 		}
-		c.held[it.key][it.seq] = it
+		g.items[it.seq] = it
 	}
 }
 
 // releaseHeld applies held items of key that now follow in order. c.mu is
 // held.
 func (c *Client) releaseHeld(key string) {
-	held := c.held[key]
-	for len(held) > 0 {
+	g := c.held[key]
+	for g != nil && len(g.items) > 0 {
 		have, _ := c.position(key)
-		it, ok := held[have+1]
+		it, ok := g.items[have+1]
 		if !ok {
 			return
 		}
-		delete(held, have+1)
+		delete(g.items, have+1)
 		c.apply(it)
 		c.stats.Reordered++
 	}
 	delete(c.held, key)
 }
 
-// gapExpired runs GapWait after a gap opened in a sequence: if it is still
-// open, the bus lost something, and a sync repairs it.
-func (c *Client) gapExpired(s *session, key string) {
+// gapExpired runs GapWait after gap g opened in a sequence: if it is still
+// open, the bus lost something, and a sync repairs it. A gap closed since
+// is done with, even if a newer one of the sequence is open: that one has
+// its own timer.
+func (c *Client) gapExpired(s *session, key string, g *gap) {
 	c.mu.Lock()
 	if s != c.session {
 		c.mu.Unlock()
 		return // that session is gone; the next one syncs on connect
 	}
-	open := len(c.held[key]) > 0
+	open := c.held[key] == g && len(g.items) > 0
 	if open && c.sending(key) {
 		// The missing seq may be our own message whose answer is late:
 		// wait for it rather than sync a whole page for one event.
 		c.mu.Unlock()
-		time.AfterFunc(c.cfg.GapWait, func() { c.gapExpired(s, key) })
+		time.AfterFunc(c.cfg.GapWait, func() { c.gapExpired(s, key, g) })
 		return
 	}
-	delete(c.held, key)
 	if open {
+		delete(c.held, key)
 		c.stats.Gaps++
 	}
 	c.mu.Unlock()

@@ -82,11 +82,11 @@ type Client struct {
 
 	mu      sync.Mutex
 	state   State
-	dirty   map[string]bool            // positions moved by pushes since the last sync
-	held    map[string]map[uint64]item // early items, by sequence and seq
-	userID  string                     // from Welcome
-	session *session                   // nil while disconnected
-	ready   chan struct{}              // closed when session is set
+	dirty   map[string]bool // positions moved by pushes since the last sync
+	held    map[string]*gap // early items, by sequence
+	userID  string          // from Welcome
+	session *session        // nil while disconnected
+	ready   chan struct{}   // closed when session is set
 	outbox  map[string]*outgoing
 	syncing bool
 	resync  bool
@@ -143,7 +143,7 @@ func New(cfg Config) (*Client, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Client{cfg: cfg, log: log, ready: make(chan struct{}), outbox: map[string]*outgoing{}, dirty: map[string]bool{},
-		held: map[string]map[uint64]item{}}, nil
+		held: map[string]*gap{}}, nil
 }
 
 // Run keeps a session open until ctx is done, reconnecting as needed. It

@@ -290,6 +290,36 @@ func TestOwnLateAnswerIsNotAGap(t *testing.T) {
 	}
 }
 
+// The timer of a gap that our own late answer closed must not judge the
+// next gap, opened later by an ordinary reorder: the sender's devices made
+// gap syncs at 10 msg/s while the others made none.
+func TestClosedGapsTimerIgnoresTheNextGap(t *testing.T) {
+	const gapWait = 600 * time.Millisecond
+	edge, rec, c := startClient(t, gapWait)
+	s := <-edge.streams
+	s.accept(t, "cur-1")
+	s.out <- push(1, msg("c", 1))
+	go c.Send(context.Background(), "c", &chatv1.MessageContent{Body: &chatv1.MessageContent_Text{Text: &chatv1.Text{Body: "mine"}}})
+	send := s.expect(t, "the send", func(f *edgev1.ClientFrame) bool { return f.GetSendMessage() != nil })
+	s.out <- push(2, msg("c", 3)) // overtakes our answer: a gap at 2 opens
+	time.Sleep(gapWait / 3)
+	s.out <- &edgev1.ServerFrame{Id: send.GetId(), Kind: &edgev1.ServerFrame_Result{Result: &edgev1.Result{
+		Kind: &edgev1.Result_SendMessage{SendMessage: &chatv1.SendMessageResponse{Message: &chatv1.Message{ConversationId: "c", Seq: 2, MessageId: "m2"}}}}}}
+	rec.waitFor(t, "c", 3)
+	s.out <- push(3, msg("c", 5)) // another sender's 4 is a little late
+	// The first gap's timer fires here (gapWait after it opened), while 4 is
+	// still well within its own wait.
+	time.Sleep(gapWait * 5 / 6)
+	s.out <- push(4, msg("c", 4))
+	if got := rec.waitFor(t, "c", 5); len(got) != 5 {
+		t.Fatalf("applied %v, want 1 to 5", got)
+	}
+	time.Sleep(gapWait) // the second gap's timer has fired too
+	if st := c.Stats(); st.Gaps != 0 || st.Syncs != 1 {
+		t.Fatalf("stats %+v, want no gap and only the first sync", st)
+	}
+}
+
 // serve answers, on s, Hello and every command (syncs empty), until s closes.
 func (s *fakeStream) serve() {
 	for {

@@ -1,7 +1,8 @@
 // Package rpcserver serves Connect, gRPC and gRPC-Web on one listener:
 // HTTP/1.1 and prior-knowledge HTTP/2 in cleartext, or HTTP/1.1 and HTTP/2
 // over TLS. Every server also answers gRPC health checks and server
-// reflection (v1 and v1alpha) for the services mounted on it.
+// reflection (v1 and v1alpha) for the services mounted on it, except those
+// Config.Internal names.
 package rpcserver
 
 import (
@@ -67,6 +68,11 @@ type Config struct {
 	// gRPC-Web from a web page), such as "https://app.example.com", or "*".
 	// Default none: browsers on other origins are refused.
 	CORSOrigins []string
+	// Internal reports the services only other Waggle nodes may call. They
+	// are mounted and answer health checks, but reflection does not list
+	// them, so apps and grpcurl are not shown what they cannot call.
+	// Default none.
+	Internal func(service string) bool
 }
 
 func (c Config) withDefaults() Config {
@@ -152,8 +158,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		protocols.SetUnencryptedHTTP2(true)
 	}
 
-	// Reflection lists the mounted services plus health and reflection
-	// themselves, as grpc-go servers do, so grpcurl can describe them all.
+	// Reflection lists the mounted public services plus health and
+	// reflection themselves, as grpc-go servers do, so grpcurl can describe
+	// them all.
 	reflector := grpcreflect.NewReflector(grpcreflect.NamerFunc(s.reflectedNames))
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector, s.baseOpt...))
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, s.baseOpt...))
@@ -169,8 +176,8 @@ func (s *Server) HandlerOptions() []connect.HandlerOption {
 }
 
 // Handle mounts a service handler at path, as returned by a generated
-// New...ServiceHandler, and lists the service in health and reflection.
-// Call it before Serve.
+// New...ServiceHandler, and lists the service in health and, unless
+// Config.Internal names it, reflection. Call it before Serve.
 func (s *Server) Handle(path string, h http.Handler) {
 	s.mux.Handle(path, h)
 	name := strings.Trim(path, "/")
@@ -183,7 +190,12 @@ func (s *Server) Handle(path string, h http.Handler) {
 func (s *Server) reflectedNames() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	names := append([]string{}, s.services...)
+	var names []string
+	for _, name := range s.services {
+		if s.cfg.Internal == nil || !s.cfg.Internal(name) {
+			names = append(names, name)
+		}
+	}
 	return append(names,
 		grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName,

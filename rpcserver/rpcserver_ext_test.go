@@ -207,29 +207,16 @@ func TestReflection(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer stream.CloseSend()
-		req := &reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{ListServices: "*"}}
-		if err := stream.Send(req); err != nil {
-			t.Fatal(err)
-		}
-		res, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, s := range res.GetListServicesResponse().GetService() {
-			got = append(got, s.GetName())
-		}
-		slices.Sort(got)
-		if !slices.Equal(got, want) {
+		if got := listServices(t, stream); !slices.Equal(got, want) {
 			t.Errorf("services = %v, want %v", got, want)
 		}
 
 		// Describing a message needs its file, which must resolve.
-		req = &reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "waggle.account.v1.User"}}
+		req := &reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "waggle.account.v1.User"}}
 		if err := stream.Send(req); err != nil {
 			t.Fatal(err)
 		}
-		res, err = stream.Recv()
+		res, err := stream.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,6 +248,47 @@ func TestReflection(t *testing.T) {
 			t.Errorf("services = %v, want %v", got, want)
 		}
 	})
+}
+
+// An internal service is mounted and healthy but not listed.
+func TestReflectionHidesInternal(t *testing.T) {
+	ts := start(t, rpcserver.Config{Internal: func(service string) bool { return service == accountv1connect.AccountServiceName }}, newAccounts())
+	conn := grpcConn(t, ts.addr)
+	stream, err := reflectionv1.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.CloseSend()
+	want := []string{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+	if got := listServices(t, stream); !slices.Equal(got, want) {
+		t.Errorf("services = %v, want %v", got, want)
+	}
+	res, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: accountv1connect.AccountServiceName})
+	if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health = %v, %v; want SERVING", res.GetStatus(), err)
+	}
+	if _, err := accountv1.NewAccountServiceClient(conn).GetUser(context.Background(), &accountv1.GetUserRequest{UserId: "u1"}); err != nil {
+		t.Errorf("GetUser on the internal service = %v", err)
+	}
+}
+
+// listServices lists, sorted, what a v1 reflection stream names.
+func listServices(t *testing.T, stream reflectionv1.ServerReflection_ServerReflectionInfoClient) []string {
+	t.Helper()
+	req := &reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{ListServices: "*"}}
+	if err := stream.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range res.GetListServicesResponse().GetService() {
+		got = append(got, s.GetName())
+	}
+	slices.Sort(got)
+	return got
 }
 
 func TestHealth(t *testing.T) {

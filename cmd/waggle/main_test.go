@@ -117,13 +117,18 @@ func TestBinary(t *testing.T) {
 		services := listServices(t, conn)
 		for _, want := range []string{
 			"waggle.account.v1.AccountService", "waggle.contact.v1.ContactService",
-			"waggle.chat.v1.ConversationService", "waggle.chat.v1.MessageService", "waggle.chat.v1.DeliveryService",
-			"waggle.presence.v1.PresenceService", "waggle.presence.v1.SessionRegistryService",
+			"waggle.chat.v1.ConversationService", "waggle.chat.v1.MessageService",
+			"waggle.presence.v1.PresenceService",
 			"waggle.edge.v1.EdgeService", "grpc.health.v1.Health",
 			"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
 		} {
 			if !slices.Contains(services, want) {
 				t.Errorf("reflection does not list %s: %v", want, services)
+			}
+		}
+		for _, internal := range []string{"waggle.chat.v1.DeliveryService", "waggle.chat.v1.RelationService", "waggle.presence.v1.SessionRegistryService"} {
+			if slices.Contains(services, internal) {
+				t.Errorf("reflection lists the internal %s: %v", internal, services)
 			}
 		}
 

@@ -52,7 +52,7 @@ var (
 		"list": {want: []string{
 			"waggle.account.v1.AccountService", "waggle.chat.v1.MessageService", "waggle.edge.v1.EdgeService",
 			"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
-		}},
+		}, wantNum: map[string]int{"SessionRegistryService": 0, "DeliveryService": 0, "RelationService": 0}},
 		"list-methods": {want: []string{"waggle.chat.v1.MessageService.SendMessage", "waggle.chat.v1.MessageService.ListMessages"}},
 		"describe": {want: []string{
 			"rpc Connect ( stream .waggle.edge.v1.ConnectRequest ) returns ( stream .waggle.edge.v1.ConnectResponse );",
