@@ -231,8 +231,7 @@ func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName stri
 // end waits for the session's shutdown, which its close started, then
 // tears it down and returns the error the stream ends with.
 func (s *session) end() error {
-	// The transport may have ended the stream without a close.
-	s.close(connect.NewError(connect.CodeCanceled, errors.New("stream ended")), "")
+	s.closeEnded()
 	<-s.shut
 	return s.finish()
 }
@@ -243,6 +242,8 @@ func (s *session) end() error {
 // returns.
 func (s *session) shutdown() {
 	defer close(s.shut)
+	// No writer may start once awaitWriter waits for them.
+	s.closeEnded()
 	s.awaitWriter()
 	if c, ok := s.conn.(FrameConn); ok {
 		c.InterruptRecv()
@@ -316,6 +317,12 @@ func (s *session) finish() error {
 	s.e.log.Debug("edge: session closed", "session_id", s.id, "user_id", s.ident.UserID, "err", err)
 	s.e.sessions.Done()
 	return err
+}
+
+// closeEnded closes the session if nothing did: the transport may have
+// ended the stream without a close.
+func (s *session) closeEnded() {
+	s.close(connect.NewError(connect.CodeCanceled, errors.New("stream ended")), "")
 }
 
 // close ends the session: err is what the stream ends with (nil for a clean
