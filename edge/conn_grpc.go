@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -55,6 +56,10 @@ type interruptKey struct{}
 // written as usual.
 func interruptible(ctx context.Context, _ *tap.Info) (context.Context, error) {
 	ctx, cancel := context.WithCancel(ctx)
+	// The peer names the stream's connection, for the hello gate.
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil && p.LocalAddr != nil {
+		ctx = withConnID(ctx, p.LocalAddr.String(), p.Addr.String())
+	}
 	return context.WithValue(ctx, interruptKey{}, cancel), nil
 }
 

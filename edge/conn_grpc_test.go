@@ -27,8 +27,12 @@ import (
 
 // newGRPCEdge serves te on grpc-go's transport on a loopback port.
 func newGRPCEdge(t testing.TB) (*testEdge, string) {
+	return newGRPCEdgeConfig(t, testConfig())
+}
+
+func newGRPCEdgeConfig(t testing.TB, cfg Config) (*testEdge, string) {
 	t.Helper()
-	te := newTestEdge(t, testConfig())
+	te := newTestEdge(t, cfg)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

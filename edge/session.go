@@ -64,33 +64,44 @@ type session struct {
 // The first frame must be a Hello. The serving call itself reads the
 // client's frames; closing the session interrupts its read (FrameConn).
 func (e *Edge) Serve(conn FrameConn) error {
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(e.cfg.SessionTimeout, func() {
-		timedOut.Store(true)
-		conn.InterruptRecv()
-	})
-	f, err := conn.Recv()
-	if !timer.Stop() || timedOut.Load() {
-		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no hello within %v", e.cfg.SessionTimeout))
-	}
-	switch {
-	case errors.Is(err, io.EOF):
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("stream ended before hello"))
-	case conn.Context().Err() != nil:
-		return connect.NewError(connect.CodeCanceled, errors.New("stream ended before hello"))
-	case err != nil:
-		return err
-	}
-	hello := f.GetHello()
-	if hello == nil {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
-	}
-	s, err := e.openAside(conn, hello)
+	s, err := e.greet(conn)
 	if err != nil {
 		return err
 	}
 	s.readLoop(conn)
 	return s.end()
+}
+
+// greet reads the Hello, within HelloTimeout, and opens the session. The
+// stream holds a slot of the hello gate until it is welcomed or refused.
+func (e *Edge) greet(conn FrameConn) (*session, error) {
+	release, err := e.hellos.enter(connID(conn.Context()))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(e.cfg.HelloTimeout, func() {
+		timedOut.Store(true)
+		conn.InterruptRecv()
+	})
+	f, err := conn.Recv()
+	if !timer.Stop() || timedOut.Load() {
+		return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no hello within %v", e.cfg.HelloTimeout))
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("stream ended before hello"))
+	case conn.Context().Err() != nil:
+		return nil, connect.NewError(connect.CodeCanceled, errors.New("stream ended before hello"))
+	case err != nil:
+		return nil, err
+	}
+	hello := f.GetHello()
+	if hello == nil {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
+	}
+	return e.openAside(conn, hello)
 }
 
 // openAside opens the session on a goroutine of its own. Opening calls
@@ -116,7 +127,12 @@ func (e *Edge) openAside(conn FrameSender, hello *edgev1.Hello) (*session, error
 // request: protocol version, client name and the bearer token. The session
 // is kept alive by Ack calls (see Edge.Ack).
 func (e *Edge) ServeSubscribe(conn FrameSender, hello *edgev1.Hello) error {
+	release, err := e.hellos.enter(connID(conn.Context()))
+	if err != nil {
+		return err
+	}
 	s, err := e.openAside(conn, hello)
+	release()
 	if err != nil {
 		return err
 	}
