@@ -120,9 +120,9 @@ func (g grpcService) caller(ctx context.Context) (auth.Identity, error) {
 	if !ok {
 		return auth.Identity{}, status.Error(codes.Unauthenticated, "missing bearer token in the authorization metadata")
 	}
-	id, err := g.e.deps.Tokens.Verify(token)
+	id, err := g.e.verify(token)
 	if err != nil {
-		return auth.Identity{}, status.Error(codes.Unauthenticated, err.Error())
+		return auth.Identity{}, grpcStatus(err)
 	}
 	return id, nil
 }

@@ -148,14 +148,9 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 		return nil, connect.NewError(connect.CodeFailedPrecondition,
 			fmt.Errorf("unsupported protocol version %d: this edge speaks %d", v, ProtocolVersion))
 	}
-	ident, err := e.deps.Tokens.Verify(hello.GetAccessToken())
+	ident, err := e.verify(hello.GetAccessToken())
 	if err != nil {
-		// Only expiry is worth telling (the client refreshes); other detail
-		// helps attackers more than apps.
-		if errors.Is(err, auth.ErrTokenExpired) {
-			return nil, connect.NewError(connect.CodeUnauthenticated, auth.ErrTokenExpired)
-		}
-		return nil, connect.NewError(connect.CodeUnauthenticated, auth.ErrInvalidToken)
+		return nil, err
 	}
 	if ident.UserID == "" {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("access token names no user"))
@@ -217,6 +212,21 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 	e.log.Debug("edge: session opened", "session_id", s.id, "user_id", ident.UserID,
 		"device_id", ident.DeviceID, "client", s.clientName)
 	return s, nil
+}
+
+// verify checks an access token. Only expiry is worth telling the client
+// (it refreshes); other detail (unknown key id, bad signature) helps
+// attackers more than apps, so it is only logged.
+func (e *Edge) verify(token string) (auth.Identity, error) {
+	ident, err := e.deps.Tokens.Verify(token)
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		return ident, connect.NewError(connect.CodeUnauthenticated, auth.ErrTokenExpired)
+	case err != nil:
+		e.log.Info("edge: access token refused", "err", err)
+		return ident, connect.NewError(connect.CodeUnauthenticated, auth.ErrInvalidToken)
+	}
+	return ident, nil
 }
 
 func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName string) *session {
