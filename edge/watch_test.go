@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/wagglechat/waggle/bus"
 )
@@ -39,6 +40,21 @@ func watchOf(te *testEdge, user string) (*watch, bool) {
 	defer te.watchers.mu.Unlock()
 	wt := te.watchers.users[user]
 	return wt, wt != nil && wt.sub != nil
+}
+
+// A second follower of a user whose subscription is being set up returns
+// only once it is confirmed, so its snapshot misses no change.
+func TestFollowWaitsForTheSubscriptionInSetUp(t *testing.T) {
+	te := newTestEdge(t, testConfig())
+	entered, release := stepSubscribes(te, false)
+	first, second := &session{}, &session{}
+	go te.watchers.follow(first, []string{"star"})
+	<-entered
+	time.AfterFunc(50*time.Millisecond, func() { close(release[0]) })
+	te.watchers.follow(second, []string{"star"})
+	if _, confirmed := watchOf(te, "star"); !confirmed {
+		t.Fatal("follow returned before the subscription was confirmed")
+	}
 }
 
 // A failed subscription drops only the entry its follow made, not one
