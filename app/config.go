@@ -116,6 +116,12 @@ type Config struct {
 	// one session while they keep coming (see edge.Config.WriteInterval).
 	// Default 0: the edge's default; negative: every push at once.
 	EdgeWriteInterval time.Duration
+	// EdgeHelloTimeout, EdgeMaxPendingHellos and EdgeMaxPendingHellosPerConn
+	// bound the streams not welcomed yet (see edge.Config.HelloTimeout,
+	// MaxPendingHellos, MaxPendingHellosPerConn). Default 0: the edge's.
+	EdgeHelloTimeout            time.Duration
+	EdgeMaxPendingHellos        int
+	EdgeMaxPendingHellosPerConn int
 
 	// PushWebhookURL receives offline push notifications as signed JSON
 	// POSTs (see package notify). Default "": no offline pushes.

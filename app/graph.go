@@ -144,7 +144,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	}
 
 	if roles.Has(RoleEdge) {
-		e, err := edge.New(edge.Config{EdgeID: d.cfg.EdgeID, WriteInterval: d.cfg.EdgeWriteInterval}, edge.Deps{
+		e, err := edge.New(edge.Config{
+			EdgeID: d.cfg.EdgeID, WriteInterval: d.cfg.EdgeWriteInterval, HelloTimeout: d.cfg.EdgeHelloTimeout,
+			MaxPendingHellos: d.cfg.EdgeMaxPendingHellos, MaxPendingHellosPerConn: d.cfg.EdgeMaxPendingHellosPerConn,
+		}, edge.Deps{
 			Tokens:     d.signer.Verifier(),
 			Messages:   messages,
 			Deliveries: messages,

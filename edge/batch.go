@@ -10,11 +10,13 @@ import (
 )
 
 // batcher makes calls for many items at once, group-commit style: an item
-// arriving while a call is in flight joins the next call, and the caller
-// that found no call in flight makes the calls until nobody waits. A quiet
-// edge pays one call per item with no added delay; a reconnect storm pays
-// a few large calls. Registry calls, route loads, bus subscriptions and
-// repair reads all go through one.
+// arriving while a call is in flight joins the next call. The caller that
+// found no call in flight leads: it makes the calls for what is pending
+// then, and hands the lead to the caller of the first item that arrived
+// meanwhile, so under churn no caller keeps flushing others' items (its
+// own Welcome, and Shutdown, waiting). A quiet edge pays one call per item
+// with no added delay; a reconnect storm pays a few large calls. Registry
+// calls, route loads, bus subscriptions and repair reads all go through one.
 type batcher[In, Out any] struct {
 	max     int
 	timeout time.Duration
@@ -23,12 +25,13 @@ type batcher[In, Out any] struct {
 
 	mu      sync.Mutex
 	pending []batchItem[In, Out]
-	busy    bool
+	busy    bool // a caller leads
 }
 
 type batchItem[In, Out any] struct {
 	in   In
 	done chan batchResult[Out]
+	lead chan struct{} // signalled when this item's caller is to lead
 }
 
 type batchResult[Out any] struct {
@@ -42,27 +45,44 @@ func newBatcher[In, Out any](max int, timeout time.Duration, call func(context.C
 
 // do returns once a call including in has been made, with in's result.
 func (b *batcher[In, Out]) do(in In) (Out, error) {
-	item := batchItem[In, Out]{in: in, done: make(chan batchResult[Out], 1)}
+	item := batchItem[In, Out]{in: in, done: make(chan batchResult[Out], 1), lead: make(chan struct{}, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, item)
-	if !b.busy {
-		b.busy = true
-		for len(b.pending) > 0 {
-			n := min(len(b.pending), b.max)
-			batch := b.pending[:n:n]
-			b.pending = b.pending[n:]
-			if len(b.pending) == 0 {
-				b.pending = nil
-			}
-			b.mu.Unlock()
-			b.flush(batch)
-			b.mu.Lock()
-		}
-		b.busy = false
-	}
+	leads := !b.busy
+	b.busy = true
 	b.mu.Unlock()
-	r := <-item.done
-	return r.out, r.err
+	if leads {
+		b.leadOnce()
+	}
+	for {
+		select {
+		case r := <-item.done:
+			return r.out, r.err
+		case <-item.lead:
+			b.leadOnce()
+		}
+	}
+}
+
+// leadOnce makes the calls for the items pending now, max at a time, then
+// hands the lead on (or ends it if nothing is pending).
+func (b *batcher[In, Out]) leadOnce() {
+	b.mu.Lock()
+	batch := b.pending
+	b.pending = nil
+	b.mu.Unlock()
+	for len(batch) > 0 {
+		n := min(len(batch), b.max)
+		b.flush(batch[:n:n])
+		batch = batch[n:]
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.pending) == 0 {
+		b.busy = false
+		return
+	}
+	b.pending[0].lead <- struct{}{}
 }
 
 func (b *batcher[In, Out]) flush(batch []batchItem[In, Out]) {

@@ -21,9 +21,19 @@ type Config struct {
 	// HeartbeatInterval is how often clients are told (in Welcome) to send a
 	// frame, a Ping if nothing else. Default 25 s.
 	HeartbeatInterval time.Duration
-	// SessionTimeout closes a session that sent nothing for this long, and
-	// a stream that sends no Hello within it. Default 60 s.
+	// SessionTimeout closes a session that sent nothing for this long.
+	// Default 60 s.
 	SessionTimeout time.Duration
+	// HelloTimeout ends a stream that sends no Hello within it
+	// (deadline_exceeded). Default 5 s.
+	HelloTimeout time.Duration
+	// MaxPendingHellos caps the streams of this edge that are not welcomed
+	// yet (awaiting their Hello, or being opened); more are refused at once
+	// with resource_exhausted. Default 1000.
+	MaxPendingHellos int
+	// MaxPendingHellosPerConn is the same cap per transport connection, so
+	// one client's connection cannot take all of them. Default 100.
+	MaxPendingHellosPerConn int
 	// AckTimeout is how long a push may stay unacknowledged before it is
 	// sent again with the same push_id. Default 10 s.
 	AckTimeout time.Duration
@@ -78,6 +88,13 @@ const (
 	defaultCloseTimeout          = 5 * time.Second
 	// DefaultWriteInterval is Config.WriteInterval's default.
 	DefaultWriteInterval = 50 * time.Millisecond
+	// DefaultHelloTimeout is Config.HelloTimeout's default.
+	DefaultHelloTimeout = 5 * time.Second
+	// DefaultMaxPendingHellos is Config.MaxPendingHellos's default.
+	DefaultMaxPendingHellos = 1000
+	// DefaultMaxPendingHellosPerConn is Config.MaxPendingHellosPerConn's
+	// default.
+	DefaultMaxPendingHellosPerConn = 100
 )
 
 // withDefaults fills zero fields and rejects negative ones.
@@ -89,6 +106,7 @@ func (c Config) withDefaults() (Config, error) {
 	}{
 		{"HeartbeatInterval", &c.HeartbeatInterval, defaultHeartbeatInterval},
 		{"SessionTimeout", &c.SessionTimeout, defaultSessionTimeout},
+		{"HelloTimeout", &c.HelloTimeout, DefaultHelloTimeout},
 		{"AckTimeout", &c.AckTimeout, defaultAckTimeout},
 		{"RenewInterval", &c.RenewInterval, defaultRenewInterval},
 		{"CommandTimeout", &c.CommandTimeout, defaultCommandTimeout},
@@ -118,6 +136,8 @@ func (c Config) withDefaults() (Config, error) {
 		{"MaxResends", &c.MaxResends, defaultMaxResends},
 		{"QueueLimit", &c.QueueLimit, defaultQueueLimit},
 		{"MaxFrameBytes", &c.MaxFrameBytes, defaultMaxFrameBytes},
+		{"MaxPendingHellos", &c.MaxPendingHellos, DefaultMaxPendingHellos},
+		{"MaxPendingHellosPerConn", &c.MaxPendingHellosPerConn, DefaultMaxPendingHellosPerConn},
 	}
 	for _, n := range ints {
 		switch {

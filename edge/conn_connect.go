@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -37,7 +38,13 @@ func NewHandler(e *Edge, opts ...connect.HandlerOption) (string, http.Handler) {
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case edgev1connect.EdgeServiceConnectProcedure, edgev1connect.EdgeServiceSubscribeProcedure:
-			r = r.WithContext(context.WithValue(r.Context(), responseControllerKey{}, http.NewResponseController(w)))
+			ctx := context.WithValue(r.Context(), responseControllerKey{}, http.NewResponseController(w))
+			// RemoteAddr names the TCP connection; HTTP/2 streams share it.
+			local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+			if local != nil {
+				ctx = withConnID(ctx, local.String(), r.RemoteAddr)
+			}
+			r = r.WithContext(ctx)
 		}
 		h.ServeHTTP(w, r)
 	})

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -55,6 +56,10 @@ type interruptKey struct{}
 // written as usual.
 func interruptible(ctx context.Context, _ *tap.Info) (context.Context, error) {
 	ctx, cancel := context.WithCancel(ctx)
+	// The peer names the stream's connection, for the hello gate.
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil && p.LocalAddr != nil {
+		ctx = withConnID(ctx, p.LocalAddr.String(), p.Addr.String())
+	}
 	return context.WithValue(ctx, interruptKey{}, cancel), nil
 }
 
@@ -115,9 +120,9 @@ func (g grpcService) caller(ctx context.Context) (auth.Identity, error) {
 	if !ok {
 		return auth.Identity{}, status.Error(codes.Unauthenticated, "missing bearer token in the authorization metadata")
 	}
-	id, err := g.e.deps.Tokens.Verify(token)
+	id, err := g.e.verify(token)
 	if err != nil {
-		return auth.Identity{}, status.Error(codes.Unauthenticated, err.Error())
+		return auth.Identity{}, grpcStatus(err)
 	}
 	return id, nil
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/wagglechat/waggle/auth"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
@@ -27,8 +28,12 @@ import (
 
 // newGRPCEdge serves te on grpc-go's transport on a loopback port.
 func newGRPCEdge(t testing.TB) (*testEdge, string) {
+	return newGRPCEdgeConfig(t, testConfig())
+}
+
+func newGRPCEdgeConfig(t testing.TB, cfg Config) (*testEdge, string) {
 	t.Helper()
-	te := newTestEdge(t, testConfig())
+	te := newTestEdge(t, cfg)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -193,4 +198,15 @@ func BenchmarkPushGRPCTransport(b *testing.B) {
 func BenchmarkPushConnectTransport(b *testing.B) {
 	te, srv := newHTTPEdge(b)
 	benchmarkPushes(b, te, strings.TrimPrefix(srv.URL, "http://"))
+}
+
+// A refused token's detail stays in the log: the caller sees the sentinel.
+func TestGRPCUnaryTokenDetailHidden(t *testing.T) {
+	_, addr := newGRPCEdge(t)
+	client := edgev1.NewEdgeServiceClient(grpcClient(t, addr))
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer forged")
+	_, err := client.Ack(ctx, &edgev1.AckRequest{SessionId: "s1", PushId: 1})
+	if st := status.Convert(err); st.Code() != codes.Unauthenticated || st.Message() != auth.ErrInvalidToken.Error() {
+		t.Fatalf("ack with a forged token: %v, want unauthenticated %q", err, auth.ErrInvalidToken)
+	}
 }

@@ -45,6 +45,7 @@ type Edge struct {
 	log  *slog.Logger
 
 	hub      *hub
+	hellos   *helloGate
 	watchers *watchers
 	routes   *routes
 	topics   *topics
@@ -119,6 +120,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Edge, error) {
 		deps:       deps,
 		log:        log.With("edge_id", cfg.EdgeID),
 		hub:        newHub(),
+		hellos:     newHelloGate(cfg.MaxPendingHellos, cfg.MaxPendingHellosPerConn),
 		deliveries: newDeliveryBatcher(),
 		stop:       make(chan struct{}),
 		runDone:    make(chan struct{}),

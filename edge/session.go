@@ -64,33 +64,44 @@ type session struct {
 // The first frame must be a Hello. The serving call itself reads the
 // client's frames; closing the session interrupts its read (FrameConn).
 func (e *Edge) Serve(conn FrameConn) error {
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(e.cfg.SessionTimeout, func() {
-		timedOut.Store(true)
-		conn.InterruptRecv()
-	})
-	f, err := conn.Recv()
-	if !timer.Stop() || timedOut.Load() {
-		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no hello within %v", e.cfg.SessionTimeout))
-	}
-	switch {
-	case errors.Is(err, io.EOF):
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("stream ended before hello"))
-	case conn.Context().Err() != nil:
-		return connect.NewError(connect.CodeCanceled, errors.New("stream ended before hello"))
-	case err != nil:
-		return err
-	}
-	hello := f.GetHello()
-	if hello == nil {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
-	}
-	s, err := e.openAside(conn, hello)
+	s, err := e.greet(conn)
 	if err != nil {
 		return err
 	}
 	s.readLoop(conn)
 	return s.end()
+}
+
+// greet reads the Hello, within HelloTimeout, and opens the session. The
+// stream holds a slot of the hello gate until it is welcomed or refused.
+func (e *Edge) greet(conn FrameConn) (*session, error) {
+	release, err := e.hellos.enter(connID(conn.Context()))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(e.cfg.HelloTimeout, func() {
+		timedOut.Store(true)
+		conn.InterruptRecv()
+	})
+	f, err := conn.Recv()
+	if !timer.Stop() || timedOut.Load() {
+		return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no hello within %v", e.cfg.HelloTimeout))
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("stream ended before hello"))
+	case conn.Context().Err() != nil:
+		return nil, connect.NewError(connect.CodeCanceled, errors.New("stream ended before hello"))
+	case err != nil:
+		return nil, err
+	}
+	hello := f.GetHello()
+	if hello == nil {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
+	}
+	return e.openAside(conn, hello)
 }
 
 // openAside opens the session on a goroutine of its own. Opening calls
@@ -116,7 +127,12 @@ func (e *Edge) openAside(conn FrameSender, hello *edgev1.Hello) (*session, error
 // request: protocol version, client name and the bearer token. The session
 // is kept alive by Ack calls (see Edge.Ack).
 func (e *Edge) ServeSubscribe(conn FrameSender, hello *edgev1.Hello) error {
+	release, err := e.hellos.enter(connID(conn.Context()))
+	if err != nil {
+		return err
+	}
 	s, err := e.openAside(conn, hello)
+	release()
 	if err != nil {
 		return err
 	}
@@ -132,14 +148,9 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 		return nil, connect.NewError(connect.CodeFailedPrecondition,
 			fmt.Errorf("unsupported protocol version %d: this edge speaks %d", v, ProtocolVersion))
 	}
-	ident, err := e.deps.Tokens.Verify(hello.GetAccessToken())
+	ident, err := e.verify(hello.GetAccessToken())
 	if err != nil {
-		// Only expiry is worth telling (the client refreshes); other detail
-		// helps attackers more than apps.
-		if errors.Is(err, auth.ErrTokenExpired) {
-			return nil, connect.NewError(connect.CodeUnauthenticated, auth.ErrTokenExpired)
-		}
-		return nil, connect.NewError(connect.CodeUnauthenticated, auth.ErrInvalidToken)
+		return nil, err
 	}
 	if ident.UserID == "" {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("access token names no user"))
@@ -203,6 +214,21 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 	return s, nil
 }
 
+// verify checks an access token. Only expiry is worth telling the client
+// (it refreshes); other detail (unknown key id, bad signature) helps
+// attackers more than apps, so it is only logged.
+func (e *Edge) verify(token string) (auth.Identity, error) {
+	ident, err := e.deps.Tokens.Verify(token)
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		return ident, connect.NewError(connect.CodeUnauthenticated, auth.ErrTokenExpired)
+	case err != nil:
+		e.log.Info("edge: access token refused", "err", err)
+		return ident, connect.NewError(connect.CodeUnauthenticated, auth.ErrInvalidToken)
+	}
+	return ident, nil
+}
+
 func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName string) *session {
 	now := time.Now()
 	ident.SessionID = uuid.NewString()
@@ -231,8 +257,7 @@ func (e *Edge) newSession(conn FrameSender, ident auth.Identity, clientName stri
 // end waits for the session's shutdown, which its close started, then
 // tears it down and returns the error the stream ends with.
 func (s *session) end() error {
-	// The transport may have ended the stream without a close.
-	s.close(connect.NewError(connect.CodeCanceled, errors.New("stream ended")), "")
+	s.closeEnded()
 	<-s.shut
 	return s.finish()
 }
@@ -243,6 +268,8 @@ func (s *session) end() error {
 // returns.
 func (s *session) shutdown() {
 	defer close(s.shut)
+	// No writer may start once awaitWriter waits for them.
+	s.closeEnded()
 	s.awaitWriter()
 	if c, ok := s.conn.(FrameConn); ok {
 		c.InterruptRecv()
@@ -316,6 +343,12 @@ func (s *session) finish() error {
 	s.e.log.Debug("edge: session closed", "session_id", s.id, "user_id", s.ident.UserID, "err", err)
 	s.e.sessions.Done()
 	return err
+}
+
+// closeEnded closes the session if nothing did: the transport may have
+// ended the stream without a close.
+func (s *session) closeEnded() {
+	s.close(connect.NewError(connect.CodeCanceled, errors.New("stream ended")), "")
 }
 
 // close ends the session: err is what the stream ends with (nil for a clean

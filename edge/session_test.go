@@ -62,7 +62,7 @@ func TestHelloFailures(t *testing.T) {
 
 func TestHelloTimeout(t *testing.T) {
 	cfg := testConfig()
-	cfg.SessionTimeout = 30 * time.Millisecond
+	cfg.HelloTimeout = 30 * time.Millisecond
 	te := newTestEdge(t, cfg)
 	c := te.dial(t, 8)
 	if err := c.wait(); codeOf(err) != connect.CodeDeadlineExceeded {
@@ -388,7 +388,8 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	}
 	if cfg.EdgeID == "" || cfg.HeartbeatInterval != 25*time.Second || cfg.SessionTimeout != time.Minute ||
 		cfg.AckTimeout != 10*time.Second || cfg.MaxResends != 3 || cfg.QueueLimit != 1024 ||
-		cfg.MaxFrameBytes != 64<<10 || cfg.RenewInterval != 20*time.Second || cfg.CommandTimeout != 10*time.Second {
+		cfg.MaxFrameBytes != 64<<10 || cfg.RenewInterval != 20*time.Second || cfg.CommandTimeout != 10*time.Second ||
+		cfg.HelloTimeout != 5*time.Second || cfg.MaxPendingHellos != 1000 || cfg.MaxPendingHellosPerConn != 100 {
 		t.Fatalf("defaults %+v", cfg)
 	}
 	if _, err := (Config{AckTimeout: -1, QueueLimit: -1}).withDefaults(); err == nil {

@@ -25,45 +25,59 @@ type watchers struct {
 type watch struct {
 	sessions map[*session]struct{}
 	sub      bus.Subscription // nil until the subscription is confirmed
+	ready    chan struct{}    // closed once the subscription is set up, or failed
 }
 
 func newWatchers(e *Edge) *watchers { return &watchers{e: e, users: map[string]*watch{}} }
 
-// follow makes s receive the presence changes of users.
+// follow makes s receive the presence changes of users. It returns once
+// each user's subscription is set up, by s or by a session before it, so
+// a snapshot read after it misses no change.
 func (w *watchers) follow(s *session, users []string) {
-	var subscribe []string
+	type created struct {
+		user string
+		wt   *watch
+	}
+	var subscribe []created
+	var awaited []chan struct{}
 	w.mu.Lock()
 	for _, u := range users {
 		wt := w.users[u]
 		if wt == nil {
-			wt = &watch{sessions: map[*session]struct{}{}}
+			wt = &watch{sessions: map[*session]struct{}{}, ready: make(chan struct{})}
 			w.users[u] = wt
-			subscribe = append(subscribe, u)
+			subscribe = append(subscribe, created{u, wt})
+		} else {
+			awaited = append(awaited, wt.ready)
 		}
 		wt.sessions[s] = struct{}{}
 	}
 	w.mu.Unlock()
-	for _, u := range subscribe {
-		sub, err := w.e.subs.do(bus.PresenceChannel(u))
-		if err != nil {
-			// Followers keep their snapshot but miss live changes of u;
-			// dropping the half-made entry lets the next follow retry.
-			w.e.log.Warn("edge: subscribe to presence", "user_id", u, "err", err)
-			w.mu.Lock()
-			if wt := w.users[u]; wt != nil && wt.sub == nil {
-				delete(w.users, u)
-			}
-			w.mu.Unlock()
-			continue
-		}
+	for _, c := range subscribe {
+		sub, err := w.e.subs.do(bus.PresenceChannel(c.user))
+		// Only this call's entry: every follower may have left meanwhile
+		// and another session made a new one.
 		w.mu.Lock()
-		if wt := w.users[u]; wt != nil && wt.sub == nil {
-			wt.sub, sub = sub, nil
+		mine := w.users[c.user] == c.wt
+		switch {
+		case err != nil && mine:
+			// Followers keep their snapshot but miss live changes of the
+			// user; dropping the entry lets the next follow retry.
+			delete(w.users, c.user)
+		case err == nil && mine:
+			c.wt.sub, sub = sub, nil
 		}
 		w.mu.Unlock()
+		close(c.wt.ready)
+		if err != nil {
+			w.e.log.Warn("edge: subscribe to presence", "user_id", c.user, "err", err)
+		}
 		if sub != nil { // every follower left meanwhile
 			_ = sub.Close()
 		}
+	}
+	for _, ready := range awaited {
+		<-ready
 	}
 }
 

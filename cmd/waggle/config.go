@@ -152,6 +152,12 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		str(&c.EdgeID, "edge-id", "WAGGLE_EDGE_ID", "", "unique name of this edge node; empty means hostname plus a random suffix")
 		fs.DurationVar(&c.EdgeWriteInterval, "edge-write-interval", edge.DefaultWriteInterval, "least time between two writes of pushes to one session while they keep coming (pushes meanwhile share a frame); negative: write each at once")
 		fs.add("edge-write-interval", "WAGGLE_EDGE_WRITE_INTERVAL")
+		fs.DurationVar(&c.EdgeHelloTimeout, "edge-hello-timeout", edge.DefaultHelloTimeout, "a session stream that sends no Hello within this ends (deadline_exceeded)")
+		fs.add("edge-hello-timeout", "WAGGLE_EDGE_HELLO_TIMEOUT")
+		fs.IntVar(&c.EdgeMaxPendingHellos, "edge-max-pending-hellos", edge.DefaultMaxPendingHellos, "session streams not yet welcomed this edge holds; more are refused at once (resource_exhausted)")
+		fs.add("edge-max-pending-hellos", "WAGGLE_EDGE_MAX_PENDING_HELLOS")
+		fs.IntVar(&c.EdgeMaxPendingHellosPerConn, "edge-max-pending-hellos-per-conn", edge.DefaultMaxPendingHellosPerConn, "the same, per TCP connection")
+		fs.add("edge-max-pending-hellos-per-conn", "WAGGLE_EDGE_MAX_PENDING_HELLOS_PER_CONN")
 	}
 	if server {
 		fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", app.DefaultMaxMessageBytes, "largest RPC message accepted")
