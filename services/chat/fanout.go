@@ -49,6 +49,14 @@ type FanoutConfig struct {
 	// before it is given up. Edges whose subscriptions were cut repair
 	// what they missed on their own. Default 30 s.
 	RetryFor time.Duration
+	// RepublishWindow: when the fanout starts, the newest event of every
+	// conversation changed this recently is published again. A chat
+	// process killed between a commit and its publish leaves that event
+	// unannounced, and with no later event in its conversation no edge
+	// would notice the hole; a newest event they already hold is dropped,
+	// one past their position makes them read back what they missed.
+	// Default 1 min; negative turns it off.
+	RepublishWindow time.Duration
 	// Push is told about messages for members with no live session. Nil
 	// sends no offline pushes.
 	Push notify.Notifier
@@ -109,6 +117,9 @@ func NewFanout(cfg FanoutConfig, db *pgxpool.Pool, locate SessionLocator, publis
 	}
 	if cfg.OfflineQueueLen == 0 {
 		cfg.OfflineQueueLen = 1024
+	}
+	if cfg.RepublishWindow == 0 {
+		cfg.RepublishWindow = time.Minute
 	}
 	return &Fanout{cfg: cfg, db: db, locate: locate, publish: publish, log: log,
 		routes:  newRouteCache(),
@@ -248,6 +259,7 @@ const maxBatch = 1000
 func (f *Fanout) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { f.runOffline(ctx) })
+	wg.Go(func() { f.republishRecent(ctx) })
 	defer wg.Wait()
 	for {
 		var p *publication
@@ -279,6 +291,40 @@ func (f *Fanout) Run(ctx context.Context) {
 			close(p.done)
 		}
 	}
+}
+
+// republishRecent publishes again the newest event of each conversation
+// changed within RepublishWindow (see FanoutConfig), without offline pushes.
+func (f *Fanout) republishRecent(ctx context.Context) {
+	if f.cfg.RepublishWindow < 0 {
+		return
+	}
+	rows, err := f.db.Query(ctx, `SELECT `+eventColumns+` FROM conversations c
+		JOIN events e ON e.conversation_id = c.id AND e.seq = c.last_seq
+		WHERE c.update_time >= now() - make_interval(secs => $1)`, f.cfg.RepublishWindow.Seconds())
+	if err != nil {
+		f.log.Warn("fanout: read recent events to republish", "err", err)
+		return
+	}
+	var row eventRow
+	var events []*chatv1.Event
+	if _, err := pgx.ForEachRow(rows, row.fields(), func() error {
+		ev, err := row.event()
+		events = append(events, ev)
+		return err
+	}); err != nil {
+		f.log.Warn("fanout: read recent events to republish", "err", err)
+		return
+	}
+	for _, ev := range events {
+		r, err := f.route(ctx, ev.GetConversationId())
+		if err != nil {
+			f.log.Warn("fanout: conversation route, republish skipped", "conversation", ev.GetConversationId(), "err", err)
+			continue
+		}
+		f.enqueue(&busv1.Envelope{Push: &edgev1.Push{Events: []*chatv1.Event{ev}}}, r.eventChannels(ev)...)
+	}
+	f.log.Info("fanout: republished the newest event of recently changed conversations", "conversations", len(events), "window", f.cfg.RepublishWindow)
 }
 
 // publishRetrying publishes msgs, retrying with backoff while Redis

@@ -169,7 +169,7 @@ func TestFanoutNeverHoldsAnEventBehindOtherConversations(t *testing.T) {
 	alice, _ := f.user("alice")
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := NewFanout(FanoutConfig{}, f.db, nil, b, discardLog())
+	fan := NewFanout(FanoutConfig{RepublishWindow: -1}, f.db, nil, b, discardLog())
 	runFanout(t, fan)
 	ev := func(conv string, seq uint64) Committed {
 		return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
@@ -242,7 +242,7 @@ func TestFanoutRetriesRefusedPublishes(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
 	tp := newTap(t, b, bus.ConversationChannel(conv))
-	fan := NewFanout(FanoutConfig{PublishWait: time.Millisecond}, f.db, nil, &flaky{Publisher: b, n: 3}, discardLog())
+	fan := NewFanout(FanoutConfig{PublishWait: time.Millisecond, RepublishWindow: -1}, f.db, nil, &flaky{Publisher: b, n: 3}, discardLog())
 	runFanout(t, fan)
 	for seq := range uint64(5) {
 		fan.Notify(context.Background(), Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq + 1}})
@@ -349,7 +349,7 @@ func TestOfflinePushNeverDelaysLivePushes(t *testing.T) {
 	defer b.Close()
 	stuck := make(chan struct{})
 	defer close(stuck)
-	fan := NewFanout(FanoutConfig{Push: notify.Func(func(notify.Notification) {})}, f.db, locator{block: stuck}, b, discardLog())
+	fan := NewFanout(FanoutConfig{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: -1}, f.db, locator{block: stuck}, b, discardLog())
 	f.svc.notify = fan
 	runFanout(t, fan)
 	tp := newTap(t, b, bus.ConversationChannel(conv))
@@ -359,5 +359,53 @@ func TestOfflinePushNeverDelaysLivePushes(t *testing.T) {
 	tp.settle(bus.ConversationChannel(conv))
 	if got := tp.seqs(bus.ConversationChannel(conv)); !slices.Equal(got, []uint64{2, 3, 4}) {
 		t.Fatalf("live pushes %v while offline lookups hang, want [2 3 4]", got)
+	}
+}
+
+// A chat process killed between a commit and its publish: the next fanout
+// to start publishes each recently changed conversation's newest event
+// again, so edges find the hole even if nothing else is sent there.
+func TestStartRepublishesTheNewestEventOfRecentConversations(t *testing.T) {
+	f := newFixture(t) // its service commits and publishes nothing
+	alice, aliceID := f.user("alice")
+	_, bobID := f.user("bob")
+	group := f.group(alice, bobID)
+	f.send(alice, group, "one")
+	last := f.send(alice, group, "unannounced")
+	direct, err := f.svc.CreateDirectConversation(alice, &chatv1.CreateDirectConversationRequest{PeerUserId: bobID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm := direct.GetConversation().GetConversationId()
+	lastDirect := f.send(alice, dm, "unannounced too")
+	old := f.group(alice, bobID)
+	f.send(alice, old, "long ago")
+	if _, err := f.db.Exec(t.Context(), `UPDATE conversations SET update_time = now() - interval '1 hour' WHERE id = $1`, old); err != nil {
+		t.Fatal(err)
+	}
+
+	b := bus.NewMemory()
+	defer b.Close()
+	channels := []string{bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.ConversationChannel(old)}
+	tp := newTap(t, b, channels...)
+	runFanout(t, NewFanout(FanoutConfig{}, f.db, nil, b, discardLog()))
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if len(tp.seqs(channels[0])) > 0 && len(tp.seqs(channels[1])) > 0 && len(tp.seqs(channels[2])) > 0 {
+			break
+		}
+	}
+	for _, ch := range channels {
+		tp.settle(ch)
+	}
+	if got := tp.seqs(bus.ConversationChannel(old)); len(got) != 0 {
+		t.Errorf("a conversation last changed an hour ago got %v again", got)
+	}
+	if got := tp.seqs(bus.ConversationChannel(group)); !slices.Equal(got, []uint64{last.GetSeq()}) {
+		t.Errorf("the group's channel got seqs %v, want its newest, %d", got, last.GetSeq())
+	}
+	for _, u := range []string{aliceID, bobID} {
+		if got := tp.seqs(bus.UserChannel(u)); !slices.Equal(got, []uint64{lastDirect.GetSeq()}) {
+			t.Errorf("%s's channel got seqs %v, want the direct conversation's newest, %d", u, got, lastDirect.GetSeq())
+		}
 	}
 }
