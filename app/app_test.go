@@ -15,13 +15,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/wagglechat/waggle/app"
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/internal/redistest"
+	"github.com/wagglechat/waggle/internal/reflecttest"
 )
 
 const (
@@ -112,7 +112,7 @@ func TestRunRoles(t *testing.T) {
 				"grpc.reflection.v1alpha.ServerReflection",
 			})
 			slices.Sort(want)
-			if got := listServices(t, conn); !slices.Equal(got, want) {
+			if got := reflecttest.Services(t, conn); !slices.Equal(got, want) {
 				t.Errorf("reflection lists %v, want %v", got, want)
 			}
 			health := healthpb.NewHealthClient(conn)
@@ -204,27 +204,4 @@ func TestMigrate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "postgres: cannot reach") {
 		t.Errorf("Migrate() on an unreachable database = %v", err)
 	}
-}
-
-func listServices(t *testing.T, conn *grpc.ClientConn) []string {
-	t.Helper()
-	stream, err := reflectionv1.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.CloseSend()
-	err = stream.Send(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{ListServices: "*"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, s := range res.GetListServicesResponse().GetService() {
-		names = append(names, s.GetName())
-	}
-	slices.Sort(names)
-	return names
 }

@@ -35,6 +35,7 @@ import (
 
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
+	"github.com/wagglechat/waggle/internal/reflecttest"
 	"github.com/wagglechat/waggle/rpcserver"
 )
 
@@ -202,14 +203,14 @@ func TestReflection(t *testing.T) {
 	}
 
 	t.Run("v1", func(t *testing.T) {
+		if got := reflecttest.Services(t, conn); !slices.Equal(got, want) {
+			t.Errorf("services = %v, want %v", got, want)
+		}
 		stream, err := reflectionv1.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer stream.CloseSend()
-		if got := listServices(t, stream); !slices.Equal(got, want) {
-			t.Errorf("services = %v, want %v", got, want)
-		}
 
 		// Describing a message needs its file, which must resolve.
 		req := &reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "waggle.account.v1.User"}}
@@ -254,13 +255,8 @@ func TestReflection(t *testing.T) {
 func TestReflectionHidesInternal(t *testing.T) {
 	ts := start(t, rpcserver.Config{Internal: func(service string) bool { return service == accountv1connect.AccountServiceName }}, newAccounts())
 	conn := grpcConn(t, ts.addr)
-	stream, err := reflectionv1.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.CloseSend()
 	want := []string{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
-	if got := listServices(t, stream); !slices.Equal(got, want) {
+	if got := reflecttest.Services(t, conn); !slices.Equal(got, want) {
 		t.Errorf("services = %v, want %v", got, want)
 	}
 	res, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: accountv1connect.AccountServiceName})
@@ -270,25 +266,6 @@ func TestReflectionHidesInternal(t *testing.T) {
 	if _, err := accountv1.NewAccountServiceClient(conn).GetUser(context.Background(), &accountv1.GetUserRequest{UserId: "u1"}); err != nil {
 		t.Errorf("GetUser on the internal service = %v", err)
 	}
-}
-
-// listServices lists, sorted, what a v1 reflection stream names.
-func listServices(t *testing.T, stream reflectionv1.ServerReflection_ServerReflectionInfoClient) []string {
-	t.Helper()
-	req := &reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{ListServices: "*"}}
-	if err := stream.Send(req); err != nil {
-		t.Fatal(err)
-	}
-	res, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, s := range res.GetListServicesResponse().GetService() {
-		got = append(got, s.GetName())
-	}
-	slices.Sort(got)
-	return got
 }
 
 func TestHealth(t *testing.T) {

@@ -19,10 +19,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/internal/redistest"
+	"github.com/wagglechat/waggle/internal/reflecttest"
 )
 
 func TestRun(t *testing.T) {
@@ -114,7 +114,7 @@ func TestBinary(t *testing.T) {
 		defer conn.Close()
 		waitServing(t, conn, exited, &stderr)
 
-		services := listServices(t, conn)
+		services := reflecttest.Services(t, conn)
 		for _, want := range []string{
 			"waggle.account.v1.AccountService", "waggle.contact.v1.ContactService",
 			"waggle.chat.v1.ConversationService", "waggle.chat.v1.MessageService",
@@ -201,28 +201,6 @@ func waitServing(t *testing.T, conn *grpc.ClientConn, exited <-chan error, stder
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func listServices(t *testing.T, conn *grpc.ClientConn) []string {
-	t.Helper()
-	stream, err := reflectionv1.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.CloseSend()
-	err = stream.Send(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{ListServices: "*"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, s := range res.GetListServicesResponse().GetService() {
-		names = append(names, s.GetName())
-	}
-	return names
 }
 
 // lockedBuffer is written by the child's stderr copier while the test reads it.
