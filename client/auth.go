@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -156,11 +157,28 @@ func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		tok, err := b.t.Token(ctx)
 		if err != nil {
-			return nil, connect.NewError(connect.CodeUnauthenticated, err)
+			return nil, tokenError(err)
 		}
 		req.Header().Set("Authorization", "Bearer "+tok)
 		return next(ctx, req)
 	}
+}
+
+// tokenError is the error of a call that got no token. A refresh the
+// server answered with a code keeps it (a rate limit's resource_exhausted
+// and its RetryInfo, an unreachable server's unavailable), and so does the
+// caller's own cancellation; anything else is a credential problem.
+func tokenError(err error) error {
+	if ce := new(connect.Error); errors.As(err, &ce) {
+		return ce
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return connect.NewError(connect.CodeUnauthenticated, err)
 }
 
 func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {

@@ -126,3 +126,19 @@ func TestReconnectWaitsForRetryInfo(t *testing.T) {
 		t.Fatalf("sessions tried at %v: want the second at least %v after the refused first", calls, delay)
 	}
 }
+
+// A unary call whose token refresh was refused says so, with the delay,
+// rather than calling the credentials bad.
+func TestUnaryCallKeepsARefusedRefresh(t *testing.T) {
+	r := &refresher{delay: time.Hour}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	call := Resume(r, "refresh-1").Interceptor().WrapUnary(func(context.Context, connect.AnyRequest) (connect.AnyResponse, error) {
+		t.Fatal("called without a token")
+		return nil, nil
+	})
+	_, err := call(ctx, connect.NewRequest(&accountv1.GetUserRequest{}))
+	if d, ok := RetryDelay(err); connect.CodeOf(err) != connect.CodeResourceExhausted || !ok || d != time.Hour {
+		t.Fatalf("call error %v, want the refusal (resource_exhausted, retry in 1h)", err)
+	}
+}
