@@ -36,3 +36,13 @@ type FrameConn interface {
 	Recv() (*edgev1.ClientFrame, error)
 	InterruptRecv()
 }
+
+// resettingConn is a FrameConn whose InterruptRecv resets the stream, so
+// that the client sees canceled instead of the serving call's error
+// (grpc-go can stop a blocked read no other way). Its Hello is read on a
+// goroutine instead: the serving call returns the deadline's error, which
+// ends the stream, and that ends the read.
+type resettingConn interface {
+	FrameConn
+	interruptResets()
+}

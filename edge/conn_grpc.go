@@ -157,6 +157,7 @@ type grpcBidiConn struct {
 func (c *grpcBidiConn) Context() context.Context { return c.stream.Context() }
 func (c *grpcBidiConn) Abort()                   { interrupt(c.stream.Context()) }
 func (c *grpcBidiConn) InterruptRecv()           { interrupt(c.stream.Context()) }
+func (c *grpcBidiConn) interruptResets()         {}
 
 func (c *grpcBidiConn) Recv() (*edgev1.ClientFrame, error) {
 	req, err := c.stream.Recv()

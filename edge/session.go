@@ -80,13 +80,8 @@ func (e *Edge) greet(conn FrameConn) (*session, error) {
 		return nil, err
 	}
 	defer release()
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(e.cfg.HelloTimeout, func() {
-		timedOut.Store(true)
-		conn.InterruptRecv()
-	})
-	f, err := conn.Recv()
-	if !timer.Stop() || timedOut.Load() {
+	f, err, inTime := e.readHello(conn)
+	if !inTime {
 		return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no hello within %v", e.cfg.HelloTimeout))
 	}
 	switch {
@@ -102,6 +97,37 @@ func (e *Edge) greet(conn FrameConn) (*session, error) {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
 	}
 	return e.openAside(conn, hello)
+}
+
+// readHello reads the first frame within HelloTimeout; inTime is false if
+// the deadline came first.
+func (e *Edge) readHello(conn FrameConn) (f *edgev1.ClientFrame, err error, inTime bool) {
+	if _, ok := conn.(resettingConn); ok {
+		type read struct {
+			f   *edgev1.ClientFrame
+			err error
+		}
+		got := make(chan read, 1)
+		go func() {
+			f, err := conn.Recv()
+			got <- read{f, err}
+		}()
+		deadline := time.NewTimer(e.cfg.HelloTimeout)
+		defer deadline.Stop()
+		select {
+		case r := <-got:
+			return r.f, r.err, true
+		case <-deadline.C:
+			return nil, nil, false
+		}
+	}
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(e.cfg.HelloTimeout, func() {
+		timedOut.Store(true)
+		conn.InterruptRecv()
+	})
+	f, err = conn.Recv()
+	return f, err, timer.Stop() && !timedOut.Load()
 }
 
 // openAside opens the session on a goroutine of its own. Opening calls
