@@ -23,6 +23,10 @@ import (
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// noRepublish turns off a fanout's start-up republish for tests that count
+// publishes exactly: it would race with their first commits.
+const noRepublish time.Duration = -1
+
 // tap subscribes to channels and records every envelope published on them.
 type tap struct {
 	t    *testing.T
@@ -120,7 +124,7 @@ func TestFanoutPublishesOncePerTopic(t *testing.T) {
 	_, carolID := f.user("carol")
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := NewFanout(FanoutConfig{}, f.db, nil, b, discardLog())
+	fan := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
 	f.svc.notify = fan
 	runFanout(t, fan)
 
@@ -169,7 +173,7 @@ func TestFanoutNeverHoldsAnEventBehindOtherConversations(t *testing.T) {
 	alice, _ := f.user("alice")
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := NewFanout(FanoutConfig{RepublishWindow: -1}, f.db, nil, b, discardLog())
+	fan := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
 	runFanout(t, fan)
 	ev := func(conv string, seq uint64) Committed {
 		return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
@@ -200,8 +204,8 @@ func TestTwoFanoutsPublishEachEventOnce(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
 	tp := newTap(t, b, bus.ConversationChannel(conv))
-	one := NewFanout(FanoutConfig{}, f.db, nil, b, discardLog())
-	two := NewFanout(FanoutConfig{}, f.db, nil, b, discardLog())
+	one := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
+	two := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
 	runFanout(t, one)
 	runFanout(t, two)
 	ev := func(seq uint64) Committed { return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}} }
@@ -242,7 +246,7 @@ func TestFanoutRetriesRefusedPublishes(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
 	tp := newTap(t, b, bus.ConversationChannel(conv))
-	fan := NewFanout(FanoutConfig{PublishWait: time.Millisecond, RepublishWindow: -1}, f.db, nil, &flaky{Publisher: b, n: 3}, discardLog())
+	fan := NewFanout(FanoutConfig{PublishWait: time.Millisecond, RepublishWindow: noRepublish}, f.db, nil, &flaky{Publisher: b, n: 3}, discardLog())
 	runFanout(t, fan)
 	for seq := range uint64(5) {
 		fan.Notify(context.Background(), Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq + 1}})
@@ -310,7 +314,7 @@ func TestOfflineMembersGetPushesUnlessMuted(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
 	got := make(chan notify.Notification, 10)
-	fan := NewFanout(FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n })}, f.db,
+	fan := NewFanout(FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n }), RepublishWindow: noRepublish}, f.db,
 		locator{online: []string{aliceID, daveID}}, b, discardLog())
 	f.svc.notify = fan
 	runFanout(t, fan)
@@ -349,7 +353,7 @@ func TestOfflinePushNeverDelaysLivePushes(t *testing.T) {
 	defer b.Close()
 	stuck := make(chan struct{})
 	defer close(stuck)
-	fan := NewFanout(FanoutConfig{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: -1}, f.db, locator{block: stuck}, b, discardLog())
+	fan := NewFanout(FanoutConfig{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: noRepublish}, f.db, locator{block: stuck}, b, discardLog())
 	f.svc.notify = fan
 	runFanout(t, fan)
 	tp := newTap(t, b, bus.ConversationChannel(conv))
