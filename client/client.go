@@ -219,17 +219,16 @@ type session struct {
 
 	// pending holds the answer channel of each command in flight. Whoever
 	// removes an entry answers it, so each channel gets exactly one value;
-	// once over is set, nothing new is registered.
+	// nil once the session is over, when nothing new is registered.
 	pendingMu sync.Mutex
 	pending   map[uint64]chan result
-	over      bool
 }
 
 // await registers a command; false if the session is already over.
 func (s *session) await(id uint64, ch chan result) bool {
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
-	if s.over {
+	if s.pending == nil {
 		return false
 	}
 	s.pending[id] = ch
@@ -252,7 +251,7 @@ func (s *session) answer(id uint64, r result) {
 func (s *session) finish(err error) {
 	s.pendingMu.Lock()
 	pending := s.pending
-	s.pending, s.over = nil, true
+	s.pending = nil
 	s.pendingMu.Unlock()
 	for _, ch := range pending {
 		ch <- result{err: err}
