@@ -125,6 +125,20 @@ func NewVerifier(keys ...ed25519.PublicKey) (*Verifier, error) {
 }
 
 // Verify returns the identity in token. Errors wrap ErrTokenExpired or
+// decodePart decodes one part of a token, which must be in its canonical
+// form: the decoder skips newlines, so an issued token with newlines added
+// would verify too, and tokens are compared and logged as strings.
+func decodePart(part string) ([]byte, error) {
+	b, err := b64.DecodeString(part)
+	if err != nil {
+		return nil, err
+	}
+	if b64.EncodeToString(b) != part {
+		return nil, errors.New("not in canonical base64url")
+	}
+	return b, nil
+}
+
 // ErrInvalidToken.
 func (v *Verifier) Verify(token string) (Identity, error) {
 	if len(token) > maxTokenLen {
@@ -138,11 +152,11 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if !ok {
 		return Identity{}, fmt.Errorf("%w: want 3 dot-separated parts", ErrInvalidToken)
 	}
-	payload, err := b64.DecodeString(payloadPart)
+	payload, err := decodePart(payloadPart)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: payload: %v", ErrInvalidToken, err)
 	}
-	sig, err := b64.DecodeString(sigPart)
+	sig, err := decodePart(sigPart)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return Identity{}, fmt.Errorf("%w: malformed signature", ErrInvalidToken)
 	}
