@@ -29,8 +29,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect"
-
 	"github.com/wagglechat/waggle/bus"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
@@ -211,7 +209,7 @@ func (e *Edge) beginSession() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.draining {
-		return connect.NewError(connect.CodeUnavailable, errors.New("edge is draining: connect to another edge"))
+		return newError(CodeUnavailable, errors.New("edge is draining: connect to another edge"))
 	}
 	e.sessions.Add(1)
 	return nil

@@ -679,11 +679,11 @@ func (c *client) ack(pushID uint64) {
 	c.send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Ack{Ack: &edgev1.Ack{PushId: pushID}}})
 }
 
-func codeOf(err error) connect.Code {
+func codeOf(err error) Code {
 	if err == nil {
 		return 0
 	}
-	return connect.CodeOf(err)
+	return CodeOf(err)
 }
 
 // messagePush is a push with one message event per seq.
