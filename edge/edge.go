@@ -16,8 +16,9 @@
 // cumulative Ack; they are resent after AckTimeout and the session is
 // closed after MaxResends, so the client reconnects and syncs.
 //
-// The session core works on FrameConn and knows nothing of the RPC library;
-// conn_connect.go adapts connect-go's streams, conn_grpc.go grpc-go's.
+// The session core works on FrameConn, reports failures as its own Error
+// and knows nothing of the RPC library; conn_connect.go adapts connect-go's
+// streams, conn_grpc.go grpc-go's, and each maps Error to its codes.
 package edge
 
 import (
