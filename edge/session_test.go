@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -198,6 +199,37 @@ func TestCommandErrors(t *testing.T) {
 	}
 }
 
+// A failed presence snapshot reads the same as a failed command, whether
+// asked for in a frame or by the unary call of a push-only session.
+func TestPresenceSnapshotErrors(t *testing.T) {
+	tests := []struct {
+		user    string
+		code    Code
+		message string
+	}{
+		{"reset", CodeUnavailable, "edge: presence snapshot: temporarily unavailable, retry"},
+		{"broken", CodeInternal, "edge: presence snapshot failed"},
+	}
+	te := newTestEdge(t, testConfig())
+	c := te.connect(t, "tok:u1:d1")
+	caller := auth.Identity{UserID: "u1", DeviceID: "d1"}
+	for i, tt := range tests {
+		t.Run(tt.user, func(t *testing.T) {
+			c.t = t
+			sub := &edgev1.PresenceSubscription{AddUserIds: []string{tt.user}}
+			_, err := te.UpdatePresenceSubscription(t.Context(), caller, c.welcome.GetSessionId(), sub)
+			if e := new(Error); !errors.As(err, &e) || e.Code != tt.code || e.Message() != tt.message {
+				t.Fatalf("unary call failed with %v, want %v: %s", err, tt.code, tt.message)
+			}
+			id := uint64(i + 1)
+			c.send(&edgev1.ClientFrame{Id: id, Kind: &edgev1.ClientFrame_PresenceSubscription{PresenceSubscription: sub}})
+			f := c.recv()
+			if e := f.GetError(); f.GetId() != id || e.GetCode() != tt.code.String() || e.GetMessage() != tt.message {
+				t.Fatalf("command answered %v, want error %d %v %q", f, id, tt.code, tt.message)
+			}
+		})
+	}
+}
 func TestUnknownKindFromNewerProtocol(t *testing.T) {
 	te := newTestEdge(t, testConfig())
 	c := te.connect(t, "tok:u1:d1")
