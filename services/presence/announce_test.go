@@ -49,7 +49,7 @@ func TestAnnouncerAbsorbsQuickReconnects(t *testing.T) {
 	defer b.Close()
 	const grace = 300 * time.Millisecond
 	ann := presence.NewAnnouncer(grace, b, client, prefix, testLogger(t))
-	reg := presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{OnChange: ann.Change})
+	reg := presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{OnChange: ann.Change})
 	ann.SetRegistry(reg)
 	client.SAdd(context.Background(), presence.BlockedKey(prefix, "u1"), "blocked-by-u1")
 
@@ -147,7 +147,7 @@ func (r relatedTo) FilterRelated(_ context.Context, req *chatv1.FilterRelatedReq
 
 func TestPresenceIsShownToRelatedUsersOnly(t *testing.T) {
 	client, prefix := redistest.New(t)
-	reg := presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
+	reg := presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
 	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.AllOf{
 		presence.NewRelationVisibility(relatedTo{"friend", "blocker"}),
 		presence.NewBlockVisibility(client, prefix),

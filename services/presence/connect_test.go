@@ -92,7 +92,7 @@ func TestRedisRestart(t *testing.T) {
 	srv := redistest.StartServer(t)
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer client.Close()
-	reg := presence.NewRegistry(client, "test:", testLogger(t), presence.RegistryConfig{})
+	reg := presence.NewRedisRegistry(client, "test:", testLogger(t), presence.RegistryConfig{})
 	sessions := []*presencev1.Session{
 		{SessionId: "s1", UserId: "u1", DeviceId: "d1", EdgeId: "edge-1"},
 		{SessionId: "s2", UserId: "u2", DeviceId: "d1", EdgeId: "edge-1"},

@@ -92,7 +92,7 @@ func newFixture(t testing.TB, vis presence.Visibility) *fixture {
 		prefix: prefix,
 		ttl:    presence.DefaultSessionTTL,
 	}
-	f.reg = presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{
+	f.reg = presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{
 		OnChange: f.events.onChange,
 		Now:      f.clock.Now,
 	})
@@ -419,7 +419,7 @@ func TestBatchesInOneRoundTrip(t *testing.T) {
 // edge's keys disappear from Redis without anyone reading them.
 func TestSessionsExpireInRedis(t *testing.T) {
 	client, prefix := redistest.New(t)
-	reg := presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{SessionTTL: 200 * time.Millisecond})
+	reg := presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{SessionTTL: 200 * time.Millisecond})
 	_, err := reg.RegisterSessions(t.Context(), &presencev1.RegisterSessionsRequest{Sessions: []*presencev1.Session{
 		{SessionId: "s1", UserId: "u1", DeviceId: "d1", EdgeId: "dead-edge"},
 	}})
