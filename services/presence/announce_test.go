@@ -104,32 +104,6 @@ func TestAnnouncerAbsorbsQuickReconnects(t *testing.T) {
 	}
 }
 
-// A user whose edge died (sessions never unregistered) is found by the
-// sweep and reported offline once.
-func TestSweepReportsUsersOfDeadEdges(t *testing.T) {
-	f := newFixture(t, nil)
-	f.register(t, f.session("s1", "gone", "d1"), f.session("s2", "alive", "d1"))
-	f.events.take()
-	f.clock.Advance(f.ttl / 2)
-	if _, err := f.reg.RenewSessions(t.Context(), &presencev1.RenewSessionsRequest{EdgeId: "edge-1",
-		Sessions: []*presencev1.Session{f.session("s2", "alive", "d1")}}); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := f.reg.Sweep(t.Context()); err != nil || n != 0 {
-		t.Fatalf("sweep before anything expired checked %d users (%v)", n, err)
-	}
-	f.clock.Advance(f.ttl/2 + time.Second) // "gone" expired; "alive" was renewed
-	if n, err := f.reg.Sweep(t.Context()); err != nil || n != 1 {
-		t.Fatalf("sweep checked %d users (%v), want 1", n, err)
-	}
-	if got := f.events.take(); len(got) != 1 || got[0].user != "gone" || got[0].online {
-		t.Fatalf("changes %v, want only gone going offline", got)
-	}
-	if n, _ := f.reg.Sweep(t.Context()); n != 0 {
-		t.Fatalf("a second sweep checked %d users again", n)
-	}
-}
-
 // relatedTo is a RelatedFilter relating the viewer to a fixed set of users.
 type relatedTo []string
 

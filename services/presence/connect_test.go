@@ -26,7 +26,11 @@ var asViewer = connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect
 
 // TestOverConnect calls both services through generated clients over HTTP/2.
 func TestOverConnect(t *testing.T) {
-	f := newFixture(t, nil)
+	conform(t, testOverConnect)
+}
+
+func testOverConnect(t *testing.T, impl implementation) {
+	f := newFixture(t, impl, nil)
 	mux := http.NewServeMux()
 	mux.Handle(presencev1connect.NewSessionRegistryServiceHandler(f.reg))
 	mux.Handle(presencev1connect.NewPresenceServiceHandler(f.svc, connect.WithInterceptors(asViewer)))
