@@ -310,7 +310,7 @@ func groupByUser(sessions []*presencev1.Session) []userGroup {
 	return groups
 }
 
-// report passes the transitions scripts saw to OnChange.
+// report passes the transitions the store saw to OnChange.
 func (r *Registry) report(ts []transition, now time.Time) {
 	if r.onChange == nil {
 		return
