@@ -83,7 +83,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	var presenceReader edge.PresenceReader
 	if roles.Has(RolePresence) {
 		ann := presence.NewAnnouncer(d.cfg.PresenceGrace, b, d.redis, d.cfg.RedisPrefix, d.log)
-		reg := presence.NewRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
+		reg := presence.NewRedisRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
 		ann.SetRegistry(reg)
 		g.runners = append(g.runners, func(ctx context.Context) { reg.RunSweeper(ctx, presenceSweepInterval) })
 		// Presence is for contacts and conversation partners (asked of the
