@@ -1,7 +1,8 @@
-package chat
+package chat_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,18 +18,33 @@ import (
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/postgres"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
+// fixture is a chat service on a fresh store of its own. db is the
+// store's database, where tests set up and inspect rows directly.
 type fixture struct {
-	t   *testing.T
-	db  *pgxpool.Pool
-	svc *Service
+	t     *testing.T
+	db    *pgxpool.Pool
+	store chat.Store
+	svc   *chat.Service
 }
+
+// newStore opens a fresh, migrated store, the one place tests get one: a
+// second Store implementation is added here.
+func newStore(t *testing.T) (chat.Store, *pgxpool.Pool) {
+	t.Helper()
+	db := pgtest.New(t)
+	return postgres.NewChatStore(db), db
+}
+
+func testLog() *slog.Logger { return slog.New(slog.NewTextHandler(os.Stderr, nil)) }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	db := pgtest.New(t)
-	return &fixture{t: t, db: db, svc: New(Config{}, db, nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))}
+	store, db := newStore(t)
+	return &fixture{t: t, db: db, store: store, svc: chat.New(chat.Config{}, store, nil, testLog())}
 }
 
 // user inserts a user row (accounts are the account service's business) and
@@ -59,6 +75,44 @@ func (f *fixture) send(ctx context.Context, conv, text string) *chatv1.Message {
 		f.t.Fatalf("send %q: %v", text, err)
 	}
 	return res.GetMessage()
+}
+
+// errRollback ends a transaction openTx kept open without committing it.
+var errRollback = errors.New("rolled back")
+
+// openTx runs fn in a transaction of the store and keeps the transaction
+// open, holding its locks, until commit is called; a test that ends first
+// rolls it back.
+func (f *fixture) openTx(fn func(chat.Tx) error) (commit func()) {
+	f.t.Helper()
+	ready, release, done := make(chan error, 1), make(chan bool), make(chan error, 1)
+	go func() {
+		done <- f.store.InTx(context.Background(), func(tx chat.Tx) error {
+			err := fn(tx)
+			ready <- err
+			if err != nil {
+				return err
+			}
+			if !<-release {
+				return errRollback
+			}
+			return nil
+		})
+	}()
+	if err := <-ready; err != nil {
+		f.t.Fatal(err)
+	}
+	var once sync.Once
+	f.t.Cleanup(func() { once.Do(func() { release <- false; <-done }) })
+	return func() {
+		f.t.Helper()
+		once.Do(func() {
+			release <- true
+			if err := <-done; err != nil {
+				f.t.Fatal(err)
+			}
+		})
+	}
 }
 
 func textReq(conv, clientID, text string) *chatv1.SendMessageRequest {
@@ -400,14 +454,10 @@ func TestSendWaitingOnARemovalIsRefused(t *testing.T) {
 	bob, bobID := f.user("bob")
 	conv := f.group(alice, bobID)
 	ctx := context.Background()
-	tx, err := f.db.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := removeMember(ctx, tx, uuid.MustParse(conv), uuid.MustParse(aliceID), "", uuid.MustParse(bobID), chatv1.RemovalReason_REMOVAL_REASON_REMOVED); err != nil {
-		t.Fatal(err)
-	}
+	commit := f.openTx(func(tx chat.Tx) error {
+		_, err := chat.RemoveMember(ctx, tx, uuid.MustParse(conv), uuid.MustParse(aliceID), "", uuid.MustParse(bobID), chatv1.RemovalReason_REMOVAL_REASON_REMOVED)
+		return err
+	})
 	done := make(chan error, 1)
 	go func() {
 		_, err := f.svc.SendMessage(bob, textReq(conv, "late", "sent while being removed"))
@@ -415,9 +465,7 @@ func TestSendWaitingOnARemovalIsRefused(t *testing.T) {
 	}()
 	// The send now waits for the removal's lock.
 	waitForLockWaiter(t, f)
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commit()
 	wantCode(t, <-done, connect.CodeNotFound)
 	var n int
 	f.db.QueryRow(ctx, `SELECT count(*) FROM events WHERE conversation_id = $1 AND kind = 1`, conv).Scan(&n)

@@ -1,4 +1,4 @@
-package chat
+package chat_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/notify"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -108,7 +109,7 @@ func (tp *tap) settle(channel string) {
 	}
 }
 
-func runFanout(t *testing.T, f *Fanout) {
+func runFanout(t *testing.T, f *chat.Fanout) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()
@@ -124,8 +125,8 @@ func TestFanoutPublishesOncePerTopic(t *testing.T) {
 	_, carolID := f.user("carol")
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
-	f.svc.notify = fan
+	fan := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+	chat.SetNotifier(f.svc, fan)
 	runFanout(t, fan)
 
 	group := f.group(alice, bobID)
@@ -173,10 +174,10 @@ func TestFanoutNeverHoldsAnEventBehindOtherConversations(t *testing.T) {
 	alice, _ := f.user("alice")
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
+	fan := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
 	runFanout(t, fan)
-	ev := func(conv string, seq uint64) Committed {
-		return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
+	ev := func(conv string, seq uint64) chat.Committed {
+		return chat.Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
 	}
 	stuck := f.group(alice)
 	tp := newTap(t, b, bus.ConversationChannel(stuck))
@@ -204,11 +205,13 @@ func TestTwoFanoutsPublishEachEventOnce(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
 	tp := newTap(t, b, bus.ConversationChannel(conv))
-	one := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
-	two := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
+	one := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+	two := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
 	runFanout(t, one)
 	runFanout(t, two)
-	ev := func(seq uint64) Committed { return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}} }
+	ev := func(seq uint64) chat.Committed {
+		return chat.Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
+	}
 	one.Notify(context.Background(), ev(1))
 	two.Notify(context.Background(), ev(2))
 	one.Notify(context.Background(), ev(3)) // one never sees 2
@@ -246,10 +249,10 @@ func TestFanoutRetriesRefusedPublishes(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
 	tp := newTap(t, b, bus.ConversationChannel(conv))
-	fan := NewFanout(FanoutConfig{PublishWait: time.Millisecond, RepublishWindow: noRepublish}, f.db, nil, &flaky{Publisher: b, n: 3}, discardLog())
+	fan := chat.NewFanout(chat.FanoutConfig{PublishWait: time.Millisecond, RepublishWindow: noRepublish}, f.store, nil, &flaky{Publisher: b, n: 3}, discardLog())
 	runFanout(t, fan)
 	for seq := range uint64(5) {
-		fan.Notify(context.Background(), Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq + 1}})
+		fan.Notify(context.Background(), chat.Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq + 1}})
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for len(tp.seqs(bus.ConversationChannel(conv))) < 5 && time.Now().Before(deadline) {
@@ -263,7 +266,7 @@ func TestFanoutRetriesRefusedPublishes(t *testing.T) {
 func TestRevokeDeviceClosesItsSessions(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := NewFanout(FanoutConfig{}, nil, nil, b, discardLog())
+	fan := chat.NewFanout(chat.FanoutConfig{}, nil, nil, b, discardLog())
 	tp := newTap(t, b, bus.UserChannel("u1"))
 	if err := fan.RevokeDevice(context.Background(), auth.Identity{UserID: "u1", DeviceID: "d1"}); err != nil {
 		t.Fatal(err)
@@ -314,9 +317,9 @@ func TestOfflineMembersGetPushesUnlessMuted(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
 	got := make(chan notify.Notification, 10)
-	fan := NewFanout(FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n }), RepublishWindow: noRepublish}, f.db,
+	fan := chat.NewFanout(chat.FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n }), RepublishWindow: noRepublish}, f.store,
 		locator{online: []string{aliceID, daveID}}, b, discardLog())
-	f.svc.notify = fan
+	chat.SetNotifier(f.svc, fan)
 	runFanout(t, fan)
 
 	msg := f.send(alice, conv, "are you there?")
@@ -353,8 +356,8 @@ func TestOfflinePushNeverDelaysLivePushes(t *testing.T) {
 	defer b.Close()
 	stuck := make(chan struct{})
 	defer close(stuck)
-	fan := NewFanout(FanoutConfig{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: noRepublish}, f.db, locator{block: stuck}, b, discardLog())
-	f.svc.notify = fan
+	fan := chat.NewFanout(chat.FanoutConfig{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: noRepublish}, f.store, locator{block: stuck}, b, discardLog())
+	chat.SetNotifier(f.svc, fan)
 	runFanout(t, fan)
 	tp := newTap(t, b, bus.ConversationChannel(conv))
 	for i := range 3 {
@@ -392,7 +395,7 @@ func TestStartRepublishesTheNewestEventOfRecentConversations(t *testing.T) {
 	defer b.Close()
 	channels := []string{bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.ConversationChannel(old)}
 	tp := newTap(t, b, channels...)
-	runFanout(t, NewFanout(FanoutConfig{}, f.db, nil, b, discardLog()))
+	runFanout(t, chat.NewFanout(chat.FanoutConfig{}, f.store, nil, b, discardLog()))
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if len(tp.seqs(channels[0])) > 0 && len(tp.seqs(channels[1])) > 0 && len(tp.seqs(channels[2])) > 0 {
 			break

@@ -1,4 +1,4 @@
-package chat
+package chat_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 // recorder is a Notifier that keeps what it was asked to deliver.
@@ -34,7 +35,7 @@ type ephemeral struct {
 	push               *edgev1.Push
 }
 
-func (r *recorder) Notify(_ context.Context, c Committed) {
+func (r *recorder) Notify(_ context.Context, c chat.Committed) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, c.Event)
@@ -69,10 +70,10 @@ func (r *recorder) take() ([]*chatv1.Event, map[string][]*chatv1.UserEvent, []ep
 	return e, u, p
 }
 
-func newRecordingFixture(t *testing.T, cfg Config) (*fixture, *recorder) {
+func newRecordingFixture(t *testing.T, cfg chat.Config) (*fixture, *recorder) {
 	f := newFixture(t)
 	rec := &recorder{}
-	f.svc = New(cfg, f.db, rec, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.svc = chat.New(cfg, f.store, rec, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return f, rec
 }
 
@@ -95,7 +96,7 @@ func (f *fixture) badgeOf(ctx context.Context) uint64 {
 }
 
 func TestMarkReadMovesForwardAndSyncsToOwnDevices(t *testing.T) {
-	f, rec := newRecordingFixture(t, Config{ReceiptPushLimit: 3})
+	f, rec := newRecordingFixture(t, chat.Config{ReceiptPushLimit: 3})
 	alice, _ := f.user("alice")
 	bob, bobID := f.user("bob")
 	conv := f.group(alice, bobID) // seq 1
@@ -275,7 +276,7 @@ func TestReadReceiptsAndDeliveryState(t *testing.T) {
 }
 
 func TestReactions(t *testing.T) {
-	f, rec := newRecordingFixture(t, Config{})
+	f, rec := newRecordingFixture(t, chat.Config{})
 	alice, _ := f.user("alice")
 	bob, bobID := f.user("bob")
 	conv := f.group(alice, bobID)
@@ -378,13 +379,13 @@ func TestEditDeleteForMeAndRecall(t *testing.T) {
 	before = lastSeq()
 	_, err = f.svc.RecallMessage(bob, &chatv1.RecallMessageRequest{ConversationId: conv, MessageId: msg.GetMessageId()})
 	wantCode(t, err, connect.CodePermissionDenied)
-	f.svc.now = func() time.Time { return time.Now().Add(25 * time.Hour) }
+	chat.SetNow(f.svc, func() time.Time { return time.Now().Add(25 * time.Hour) })
 	_, err = f.svc.RecallMessage(alice, &chatv1.RecallMessageRequest{ConversationId: conv, MessageId: msg.GetMessageId()})
 	wantCode(t, err, connect.CodeFailedPrecondition)
 	if lastSeq() != before || historyOf(bob)[0].GetRecallTime() != nil {
 		t.Fatal("a refused recall changed something")
 	}
-	f.svc.now = time.Now
+	chat.SetNow(f.svc, time.Now)
 	rc, err := f.svc.RecallMessage(alice, &chatv1.RecallMessageRequest{ConversationId: conv, MessageId: msg.GetMessageId()})
 	if err != nil || rc.GetEvent().GetMessageRecalled() == nil {
 		t.Fatalf("recall: %v, %v", rc, err)
@@ -414,7 +415,7 @@ func TestEditDeleteForMeAndRecall(t *testing.T) {
 }
 
 func TestTypingIsEphemeralAndRateLimited(t *testing.T) {
-	f, rec := newRecordingFixture(t, Config{TypingInterval: time.Hour})
+	f, rec := newRecordingFixture(t, chat.Config{TypingInterval: time.Hour})
 	alice, aliceID := f.user("alice")
 	_, bobID := f.user("bob")
 	conv := f.group(alice, bobID)
@@ -445,7 +446,7 @@ func textContent(s string) *chatv1.MessageContent {
 }
 
 func TestMuteIsSyncedAndLeavesTheBadge(t *testing.T) {
-	f, rec := newRecordingFixture(t, Config{})
+	f, rec := newRecordingFixture(t, chat.Config{})
 	alice, _ := f.user("alice")
 	bob, bobID := f.user("bob")
 	conv := f.group(alice, bobID)
@@ -497,7 +498,7 @@ func TestBlockedUserCannotWriteToTheBlocker(t *testing.T) {
 
 func TestSendsAreRateLimitedPerUser(t *testing.T) {
 	f := newFixture(t)
-	f.svc = New(Config{SendRate: 0.001, SendBurst: 3}, f.db, nil, f.svc.log)
+	f.svc = chat.New(chat.Config{SendRate: 0.001, SendBurst: 3}, f.store, nil, testLog())
 	alice, _ := f.user("alice")
 	bob, bobID := f.user("bob")
 	conv := f.group(alice, bobID)
@@ -514,7 +515,7 @@ func TestSendsAreRateLimitedPerUser(t *testing.T) {
 // as failed.
 func TestRateLimitedRetryOfAStoredMessageGetsTheOriginal(t *testing.T) {
 	f := newFixture(t)
-	f.svc = New(Config{SendRate: 0.001, SendBurst: 1}, f.db, nil, f.svc.log)
+	f.svc = chat.New(chat.Config{SendRate: 0.001, SendBurst: 1}, f.store, nil, testLog())
 	alice, _ := f.user("alice")
 	_, bobID := f.user("bob")
 	conv := f.group(alice, bobID)

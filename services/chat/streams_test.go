@@ -1,4 +1,4 @@
-package chat
+package chat_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 func TestListRoutesNamesCurrentGroupsWithTheirPositions(t *testing.T) {
@@ -143,10 +144,10 @@ func TestReadEventsReadsRangesInOrderWithinABudget(t *testing.T) {
 
 func TestReadEventsSaysMorePastTheEventLimit(t *testing.T) {
 	f := newFixture(t)
-	f.svc = New(Config{SendRate: 1e6, SendBurst: 1e6}, f.db, nil, f.svc.log)
+	f.svc = chat.New(chat.Config{SendRate: 1e6, SendBurst: 1e6}, f.store, nil, testLog())
 	alice, _ := f.user("alice")
 	conv := f.group(alice)
-	for i := range maxEventsPerRead + 5 {
+	for i := range chat.MaxEventsPerRead + 5 {
 		f.send(alice, conv, fmt.Sprint("m", i))
 	}
 	res, err := f.svc.ReadEvents(context.Background(), &chatv1.ReadEventsRequest{Conversations: []*chatv1.StreamRange{{Id: conv, FromSeq: 1}}})
@@ -154,8 +155,8 @@ func TestReadEventsSaysMorePastTheEventLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := res.GetConversations()[0]
-	if len(c.GetEvents()) != maxEventsPerRead || !c.GetMore() || c.GetEvents()[maxEventsPerRead-1].GetSeq() != maxEventsPerRead {
-		t.Fatalf("%d events (more %v), want the first %d and more", len(c.GetEvents()), c.GetMore(), maxEventsPerRead)
+	if len(c.GetEvents()) != chat.MaxEventsPerRead || !c.GetMore() || c.GetEvents()[chat.MaxEventsPerRead-1].GetSeq() != chat.MaxEventsPerRead {
+		t.Fatalf("%d events (more %v), want the first %d and more", len(c.GetEvents()), c.GetMore(), chat.MaxEventsPerRead)
 	}
 }
 

@@ -1,4 +1,4 @@
-package chat
+package chat_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 // syncAll pages through Sync from cursor and returns the events by
@@ -103,23 +104,17 @@ func TestSyncCatchesEventsCommittedDuringAnEarlierSync(t *testing.T) {
 	conv := f.group(alice)
 	ctx := context.Background()
 
-	tx, err := f.db.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := appendEvent(ctx, tx, uuid.MustParse(conv), uuid.MustParse(aliceID), "", &chatv1.Event{
-		Kind: &chatv1.Event_ConversationRenamed{ConversationRenamed: &chatv1.ConversationRenamed{Title: "slow"}}}, true); err != nil {
-		t.Fatal(err)
-	}
+	commit := f.openTx(func(tx chat.Tx) error {
+		_, err := chat.AppendEvent(ctx, tx, uuid.MustParse(conv), uuid.MustParse(aliceID), "", &chatv1.Event{
+			Kind: &chatv1.Event_ConversationRenamed{ConversationRenamed: &chatv1.ConversationRenamed{Title: "slow"}}}, true, nil)
+		return err
+	})
 
 	got, cursor, _ := f.syncAll(alice, "", 100) // sees only seq 1
 	if fmt.Sprint(got[conv]) != "[1]" {
 		t.Fatalf("first sync: %v", got)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commit()
 	got, _, _ = f.syncAll(alice, cursor, 100)
 	if fmt.Sprint(got[conv]) != "[2]" {
 		t.Fatalf("sync after the slow commit: %v, want [2]", got)
@@ -192,16 +187,12 @@ func TestSyncSendsEachEventOnceWhileTheWatermarkIsHeldBack(t *testing.T) {
 	bob, _ := f.user("bob")
 	convs := []string{f.group(alice), f.group(alice), f.group(alice)}
 	ctx := context.Background()
-	tx, err := f.db.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
 	other := f.group(bob)
-	if _, err := appendEvent(ctx, tx, uuid.MustParse(other), uuid.MustParse(f.userID(bob)), "", &chatv1.Event{
-		Kind: &chatv1.Event_ConversationRenamed{ConversationRenamed: &chatv1.ConversationRenamed{Title: "open"}}}, true); err != nil {
-		t.Fatal(err)
-	}
+	f.openTx(func(tx chat.Tx) error {
+		_, err := chat.AppendEvent(ctx, tx, uuid.MustParse(other), uuid.MustParse(f.userID(bob)), "", &chatv1.Event{
+			Kind: &chatv1.Event_ConversationRenamed{ConversationRenamed: &chatv1.ConversationRenamed{Title: "open"}}}, true, nil)
+		return err
+	})
 
 	seen := map[string]map[uint64]int{}
 	cursor := ""
