@@ -206,7 +206,11 @@ type SyncPage struct {
 // read is one consistent snapshot unless said otherwise.
 type Store interface {
 	// InTx runs fn in one transaction, committed if fn returns nil and
-	// rolled back otherwise (fn's error is returned as it is).
+	// rolled back otherwise (fn's error is returned as it is). fn's reads
+	// see its own writes. Only the locks the Tx methods name are promised
+	// (Postgres: READ COMMITTED with row locks); a store that runs one
+	// writing transaction at a time (SQLite, BEGIN IMMEDIATE) meets them
+	// all.
 	InTx(ctx context.Context, fn func(Tx) error) error
 
 	// AppendMessages stores, in one transaction holding conv's write lock,
@@ -214,7 +218,9 @@ type Store interface {
 	// is not stored in conv yet, at consecutive seqs in msgs' order, all
 	// with the transaction's time. The caller never passes one
 	// (actor, client_msg_id) twice. The result is parallel to msgs. On an
-	// error nothing is stored.
+	// error nothing is stored. A store may commit the batches of several
+	// calls together (group commit) as long as each call's outcome is as
+	// if it had its own transaction.
 	AppendMessages(ctx context.Context, conv uuid.UUID, msgs []NewMessage) ([]StoredMessage, error)
 
 	// CanWrite returns conv's current member count if user may write to
@@ -234,8 +240,8 @@ type Store interface {
 	// conversations ordered by (update time, id) descending, strictly
 	// before (beforeTime, beforeID).
 	ListConversations(ctx context.Context, viewer uuid.UUID, beforeTime time.Time, beforeID uuid.UUID, limit int) ([]ConversationRow, error)
-	// Unread is ConversationRow.Unread of one conversation (0 if user is
-	// not a member).
+	// Unread is ConversationRow.Unread of user in conv, counted up to its
+	// left seq if it left (0 if it never was a member).
 	Unread(ctx context.Context, user, conv uuid.UUID) (uint64, error)
 	// Badge is the sum of Unread over user's current conversations it has
 	// not muted.
