@@ -1,8 +1,8 @@
-// Package testdeps decides what a test does when a service it needs (the
-// machine's Postgres or Redis) does not answer: it skips with one line
-// naming what is missing, so a laptop without them still runs the rest,
-// or, with CI=true, fails with the same line, so CI never passes by
-// skipping.
+// Package testdeps decides what a test does when something it needs is
+// missing (the machine's Postgres or Redis does not answer, a program is
+// not installed): it skips with one line naming what is missing, so a
+// laptop without them still runs the rest, or, with CI=true, fails with
+// the same line, so CI never passes by skipping.
 package testdeps
 
 import (
@@ -39,16 +39,22 @@ func Require(t testing.TB, name, network, addr, hint string) {
 	if err == nil {
 		return
 	}
-	msg := fmt.Sprintf("%s not reachable at %s (%v): %s", name, addr, err, hint)
+	Missing(t, fmt.Sprintf("%s not reachable at %s (%v): %s", name, addr, err, hint))
+}
+
+// Missing skips t, or fails it when the environment has CI=true, with
+// line, which says what the test needs and how to get it.
+func Missing(t testing.TB, line string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + "; CI=true, so a missing service fails the run")
+		t.Fatal(line + "; CI=true, so a missing dependency fails the run")
 	}
 	if path := os.Getenv(SkipLogEnv); path != "" {
-		if err := appendLine(path, msg); err != nil {
+		if err := appendLine(path, line); err != nil {
 			t.Logf("testdeps: %v", err)
 		}
 	}
-	t.Skip(msg)
+	t.Skip(line)
 }
 
 func dial(network, addr string) error {

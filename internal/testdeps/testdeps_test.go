@@ -52,7 +52,7 @@ func TestRequire(t *testing.T) {
 		{"reachable", l.Addr().String(), "", true, []string{"--- PASS", "went on past Require"}, ""},
 		{"reachable under CI", l.Addr().String(), "true", true, []string{"--- PASS", "went on past Require"}, ""},
 		{"unreachable skips", gone, "", true, []string{"--- SKIP", line}, line + "\n"},
-		{"unreachable fails under CI", gone, "true", false, []string{"--- FAIL", line + "; CI=true, so a missing service fails the run"}, ""},
+		{"unreachable fails under CI", gone, "true", false, []string{"--- FAIL", line + "; CI=true, so a missing dependency fails the run"}, ""},
 		{"CI other than true skips", gone, "1", true, []string{"--- SKIP", line}, line + "\n"},
 	}
 	for _, tt := range tests {
