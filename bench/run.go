@@ -375,7 +375,7 @@ func (r *runner) send(ctx context.Context, res *Result, slots []slot, procs *pro
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	res.Servers = procs.results()
+	res.Servers, res.Idle = procs.results(), procs.idle()
 }
 
 func phase(now, measureFrom time.Time) string {
