@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/blockmirror"
 	"github.com/wagglechat/waggle/bus"
 	"github.com/wagglechat/waggle/edge"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
@@ -82,8 +83,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		edge.SessionRegistry
 	}
 	var presenceReader edge.PresenceReader
+	// The blocks mirror contacts write and presence reads.
+	blocks := blockmirror.NewRedis(d.redis, d.cfg.RedisPrefix)
 	if roles.Has(RolePresence) {
-		ann := presence.NewAnnouncer(d.cfg.PresenceGrace, b, d.redis, d.cfg.RedisPrefix, d.log)
+		ann := presence.NewAnnouncer(d.cfg.PresenceGrace, b, blocks, d.log)
 		reg := presence.NewRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
 		ann.SetRegistry(reg)
 		g.runners = append(g.runners, func(ctx context.Context) { reg.RunSweeper(ctx, presenceSweepInterval) })
@@ -96,7 +99,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		}
 		svc := presence.NewService(reg, d.log, presence.ServiceConfig{Visibility: presence.AllOf{
 			presence.NewRelationVisibility(related),
-			presence.NewBlockVisibility(d.redis, d.cfg.RedisPrefix),
+			presence.NewBlockVisibility(blocks),
 		}})
 		srv.Handle(presencev1connect.NewSessionRegistryServiceHandler(reg, opts...))
 		srv.Handle(presencev1connect.NewPresenceServiceHandler(svc, opts...))
@@ -128,7 +131,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			Passwords: auth.NewPasswords(auth.DefaultPasswordParams, d.cfg.PasswordHashes),
 			Limits:    d.cfg.AccountLimits,
 		}), opts...))
-		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(d.pg, d.redis, d.cfg.RedisPrefix, fanout, d.log), opts...))
+		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(postgres.NewContactStore(d.pg), blocks, fanout, d.log), opts...))
 		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatSvc, opts...))
