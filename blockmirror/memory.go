@@ -24,25 +24,24 @@ func NewMemory() *Memory {
 }
 
 func (m *Memory) AddBlocks(_ context.Context, blocks []contact.Block) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, b := range blocks {
-		blocker, blocked := b.Blocker.String(), b.Blocked.String()
-		add(m.blockers, blocked, blocker)
-		add(m.blocked, blocker, blocked)
-	}
+	m.each(blocks, add)
 	return nil
 }
 
 func (m *Memory) RemoveBlocks(_ context.Context, blocks []contact.Block) error {
+	m.each(blocks, remove)
+	return nil
+}
+
+// each applies op to both directions of every block.
+func (m *Memory) each(blocks []contact.Block, op func(sets map[string]map[string]struct{}, key, member string)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, b := range blocks {
 		blocker, blocked := b.Blocker.String(), b.Blocked.String()
-		remove(m.blockers, blocked, blocker)
-		remove(m.blocked, blocker, blocked)
+		op(m.blockers, blocked, blocker)
+		op(m.blocked, blocker, blocked)
 	}
-	return nil
 }
 
 func add(sets map[string]map[string]struct{}, key, member string) {

@@ -38,31 +38,30 @@ func NewRedis(client *redis.Client, prefix string) *Redis {
 }
 
 func (r *Redis) AddBlocks(ctx context.Context, blocks []contact.Block) error {
-	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, b := range blocks {
-			p.SAdd(ctx, BlockersKey(r.prefix, b.Blocked.String()), b.Blocker.String())
-			p.SAdd(ctx, BlockedKey(r.prefix, b.Blocker.String()), b.Blocked.String())
-		}
-		return nil
-	})
-	if err != nil {
+	if err := r.each(ctx, blocks, redis.Pipeliner.SAdd); err != nil {
 		return fmt.Errorf("redis sadd: %w", err)
 	}
 	return nil
 }
 
 func (r *Redis) RemoveBlocks(ctx context.Context, blocks []contact.Block) error {
-	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, b := range blocks {
-			p.SRem(ctx, BlockersKey(r.prefix, b.Blocked.String()), b.Blocker.String())
-			p.SRem(ctx, BlockedKey(r.prefix, b.Blocker.String()), b.Blocked.String())
-		}
-		return nil
-	})
-	if err != nil {
+	if err := r.each(ctx, blocks, redis.Pipeliner.SRem); err != nil {
 		return fmt.Errorf("redis srem: %w", err)
 	}
 	return nil
+}
+
+// each applies op (SADD or SREM) to both directions of every block, in one
+// pipeline.
+func (r *Redis) each(ctx context.Context, blocks []contact.Block, op func(redis.Pipeliner, context.Context, string, ...any) *redis.IntCmd) error {
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, b := range blocks {
+			op(p, ctx, BlockersKey(r.prefix, b.Blocked.String()), b.Blocker.String())
+			op(p, ctx, BlockedKey(r.prefix, b.Blocker.String()), b.Blocked.String())
+		}
+		return nil
+	})
+	return err
 }
 
 // direction is one of the two kinds of set: its key per user, and the

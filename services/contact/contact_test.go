@@ -1,13 +1,11 @@
 package contact_test
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +26,7 @@ import (
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/internal/redistest"
+	"github.com/wagglechat/waggle/internal/storetest"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/contact"
 	"github.com/wagglechat/waggle/services/presence"
@@ -85,25 +84,14 @@ type backend struct {
 	db    *pgxpool.Pool
 }
 
-// backends returns each storage backend for the service, empty: every test
-// runs on newBackend's, and a backend added here is covered by them all.
-var backends = map[string]func(t *testing.T) backend{
-	"postgres": func(t *testing.T) backend {
+// backends are the storage backends for the service, each made empty:
+// every test runs on the one storetest picks, and a backend added here is
+// covered by them all.
+var backends = map[string]func(t testing.TB) backend{
+	"postgres": func(t testing.TB) backend {
 		db := pgtest.New(t)
 		return backend{store: postgres.NewContactStore(db), db: db}
 	},
-}
-
-// newBackend returns a fresh backend of the kind WAGGLE_TEST_STORE names,
-// postgres by default.
-func newBackend(t *testing.T) backend {
-	t.Helper()
-	name := cmp.Or(os.Getenv("WAGGLE_TEST_STORE"), "postgres")
-	newBackend, ok := backends[name]
-	if !ok {
-		t.Fatalf("WAGGLE_TEST_STORE=%q: no such store", name)
-	}
-	return newBackend(t)
 }
 
 // mirror is a blocks mirror: written by contacts, read by presence.
@@ -136,7 +124,7 @@ func newFixture(t *testing.T) *fixture { return newFixtureWith(t, "redis") }
 
 func newFixtureWith(t *testing.T, mirror string) *fixture {
 	t.Helper()
-	b := newBackend(t)
+	b := storetest.New(t, backends)
 	f := &fixture{store: b.store, db: b.db, notes: &recorder{}, names: map[string]string{}}
 	f.rdb, f.prefix = redistest.New(t)
 	f.mirror = mirrors[mirror](f)
