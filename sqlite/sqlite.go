@@ -53,13 +53,13 @@ type DB struct {
 // Open opens (creating it and dir if need be) the database in dir and applies
 // every embedded migration not yet applied.
 func Open(ctx context.Context, dir string, log *slog.Logger) (*DB, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("sqlite: data directory: %w", err)
-	}
 	path := filepath.Join(dir, FileName)
 	// The driver splits its DSN at the first '?'.
 	if strings.ContainsRune(path, '?') {
 		return nil, fmt.Errorf("sqlite: data directory %q: a path with '?' is not supported", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("sqlite: data directory: %w", err)
 	}
 	// The writer connects first (below), so the file exists and is in WAL
 	// mode before any reader opens it; journal_mode is kept in the file.
