@@ -24,6 +24,7 @@ import (
 	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
 	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
 	"github.com/wagglechat/waggle/notify"
+	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/rpcserver"
 	"github.com/wagglechat/waggle/services/account"
 	"github.com/wagglechat/waggle/services/chat"
@@ -122,7 +123,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		fanout := chat.NewFanout(chat.FanoutConfig{Push: push}, d.pg, registry, b, d.log)
 		g.runners = append(g.runners, fanout.Run)
 		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, d.pg, fanout, d.log)
-		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{
+		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(postgres.NewAccountStore(d.pg), d.signer, d.log, account.Options{
 			Revoker:   fanout,
 			Passwords: auth.NewPasswords(auth.DefaultPasswordParams, d.cfg.PasswordHashes),
 			Limits:    d.cfg.AccountLimits,

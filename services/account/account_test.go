@@ -2,6 +2,7 @@ package account_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/account"
 )
 
@@ -74,6 +77,24 @@ type env struct {
 	revoker *revoker
 }
 
+// stores returns each storage backend for the service, empty: every test
+// runs on newStore's, and a backend added here is covered by them all.
+var stores = map[string]func(t *testing.T) account.Store{
+	"postgres": func(t *testing.T) account.Store { return postgres.NewAccountStore(pgtest.New(t)) },
+}
+
+// newStore returns a fresh store of the backend WAGGLE_TEST_STORE names,
+// postgres by default.
+func newStore(t *testing.T) account.Store {
+	t.Helper()
+	name := cmp.Or(os.Getenv("WAGGLE_TEST_STORE"), "postgres")
+	newStore, ok := stores[name]
+	if !ok {
+		t.Fatalf("WAGGLE_TEST_STORE=%q: no such store", name)
+	}
+	return newStore(t)
+}
+
 // newEnv serves AccountService on a fresh database over HTTP/2, behind the
 // auth interceptor with Waggle's default policy.
 func newEnv(t *testing.T) *env {
@@ -89,7 +110,7 @@ func newEnvWith(t *testing.T, limits account.Limits) *env {
 		t.Fatal(err)
 	}
 	e := &env{signer: signer, clock: &clock{now: time.Now()}, revoker: &revoker{}}
-	svc := account.New(pgtest.New(t), signer, slog.New(slog.NewTextHandler(io.Discard, nil)), account.Options{
+	svc := account.New(newStore(t), signer, slog.New(slog.NewTextHandler(io.Discard, nil)), account.Options{
 		// Cheap parameters keep the tests fast; production uses the default.
 		Passwords: auth.NewPasswords(auth.PasswordParams{Memory: 64, Time: 1, Threads: 1}, 0),
 		Revoker:   e.revoker,
