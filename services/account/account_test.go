@@ -21,8 +21,10 @@ import (
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/internal/sqlitetest"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/account"
+	"github.com/wagglechat/waggle/sqlite"
 )
 
 // clock is the service's injected time.
@@ -81,6 +83,7 @@ type env struct {
 // runs on newStore's, and a backend added here is covered by them all.
 var stores = map[string]func(t *testing.T) account.Store{
 	"postgres": func(t *testing.T) account.Store { return postgres.NewAccountStore(pgtest.New(t)) },
+	"sqlite":   func(t *testing.T) account.Store { return sqlite.NewAccountStore(sqlitetest.New(t)) },
 }
 
 // newStore returns a fresh store of the backend WAGGLE_TEST_STORE names,
