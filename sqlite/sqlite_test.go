@@ -409,6 +409,16 @@ func TestContextEndsWrite(t *testing.T) {
 			_, err := tx.ExecContext(ctx, `UPDATE user_streams SET last_seq = 2`)
 			return err
 		}},
+		{"cancelled mid-statement", func(ctx context.Context, cancel func(), tx *sqlite.Tx) error {
+			if _, err := tx.ExecContext(ctx, insert); err != nil {
+				return err
+			}
+			// Runs for minutes unless the driver interrupts it.
+			time.AfterFunc(20*time.Millisecond, cancel)
+			var n int64
+			return tx.QueryRowContext(ctx, `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000)
+				SELECT count(*) FROM c`).Scan(&n)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -465,5 +475,41 @@ func TestTimeDefault(t *testing.T) {
 	// SQLite's clock has millisecond resolution.
 	if got := query[int64](t, db, `SELECT create_time FROM users`); got < before-1000 || got > after+1000 {
 		t.Fatalf("create_time %d, want between %d and %d", got, before, after)
+	}
+}
+
+// BenchmarkWrite is the cost of one durable commit of one small row, the
+// floor of an embedded send.
+func BenchmarkWrite(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		b.Run(fmt.Sprintf("parallel=%v", parallel), func(b *testing.B) {
+			db, err := sqlite.Open(b.Context(), b.TempDir(), slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			commit := func() error {
+				return db.Write(b.Context(), func(tx *sqlite.Tx) error {
+					_, err := tx.Exec(`INSERT INTO user_streams (user_id, last_seq) VALUES (?, 1)`, uuid.NewString())
+					return err
+				})
+			}
+			if !parallel {
+				for b.Loop() {
+					if err := commit(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := commit(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }
