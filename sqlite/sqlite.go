@@ -178,6 +178,11 @@ func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
+		// When ctx ends, database/sql rolls the transaction back on its
+		// own, and Commit may only say it is done: the cause is ctx's.
+		if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, sql.ErrTxDone) {
+			err = ctxErr
+		}
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	return nil
