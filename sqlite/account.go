@@ -83,20 +83,13 @@ func (s *AccountStore) Users(ctx context.Context, ids []uuid.UUID) ([]account.Us
 		return nil, fmt.Errorf("get users: %w", err)
 	}
 	var users []account.User
-	err = s.db.Read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+userColumns+` FROM users WHERE id IN (SELECT value FROM json_each(?))`, string(list))
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
+	err = s.db.Read(ctx, func(tx *sql.Tx) (err error) {
+		users, err = queryAll(ctx, tx, func(r *sql.Rows) (account.User, error) {
 			var u account.User
-			if err := rows.Scan(userFields(&u)...); err != nil {
-				return err
-			}
-			users = append(users, u)
-		}
-		return rows.Err()
+			err := r.Scan(userFields(&u)...)
+			return u, err
+		}, `SELECT `+userColumns+` FROM users WHERE id IN (SELECT value FROM json_each(?))`, string(list))
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get users: %w", err)
@@ -176,25 +169,17 @@ func (s *AccountStore) RevokeDevice(ctx context.Context, user, device uuid.UUID,
 
 func (s *AccountStore) LiveDevices(ctx context.Context, user uuid.UUID, now time.Time) ([]account.Device, error) {
 	var devices []account.Device
-	err := s.db.Read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `
+	err := s.db.Read(ctx, func(tx *sql.Tx) (err error) {
+		devices, err = queryAll(ctx, tx, func(r *sql.Rows) (account.Device, error) {
+			d := account.Device{UserID: user}
+			err := r.Scan(&d.ID, &d.Name, scanTime(&d.RefreshExpireTime), scanTime(&d.CreateTime), scanTime(&d.LastRefreshTime))
+			return d, err
+		}, `
 			SELECT id, name, refresh_expire_time, create_time, last_refresh_time FROM devices
 			WHERE user_id = ? AND revoke_time IS NULL AND refresh_expire_time > ?
 			ORDER BY create_time, id`,
 			user, now.UnixMicro())
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			d := account.Device{UserID: user}
-			err := rows.Scan(&d.ID, &d.Name, scanTime(&d.RefreshExpireTime), scanTime(&d.CreateTime), scanTime(&d.LastRefreshTime))
-			if err != nil {
-				return err
-			}
-			devices = append(devices, d)
-		}
-		return rows.Err()
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
