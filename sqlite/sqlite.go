@@ -33,8 +33,8 @@ import (
 // -shm files beside it).
 const FileName = "waggle.db"
 
-// ReadConns is the number of read connections.
-const ReadConns = 4
+// readConns is the number of read connections.
+const readConns = 4
 
 // busyTimeout bounds how long a connection waits for a lock another process
 // (or, at start, another connection) holds. Inside one DB writers queue on
@@ -47,7 +47,7 @@ var migrationFS embed.FS
 // DB is the embedded database.
 type DB struct {
 	write *sql.DB // exactly one connection
-	read  *sql.DB // ReadConns query-only connections
+	read  *sql.DB // readConns query-only connections
 }
 
 // Open opens (creating it and dir if need be) the database in dir and applies
@@ -81,8 +81,8 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (*DB, error) {
 		write.Close()
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
-	read.SetMaxOpenConns(ReadConns)
-	read.SetMaxIdleConns(ReadConns)
+	read.SetMaxOpenConns(readConns)
+	read.SetMaxIdleConns(readConns)
 	read.SetConnMaxLifetime(0)
 	read.SetConnMaxIdleTime(0)
 	db := &DB{write: write, read: read}
