@@ -19,9 +19,11 @@ import (
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/internal/sqlitetest"
 	"github.com/wagglechat/waggle/internal/storetest"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/account"
+	"github.com/wagglechat/waggle/sqlite"
 )
 
 // clock is the service's injected time.
@@ -81,6 +83,7 @@ type env struct {
 // by them all.
 var stores = map[string]func(t testing.TB) account.Store{
 	"postgres": func(t testing.TB) account.Store { return postgres.NewAccountStore(pgtest.New(t)) },
+	"sqlite":   func(t testing.TB) account.Store { return sqlite.NewAccountStore(sqlitetest.New(t)) },
 }
 
 // newEnv serves AccountService on a fresh database over HTTP/2, behind the
