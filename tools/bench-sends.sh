@@ -130,7 +130,7 @@ port=$(free_port)
 # pool_min_conns: the pool's backends are all up before the first run, so
 # their CPU over each measured window can be read (waggle-bench --pids).
 "$waggle" serve --addr "127.0.0.1:$port" \
-	--postgres "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable&pool_min_conns=32" \
+	--postgres "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable&pool_min_conns=32" --redis redis://127.0.0.1:6379/0 \
 	--redis-prefix "$prefix" --send-rate 100000 --send-burst 100000 --register-limit -1 --refresh-limit -1 \
 	--log-level warn 2>"$tmp/serve.log" &
 server=$!
