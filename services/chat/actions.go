@@ -14,7 +14,6 @@ import (
 
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
-	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
 // lockMessage locks and returns the message messageIDField of convID if
@@ -318,7 +317,6 @@ func (s *Service) SendTyping(ctx context.Context, req *chatv1.SendTypingRequest)
 	if count > s.cfg.TypingLimit {
 		return &chatv1.SendTypingResponse{}, nil // not shown in large groups
 	}
-	s.notify.EphemeralToConversation(ctx, convID.String(), &edgev1.Push{Typing: []*chatv1.TypingEvent{{
-		ConversationId: convID.String(), UserId: uid.String(), Typing: req.GetTyping()}}}, uid.String())
+	s.notify.NotifyEphemeral(ctx, Typing{Conversation: convID.String(), User: uid.String(), Typing: req.GetTyping()})
 	return &chatv1.SendTypingResponse{}, nil
 }

@@ -159,10 +159,30 @@ func (f *Fanout) NotifyUser(ctx context.Context, user string, ev *chatv1.UserEve
 	f.wait(ctx, f.enqueue(env, bus.UserChannel(user)))
 }
 
-// EphemeralToConversation publishes a push that is not stored (typing,
-// read markers) to a conversation's current members but except's
-// sessions. It does not wait.
-func (f *Fanout) EphemeralToConversation(ctx context.Context, conv string, push *edgev1.Push, except string) {
+// NotifyEphemeral publishes a signal that is not stored as the push edges
+// deliver: typing and read markers to the conversation's other members,
+// unread counts to the user's other sessions. It does not wait.
+func (f *Fanout) NotifyEphemeral(ctx context.Context, e Ephemeral) {
+	switch e := e.(type) {
+	case Typing:
+		f.toMembers(ctx, e.Conversation, &edgev1.Push{Typing: []*chatv1.TypingEvent{{
+			ConversationId: e.Conversation, UserId: e.User, Typing: e.Typing}}}, e.User)
+	case ReadMarkerMoved:
+		f.toMembers(ctx, e.Marker.GetConversationId(), &edgev1.Push{ReadMarkers: []*chatv1.ReadMarker{e.Marker}}, e.Marker.GetUserId())
+	case UnreadChanged:
+		env := &busv1.Envelope{Push: &edgev1.Push{Unread: []*chatv1.UnreadChanged{{
+			ConversationId: e.Conversation, UnreadCount: e.Unread, Badge: e.Badge}}}}
+		if e.SenderSession != "" {
+			env.ExcludeSessionIds = []string{e.SenderSession}
+		}
+		f.enqueue(env, bus.UserChannel(e.User))
+	default:
+		f.log.Error("fanout: unknown ephemeral signal, dropped", "type", fmt.Sprintf("%T", e))
+	}
+}
+
+// toMembers queues push for conv's current members but except's sessions.
+func (f *Fanout) toMembers(ctx context.Context, conv string, push *edgev1.Push, except string) {
 	r, err := f.route(ctx, conv)
 	if err != nil {
 		f.log.Warn("fanout: conversation route", "conversation", conv, "err", err)
@@ -179,16 +199,6 @@ func (f *Fanout) EphemeralToConversation(ctx context.Context, conv string, push 
 		}
 	}
 	f.enqueue(&busv1.Envelope{Push: push}, channels...)
-}
-
-// EphemeralToUser publishes a push that is not stored (unread counts) to a
-// user's sessions but senderSession. It does not wait.
-func (f *Fanout) EphemeralToUser(_ context.Context, user string, push *edgev1.Push, senderSession string) {
-	env := &busv1.Envelope{Push: push}
-	if senderSession != "" {
-		env.ExcludeSessionIds = []string{senderSession}
-	}
-	f.enqueue(env, bus.UserChannel(user))
 }
 
 // RevokeDevice closes a logged-out device's live sessions: the edges
