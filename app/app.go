@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/blockmirror"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/rpcserver"
 	"github.com/wagglechat/waggle/services/contact"
@@ -125,7 +126,8 @@ func ResyncBlockers(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
-	return contact.New(pool, rdb, or(cfg.RedisPrefix, DefaultRedisPrefix), nil, log).ResyncBlockers(ctx)
+	mirror := blockmirror.NewRedis(rdb, or(cfg.RedisPrefix, DefaultRedisPrefix))
+	return contact.New(postgres.NewContactStore(pool), mirror, nil, log).ResyncBlockers(ctx)
 }
 
 // deps is what services are built from. Fields a role does not need are nil.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/blockmirror"
 	"github.com/wagglechat/waggle/bus"
 	"github.com/wagglechat/waggle/edge"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
@@ -82,8 +83,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		edge.SessionRegistry
 	}
 	var presenceReader edge.PresenceReader
+	// The blocks mirror contacts write and presence reads.
+	blocks := blockmirror.NewRedis(d.redis, d.cfg.RedisPrefix)
 	if roles.Has(RolePresence) {
-		ann := presence.NewAnnouncer(d.cfg.PresenceGrace, b, d.redis, d.cfg.RedisPrefix, d.log)
+		ann := presence.NewAnnouncer(d.cfg.PresenceGrace, b, blocks, d.log)
 		reg := presence.NewRedisRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
 		ann.SetRegistry(reg)
 		g.runners = append(g.runners, func(ctx context.Context) { reg.RunSweeper(ctx, presenceSweepInterval) })
@@ -96,7 +99,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		}
 		svc := presence.NewService(reg, d.log, presence.ServiceConfig{Visibility: presence.AllOf{
 			presence.NewRelationVisibility(related),
-			presence.NewBlockVisibility(d.redis, d.cfg.RedisPrefix),
+			presence.NewBlockVisibility(blocks),
 		}})
 		srv.Handle(presencev1connect.NewSessionRegistryServiceHandler(reg, opts...))
 		srv.Handle(presencev1connect.NewPresenceServiceHandler(svc, opts...))
@@ -124,12 +127,12 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 		fanout := chat.NewFanout(chat.FanoutConfig{Push: push}, chatStore, registry, b, d.log)
 		g.runners = append(g.runners, fanout.Run)
 		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, chatStore, fanout, d.log)
-		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(d.pg, d.signer, d.log, account.Options{
+		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(postgres.NewAccountStore(d.pg), d.signer, d.log, account.Options{
 			Revoker:   fanout,
 			Passwords: auth.NewPasswords(auth.DefaultPasswordParams, d.cfg.PasswordHashes),
 			Limits:    d.cfg.AccountLimits,
 		}), opts...))
-		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(d.pg, d.redis, d.cfg.RedisPrefix, fanout, d.log), opts...))
+		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(postgres.NewContactStore(d.pg), blocks, fanout, d.log), opts...))
 		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatSvc, opts...))

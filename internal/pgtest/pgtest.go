@@ -8,13 +8,19 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/wagglechat/waggle/internal/testdeps"
 	"github.com/wagglechat/waggle/postgres"
 )
 
@@ -27,14 +33,32 @@ func BaseURL() string {
 	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 }
 
-// NewURL creates an empty, migrated database and returns its URL.
+// require skips the test (fails it with CI=true) if the server at BaseURL
+// does not answer.
+func require(t testing.TB) {
+	t.Helper()
+	base := BaseURL()
+	cfg, err := pgconn.ParseConfig(base)
+	if err != nil {
+		t.Fatalf("pgtest: parse %s: %v", base, err)
+	}
+	network, addr := "tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	if strings.HasPrefix(cfg.Host, "/") {
+		network, addr = "unix", filepath.Join(cfg.Host, ".s.PGSQL."+strconv.Itoa(int(cfg.Port)))
+	}
+	testdeps.Require(t, "postgres", network, addr, "start it (make deps) or set WAGGLE_TEST_POSTGRES_URL")
+}
+
+// NewURL creates an empty, migrated database and returns its URL. Without
+// a reachable server it skips the test (fails it with CI=true).
 func NewURL(t testing.TB) string {
 	t.Helper()
+	require(t)
 	ctx := context.Background()
 	base := BaseURL()
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
-		t.Fatalf("pgtest: connect %s: %v (is Postgres running? see .ci/run)", base, err)
+		t.Fatalf("pgtest: connect %s: %v", base, err)
 	}
 	defer admin.Close(ctx)
 
@@ -75,7 +99,8 @@ func NewURL(t testing.TB) string {
 }
 
 // New creates a migrated database and returns a pool on it, closed at the
-// end of the test.
+// end of the test. Without a reachable server it skips the test (fails it
+// with CI=true).
 func New(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	pool, err := postgres.Open(context.Background(), NewURL(t))

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/wagglechat/waggle/internal/testdeps"
 )
 
 // Server is a Postgres cluster of its own (initdb, pg_ctl) on a free port,
@@ -24,13 +26,14 @@ type Server struct {
 	running bool
 }
 
-// StartServer initialises and starts a throwaway Postgres (skipping the
-// test if initdb is nowhere to be found) and removes it when the test ends.
+// StartServer initialises and starts a throwaway Postgres and removes it
+// when the test ends. Without initdb, or as root without a postgres user,
+// it skips the test (fails it with CI=true).
 func StartServer(t testing.TB) *Server {
 	t.Helper()
 	bin := findBin()
 	if bin == "" {
-		t.Skip("initdb not in PATH nor in /usr/lib/postgresql/*/bin")
+		testdeps.Missing(t, "initdb not in PATH nor in /usr/lib/postgresql/*/bin: install PostgreSQL's server")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -52,7 +55,7 @@ func StartServer(t testing.TB) *Server {
 	if os.Geteuid() == 0 {
 		pg, err := user.Lookup("postgres")
 		if err != nil {
-			t.Skipf("pgtest: running as root and no postgres user to run the server as: %v", err)
+			testdeps.Missing(t, fmt.Sprintf("running as root and no postgres user to run a throwaway Postgres as (%v): create one", err))
 		}
 		uid, _ := strconv.Atoi(pg.Uid)
 		gid, _ := strconv.Atoi(pg.Gid)

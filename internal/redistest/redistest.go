@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wagglechat/waggle/internal/testdeps"
 )
 
 // URL is the Redis tests use; override it with WAGGLE_TEST_REDIS_URL.
@@ -21,16 +23,18 @@ func URL() string {
 }
 
 // New returns a client and a fresh key prefix ("wt:<random>:"). Keys under
-// the prefix are deleted at the end of the test.
+// the prefix are deleted at the end of the test. Without a reachable
+// server it skips the test (fails it with CI=true).
 func New(t testing.TB) (*redis.Client, string) {
 	t.Helper()
 	opt, err := redis.ParseURL(URL())
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
+	testdeps.Require(t, "redis", opt.Network, opt.Addr, "start it (make deps) or set WAGGLE_TEST_REDIS_URL")
 	rdb := redis.NewClient(opt)
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("redistest: ping %s: %v (is Redis running? see .ci/run)", URL(), err)
+		t.Fatalf("redistest: ping %s: %v", URL(), err)
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wagglechat/waggle/internal/testdeps"
 )
 
 // Server is a redis-server child process on its own port, for tests that
@@ -21,13 +23,14 @@ type Server struct {
 	cmd  *exec.Cmd
 }
 
-// StartServer starts a throwaway redis-server (skipping the test if there
-// is none on the PATH) and stops it when the test ends.
+// StartServer starts a throwaway redis-server and stops it when the test
+// ends. Without redis-server on the PATH it skips the test (fails it with
+// CI=true).
 func StartServer(t testing.TB) *Server {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Skip("redis-server not in PATH")
+		testdeps.Missing(t, "redis-server not in PATH: install Redis")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -19,7 +19,11 @@ import (
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/internal/sqlitetest"
+	"github.com/wagglechat/waggle/internal/storetest"
+	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/account"
+	"github.com/wagglechat/waggle/sqlite"
 )
 
 // clock is the service's injected time.
@@ -74,6 +78,14 @@ type env struct {
 	revoker *revoker
 }
 
+// stores are the storage backends for the service, each made empty: every
+// test runs on the one storetest picks, and a backend added here is covered
+// by them all.
+var stores = map[string]func(t testing.TB) account.Store{
+	"postgres": func(t testing.TB) account.Store { return postgres.NewAccountStore(pgtest.New(t)) },
+	"sqlite":   func(t testing.TB) account.Store { return sqlite.NewAccountStore(sqlitetest.New(t)) },
+}
+
 // newEnv serves AccountService on a fresh database over HTTP/2, behind the
 // auth interceptor with Waggle's default policy.
 func newEnv(t *testing.T) *env {
@@ -89,7 +101,7 @@ func newEnvWith(t *testing.T, limits account.Limits) *env {
 		t.Fatal(err)
 	}
 	e := &env{signer: signer, clock: &clock{now: time.Now()}, revoker: &revoker{}}
-	svc := account.New(pgtest.New(t), signer, slog.New(slog.NewTextHandler(io.Discard, nil)), account.Options{
+	svc := account.New(storetest.New(t, stores), signer, slog.New(slog.NewTextHandler(io.Discard, nil)), account.Options{
 		// Cheap parameters keep the tests fast; production uses the default.
 		Passwords: auth.NewPasswords(auth.PasswordParams{Memory: 64, Time: 1, Threads: 1}, 0),
 		Revoker:   e.revoker,

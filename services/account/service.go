@@ -1,5 +1,5 @@
 // Package account implements AccountService: registration, login, token
-// refresh and logout, and public profiles, over Postgres.
+// refresh and logout, and public profiles, over a [Store].
 package account
 
 import (
@@ -10,7 +10,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/errcode"
@@ -67,7 +66,7 @@ var DefaultLimits = Limits{Login: 10, LoginAddress: 30, Register: 10, Refresh: 6
 
 // Service implements accountv1connect.AccountServiceHandler.
 type Service struct {
-	pool       *pgxpool.Pool
+	store      Store
 	signer     *auth.Signer
 	log        *slog.Logger
 	passwords  *auth.Passwords
@@ -80,14 +79,14 @@ type Service struct {
 
 var _ accountv1connect.AccountServiceHandler = (*Service)(nil)
 
-// New returns the service. signer issues the access tokens it hands out; a
-// nil log discards.
-func New(pool *pgxpool.Pool, signer *auth.Signer, log *slog.Logger, opts Options) *Service {
+// New returns the service on store. signer issues the access tokens it
+// hands out; a nil log discards.
+func New(store Store, signer *auth.Signer, log *slog.Logger, opts Options) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{
-		pool:       pool,
+		store:      store,
 		signer:     signer,
 		log:        log,
 		passwords:  opts.Passwords,
@@ -111,8 +110,9 @@ func New(pool *pgxpool.Pool, signer *auth.Signer, log *slog.Logger, opts Options
 	return s
 }
 
-// clock returns the current time at Postgres's precision, so what a call
-// returns equals what a later read returns.
+// clock returns the current time at microseconds, the precision of
+// Postgres's timestamps, so what a call returns equals what a later read
+// returns.
 func (s *Service) clock() time.Time {
 	return s.now().UTC().Truncate(time.Microsecond)
 }

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/wagglechat/waggle/auth"
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
@@ -19,7 +17,6 @@ import (
 // an unknown user and a wrong password so usernames cannot be probed.
 var (
 	errBadLogin       = errors.New("invalid username or password")
-	errUsernameTaken  = errors.New("username is already taken")
 	errBadRefresh     = errors.New("invalid refresh token")
 	errRefreshExpired = errors.New("refresh token expired")
 	errDeviceRevoked  = errors.New("refresh token revoked: the device logged out")
@@ -29,7 +26,7 @@ func unauthenticated(err error) error {
 	return connect.NewError(connect.CodeUnauthenticated, err)
 }
 
-// Register creates a user and logs its first device in, in one transaction.
+// Register creates a user and logs its first device in, together.
 func (s *Service) Register(ctx context.Context, req *accountv1.RegisterRequest) (*accountv1.RegisterResponse, error) {
 	username, err := normalizeUsername(req.GetUsername())
 	if err != nil {
@@ -53,31 +50,20 @@ func (s *Service) Register(ctx context.Context, req *accountv1.RegisterRequest) 
 		return nil, s.fail(ctx, "register: hash password", err)
 	}
 	now := s.clock()
-	u := user{id: uuid.New(), username: username, displayName: req.GetDisplayName(), createTime: now}
-	var (
-		deviceID uuid.UUID
-		tokens   *accountv1.Tokens
-	)
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO users (id, username, display_name, password_hash, create_time)
-			VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (username) DO NOTHING`,
-			u.id, u.username, u.displayName, hash, u.createTime)
-		if err != nil {
-			return fmt.Errorf("insert user: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return connect.NewError(connect.CodeAlreadyExists, errUsernameTaken)
-		}
-		deviceID, tokens, err = s.addDevice(ctx, tx, u.id, req.GetDeviceName(), now)
-		return err
-	})
+	u := User{ID: uuid.New(), Username: username, DisplayName: req.GetDisplayName(), CreateTime: now}
+	device, tokens, err := s.newDevice(u.ID, req.GetDeviceName(), now)
 	if err != nil {
 		return nil, s.fail(ctx, "register", err)
 	}
-	s.log.InfoContext(ctx, "user registered", "user_id", u.id, "device_id", deviceID)
-	return &accountv1.RegisterResponse{User: u.proto(), DeviceId: deviceID.String(), Tokens: tokens}, nil
+	err = s.store.CreateUser(ctx, u, hash, device)
+	if errors.Is(err, ErrUsernameTaken) {
+		return nil, connect.NewError(connect.CodeAlreadyExists, ErrUsernameTaken)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, "register", err)
+	}
+	s.log.InfoContext(ctx, "user registered", "user_id", u.ID, "device_id", device.ID)
+	return &accountv1.RegisterResponse{User: userProto(u), DeviceId: device.ID.String(), Tokens: tokens}, nil
 }
 
 // Login checks the password and logs a new device in.
@@ -101,7 +87,7 @@ func (s *Service) Login(ctx context.Context, req *accountv1.LoginRequest) (*acco
 		return nil, err
 	}
 	u, hash, err := s.userByName(ctx, req.GetUsername())
-	if errors.Is(err, errNoUser) {
+	if errors.Is(err, ErrNotFound) {
 		// Spend a hash's time anyway, so timing does not reveal which
 		// usernames exist.
 		if err := s.passwords.CheckUnknown(ctx, req.GetPassword()); err != nil {
@@ -119,17 +105,20 @@ func (s *Service) Login(ctx context.Context, req *accountv1.LoginRequest) (*acco
 	if !ok {
 		return nil, unauthenticated(errBadLogin)
 	}
-	deviceID, tokens, err := s.addDevice(ctx, s.pool, u.id, req.GetDeviceName(), s.clock())
+	device, tokens, err := s.newDevice(u.ID, req.GetDeviceName(), s.clock())
+	if err == nil {
+		err = s.store.AddDevice(ctx, device)
+	}
 	if err != nil {
 		return nil, s.fail(ctx, "login", err)
 	}
-	s.log.InfoContext(ctx, "device logged in", "user_id", u.id, "device_id", deviceID)
-	return &accountv1.LoginResponse{User: u.proto(), DeviceId: deviceID.String(), Tokens: tokens}, nil
+	s.log.InfoContext(ctx, "device logged in", "user_id", u.ID, "device_id", device.ID)
+	return &accountv1.LoginResponse{User: userProto(u), DeviceId: device.ID.String(), Tokens: tokens}, nil
 }
 
 // RefreshToken rotates the device's refresh token: the presented one stops
-// working in the same transaction that stores its successor, and the row lock
-// makes two concurrent uses of one token yield one new pair, not two.
+// working as its successor is stored, and two concurrent uses of one token
+// yield one new pair, not two (see Store.RotateRefresh).
 func (s *Service) RefreshToken(ctx context.Context, req *accountv1.RefreshTokenRequest) (*accountv1.RefreshTokenResponse, error) {
 	if req.GetRefreshToken() == "" {
 		return nil, invalid("refresh token is required")
@@ -139,41 +128,24 @@ func (s *Service) RefreshToken(ctx context.Context, req *accountv1.RefreshTokenR
 	}
 	now := s.clock()
 	var tokens *accountv1.Tokens
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var (
-			deviceID, userID uuid.UUID
-			expire           time.Time
-			revoked          *time.Time
-		)
-		err := tx.QueryRow(ctx, `
-			SELECT id, user_id, refresh_expire_time, revoke_time FROM devices
-			WHERE refresh_hash = $1 FOR UPDATE`,
-			auth.HashRefreshToken(req.GetRefreshToken())).Scan(&deviceID, &userID, &expire, &revoked)
+	err := s.store.RotateRefresh(ctx, auth.HashRefreshToken(req.GetRefreshToken()), func(d Device) (Refresh, error) {
 		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			// Unknown, or already rotated away.
-			return unauthenticated(errBadRefresh)
-		case err != nil:
-			return fmt.Errorf("find device: %w", err)
-		case revoked != nil:
-			return unauthenticated(errDeviceRevoked)
-		case !now.Before(expire):
-			return unauthenticated(errRefreshExpired)
+		case !d.RevokeTime.IsZero():
+			return Refresh{}, unauthenticated(errDeviceRevoked)
+		case !now.Before(d.RefreshExpireTime):
+			return Refresh{}, unauthenticated(errRefreshExpired)
 		}
-		g, err := s.grant(auth.Identity{UserID: userID.String(), DeviceID: deviceID.String()}, now)
+		g, err := s.grant(auth.Identity{UserID: d.UserID.String(), DeviceID: d.ID.String()}, now)
 		if err != nil {
-			return fmt.Errorf("issue tokens: %w", err)
-		}
-		_, err = tx.Exec(ctx, `
-			UPDATE devices SET refresh_hash = $2, refresh_expire_time = $3, last_refresh_time = $4
-			WHERE id = $1`,
-			deviceID, g.refreshHash, g.refreshExpire, now)
-		if err != nil {
-			return fmt.Errorf("rotate refresh token: %w", err)
+			return Refresh{}, fmt.Errorf("issue tokens: %w", err)
 		}
 		tokens = g.tokens
-		return nil
+		return Refresh{Hash: g.refreshHash, ExpireTime: g.refreshExpire, Time: now}, nil
 	})
+	if errors.Is(err, ErrNotFound) {
+		// Unknown, or already rotated away.
+		return nil, unauthenticated(errBadRefresh)
+	}
 	if err != nil {
 		return nil, s.fail(ctx, "refresh token", err)
 	}
@@ -189,11 +161,7 @@ func (s *Service) Logout(ctx context.Context, _ *accountv1.LogoutRequest) (*acco
 	if err != nil {
 		return nil, err
 	}
-	_, err = s.pool.Exec(ctx, `
-		UPDATE devices SET revoke_time = $3
-		WHERE id = $1 AND user_id = $2 AND revoke_time IS NULL`,
-		c.deviceID, c.userID, s.clock())
-	if err != nil {
+	if err := s.store.RevokeDevice(ctx, c.userID, c.deviceID, s.clock()); err != nil {
 		return nil, s.fail(ctx, "logout: revoke device", err)
 	}
 	if s.revoker != nil {

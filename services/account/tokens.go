@@ -1,12 +1,10 @@
 package account
 
 import (
-	"context"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/wagglechat/waggle/auth"
@@ -39,24 +37,13 @@ func (s *Service) grant(id auth.Identity, now time.Time) (grant, error) {
 	}, nil
 }
 
-// execer is a pool or a transaction.
-type execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
-// addDevice logs a new device of userID in and returns its id and tokens.
-func (s *Service) addDevice(ctx context.Context, db execer, userID uuid.UUID, name string, now time.Time) (uuid.UUID, *accountv1.Tokens, error) {
-	deviceID := uuid.New()
-	g, err := s.grant(auth.Identity{UserID: userID.String(), DeviceID: deviceID.String()}, now)
+// newDevice returns a new device of userID, to be stored, and its tokens.
+func (s *Service) newDevice(userID uuid.UUID, name string, now time.Time) (Device, *accountv1.Tokens, error) {
+	d := Device{ID: uuid.New(), UserID: userID, Name: name, CreateTime: now}
+	g, err := s.grant(auth.Identity{UserID: userID.String(), DeviceID: d.ID.String()}, now)
 	if err != nil {
-		return uuid.UUID{}, nil, fmt.Errorf("issue tokens: %w", err)
+		return Device{}, nil, fmt.Errorf("issue tokens: %w", err)
 	}
-	_, err = db.Exec(ctx, `
-		INSERT INTO devices (id, user_id, name, refresh_hash, refresh_expire_time, create_time)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		deviceID, userID, name, g.refreshHash, g.refreshExpire, now)
-	if err != nil {
-		return uuid.UUID{}, nil, fmt.Errorf("insert device: %w", err)
-	}
-	return deviceID, g.tokens, nil
+	d.RefreshHash, d.RefreshExpireTime = g.refreshHash, g.refreshExpire
+	return d, g.tokens, nil
 }

@@ -3,12 +3,9 @@ package account
 import (
 	"context"
 	"errors"
-	"fmt"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
@@ -16,49 +13,35 @@ import (
 
 var errNoUser = errors.New("user not found")
 
-// user is a users row without its password hash, which only Login reads.
-type user struct {
-	id          uuid.UUID
-	username    string
-	displayName string
-	createTime  time.Time
-}
-
-const userColumns = `id, username, display_name, create_time`
-
-func (u *user) scanFields() []any {
-	return []any{&u.id, &u.username, &u.displayName, &u.createTime}
-}
-
-func (u user) proto() *accountv1.User {
+func userProto(u User) *accountv1.User {
 	return &accountv1.User{
-		UserId:      u.id.String(),
-		Username:    u.username,
-		DisplayName: u.displayName,
-		CreateTime:  timestamppb.New(u.createTime),
+		UserId:      u.ID.String(),
+		Username:    u.Username,
+		DisplayName: u.DisplayName,
+		CreateTime:  timestamppb.New(u.CreateTime),
 	}
 }
 
 // userByName returns the user and password hash for a username as typed at
-// login, or errNoUser.
-func (s *Service) userByName(ctx context.Context, typed string) (user, string, error) {
+// login, or ErrNotFound.
+func (s *Service) userByName(ctx context.Context, typed string) (User, string, error) {
 	username, err := normalizeUsername(typed)
 	if err != nil {
-		return user{}, "", errNoUser // cannot have been registered
+		return User{}, "", ErrNotFound // cannot have been registered
 	}
-	var (
-		u    user
-		hash string
-	)
-	err = s.pool.QueryRow(ctx, `SELECT `+userColumns+`, password_hash FROM users WHERE username = $1`, username).
-		Scan(append(u.scanFields(), &hash)...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return user{}, "", errNoUser
+	return s.store.UserByName(ctx, username)
+}
+
+// userResult answers a call that returns one user: NotFound if the store
+// has none.
+func (s *Service) userResult(ctx context.Context, op string, u User, err error) (*accountv1.User, error) {
+	if errors.Is(err, ErrNotFound) {
+		return nil, connect.NewError(connect.CodeNotFound, errNoUser)
 	}
 	if err != nil {
-		return user{}, "", fmt.Errorf("find user by name: %w", err)
+		return nil, s.fail(ctx, op, err)
 	}
-	return u, hash, nil
+	return userProto(u), nil
 }
 
 // GetUser returns one public profile.
@@ -67,15 +50,12 @@ func (s *Service) GetUser(ctx context.Context, req *accountv1.GetUserRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	var u user
-	err = s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id).Scan(u.scanFields()...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, connect.NewError(connect.CodeNotFound, errNoUser)
-	}
+	u, err := s.store.User(ctx, id)
+	pu, err := s.userResult(ctx, "get user", u, err)
 	if err != nil {
-		return nil, s.fail(ctx, "get user", err)
+		return nil, err
 	}
-	return &accountv1.GetUserResponse{User: u.proto()}, nil
+	return &accountv1.GetUserResponse{User: pu}, nil
 }
 
 // BatchGetUsers returns the known users among the ids, in request order,
@@ -92,23 +72,18 @@ func (s *Service) BatchGetUsers(ctx context.Context, req *accountv1.BatchGetUser
 		}
 		ids = append(ids, id)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+userColumns+` FROM users WHERE id = ANY($1)`, ids)
+	users, err := s.store.Users(ctx, ids)
 	if err != nil {
 		return nil, s.fail(ctx, "batch get users", err)
 	}
-	found := make(map[uuid.UUID]user, len(ids))
-	var u user
-	_, err = pgx.ForEachRow(rows, u.scanFields(), func() error {
-		found[u.id] = u
-		return nil
-	})
-	if err != nil {
-		return nil, s.fail(ctx, "batch get users", err)
+	found := make(map[uuid.UUID]User, len(users))
+	for _, u := range users {
+		found[u.ID] = u
 	}
 	res := &accountv1.BatchGetUsersResponse{Users: make([]*accountv1.User, 0, len(found))}
 	for _, id := range ids {
 		if u, ok := found[id]; ok {
-			res.Users = append(res.Users, u.proto())
+			res.Users = append(res.Users, userProto(u))
 			delete(found, id) // each user once, at its first position
 		}
 	}
@@ -124,16 +99,12 @@ func (s *Service) UpdateProfile(ctx context.Context, req *accountv1.UpdateProfil
 	if err := validateLabel("display name", req.GetDisplayName()); err != nil {
 		return nil, err
 	}
-	var u user
-	err = s.pool.QueryRow(ctx, `UPDATE users SET display_name = $2 WHERE id = $1 RETURNING `+userColumns,
-		c.userID, req.GetDisplayName()).Scan(u.scanFields()...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, connect.NewError(connect.CodeNotFound, errNoUser)
-	}
+	u, err := s.store.SetDisplayName(ctx, c.userID, req.GetDisplayName())
+	pu, err := s.userResult(ctx, "update profile", u, err)
 	if err != nil {
-		return nil, s.fail(ctx, "update profile", err)
+		return nil, err
 	}
-	return &accountv1.UpdateProfileResponse{User: u.proto()}, nil
+	return &accountv1.UpdateProfileResponse{User: pu}, nil
 }
 
 // ListDevices lists the caller's devices that are still logged in: not
@@ -143,31 +114,17 @@ func (s *Service) ListDevices(ctx context.Context, _ *accountv1.ListDevicesReque
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT id, name, create_time, last_refresh_time FROM devices
-		WHERE user_id = $1 AND revoke_time IS NULL AND refresh_expire_time > $2
-		ORDER BY create_time, id`,
-		c.userID, s.clock())
+	devices, err := s.store.LiveDevices(ctx, c.userID, s.clock())
 	if err != nil {
 		return nil, s.fail(ctx, "list devices", err)
 	}
-	var (
-		res         accountv1.ListDevicesResponse
-		id          uuid.UUID
-		name        string
-		created     time.Time
-		lastRefresh *time.Time
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &name, &created, &lastRefresh}, func() error {
-		d := &accountv1.Device{DeviceId: id.String(), Name: name, CreateTime: timestamppb.New(created)}
-		if lastRefresh != nil {
-			d.LastRefreshTime = timestamppb.New(*lastRefresh)
+	res := &accountv1.ListDevicesResponse{}
+	for _, d := range devices {
+		pd := &accountv1.Device{DeviceId: d.ID.String(), Name: d.Name, CreateTime: timestamppb.New(d.CreateTime)}
+		if !d.LastRefreshTime.IsZero() {
+			pd.LastRefreshTime = timestamppb.New(d.LastRefreshTime)
 		}
-		res.Devices = append(res.Devices, d)
-		return nil
-	})
-	if err != nil {
-		return nil, s.fail(ctx, "list devices", err)
+		res.Devices = append(res.Devices, pd)
 	}
-	return &res, nil
+	return res, nil
 }

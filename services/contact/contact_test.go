@@ -19,21 +19,20 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/blockmirror"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	contactv1 "github.com/wagglechat/waggle/gen/go/waggle/contact/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/internal/redistest"
+	"github.com/wagglechat/waggle/internal/storetest"
+	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/contact"
 	"github.com/wagglechat/waggle/services/presence"
 )
 
-var (
-	_ contact.Querier      = (*pgxpool.Pool)(nil)
-	_ contact.Querier      = pgx.Tx(nil)
-	_ contact.UserNotifier = (*recorder)(nil)
-)
+var _ contact.UserNotifier = (*recorder)(nil)
 
 // Test headers stand in for the auth interceptor.
 const (
@@ -78,21 +77,58 @@ func (r *recorder) take() []note {
 	return n
 }
 
+// backend is a store under test, and the SQL access to its data that the
+// tests' setup and checks use.
+type backend struct {
+	store contact.Store
+	db    *pgxpool.Pool
+}
+
+// backends are the storage backends for the service, each made empty:
+// every test runs on the one storetest picks, and a backend added here is
+// covered by them all.
+var backends = map[string]func(t testing.TB) backend{
+	"postgres": func(t testing.TB) backend {
+		db := pgtest.New(t)
+		return backend{store: postgres.NewContactStore(db), db: db}
+	},
+}
+
+// mirror is a blocks mirror: written by contacts, read by presence.
+type mirror interface {
+	contact.BlockMirror
+	presence.BlockLists
+}
+
+// mirrors are the blocks mirrors the service can write; TestResyncBlockers
+// and TestMirrorFailure damage and break the Redis one directly.
+var mirrors = map[string]func(f *fixture) mirror{
+	"redis":  func(f *fixture) mirror { return blockmirror.NewRedis(f.rdb, f.prefix) },
+	"memory": func(*fixture) mirror { return blockmirror.NewMemory() },
+}
+
 type fixture struct {
+	store  contact.Store
 	db     *pgxpool.Pool
 	rdb    *redis.Client
 	prefix string
+	mirror mirror
 	svc    *contact.Service
 	notes  *recorder
 	client contactv1connect.ContactServiceClient
 	names  map[string]string // user id → name, for messages
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture serves the service with the Redis mirror.
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, "redis") }
+
+func newFixtureWith(t *testing.T, mirror string) *fixture {
 	t.Helper()
-	f := &fixture{db: pgtest.New(t), notes: &recorder{}, names: map[string]string{}}
+	b := storetest.New(t, backends)
+	f := &fixture{store: b.store, db: b.db, notes: &recorder{}, names: map[string]string{}}
 	f.rdb, f.prefix = redistest.New(t)
-	f.svc = contact.New(f.db, f.rdb, f.prefix, f.notes, testLogger(t))
+	f.mirror = mirrors[mirror](f)
+	f.svc = contact.New(f.store, f.mirror, f.notes, testLogger(t))
 	mux := http.NewServeMux()
 	mux.Handle(contactv1connect.NewContactServiceHandler(f.svc, connect.WithInterceptors(testAuth)))
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -518,25 +554,49 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// blockers returns the Redis mirror's set of who blocked user, sorted.
+// blockers returns who blocked user in the mirror, sorted.
 func (f *fixture) blockers(t *testing.T, user string) []string {
 	t.Helper()
-	m, err := f.rdb.SMembers(t.Context(), presence.BlockersKey(f.prefix, user)).Result()
-	if err != nil {
+	var m []string
+	if err := f.mirror.ScanBlocks(t.Context(), func(page []contact.Block) error {
+		for _, b := range page {
+			if b.Blocked.String() == user && !slices.Contains(m, b.Blocker.String()) {
+				m = append(m, b.Blocker.String())
+			}
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(m)
 	return m
 }
 
+// isBlocked reports whether the store holds by's block of user.
+func (f *fixture) isBlocked(t *testing.T, user, by uuid.UUID) bool {
+	t.Helper()
+	var blocked bool
+	if err := f.db.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)`,
+		by, user).Scan(&blocked); err != nil {
+		t.Fatal(err)
+	}
+	return blocked
+}
+
 // TestBlockHidesPresence checks the whole path: BlockUser writes the Redis
 // mirror, and PresenceService with BlockVisibility then shows the blocker
 // offline to the blocked user only, until UnblockUser.
 func TestBlockHidesPresence(t *testing.T) {
-	f := newFixture(t)
+	for name := range mirrors {
+		t.Run(name, func(t *testing.T) { testBlockHidesPresence(t, name) })
+	}
+}
+
+func testBlockHidesPresence(t *testing.T, mirror string) {
+	f := newFixtureWith(t, mirror)
 	alice, bob, carol := f.user(t, "alice"), f.user(t, "bob"), f.user(t, "carol")
 	reg := presence.NewRedisRegistry(f.rdb, f.prefix, testLogger(t), presence.RegistryConfig{})
-	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.NewBlockVisibility(f.rdb, f.prefix)})
+	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.NewBlockVisibility(f.mirror)})
 	if _, err := reg.RegisterSessions(t.Context(), &presencev1.RegisterSessionsRequest{Sessions: []*presencev1.Session{
 		{SessionId: "s1", UserId: alice.String(), DeviceId: "d1", EdgeId: "edge-1"},
 	}}); err != nil {
@@ -588,13 +648,12 @@ func TestBlockHidesPresence(t *testing.T) {
 		if got := status(carol); got != st.carol {
 			t.Fatalf("%s: carol sees alice %s, want %s", st.name, got, st.carol)
 		}
-		blocked, err := contact.IsBlockedBy(t.Context(), f.db, bob, alice)
-		if err != nil || blocked != st.bobBlocked {
-			t.Fatalf("%s: IsBlockedBy(bob, alice) = %t, %v; want %t", st.name, blocked, err, st.bobBlocked)
+		if blocked := f.isBlocked(t, bob, alice); blocked != st.bobBlocked {
+			t.Fatalf("%s: bob blocked by alice = %t; want %t", st.name, blocked, st.bobBlocked)
 		}
 		// One-way: bob did not block alice.
-		if blocked, err := contact.IsBlockedBy(t.Context(), f.db, alice, bob); err != nil || blocked {
-			t.Fatalf("%s: IsBlockedBy(alice, bob) = %t, %v", st.name, blocked, err)
+		if f.isBlocked(t, alice, bob) {
+			t.Fatalf("%s: alice blocked by bob", st.name)
 		}
 	}
 }
@@ -607,12 +666,12 @@ func TestMirrorFailure(t *testing.T) {
 	alice, bob := f.user(t, "alice"), f.user(t, "bob")
 	broken := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer broken.Close()
-	down := contact.New(f.db, broken, f.prefix, f.notes, testLogger(t))
+	down := contact.New(f.store, blockmirror.NewRedis(broken, f.prefix), f.notes, testLogger(t))
 
 	_, err := down.BlockUser(direct(alice), &contactv1.BlockUserRequest{UserId: bob.String()})
 	wantCode(t, "block with Redis down", err, connect.CodeUnavailable, "call BlockUser again")
-	if blocked, err := contact.IsBlockedBy(t.Context(), f.db, bob, alice); err != nil || !blocked {
-		t.Fatalf("IsBlockedBy after the failed mirror = %t, %v", blocked, err)
+	if !f.isBlocked(t, bob, alice) {
+		t.Fatal("not blocked after the failed mirror")
 	}
 	equal(t, "events", f.events(t, alice), []string{"1: " + bob.String() + " contact=false blocked=true"})
 	equal(t, "blockers before the retry", f.blockers(t, bob.String()), nil)
@@ -701,36 +760,6 @@ func TestConcurrentChanges(t *testing.T) {
 	t.Logf("%d events", len(evs))
 }
 
-func TestIsBlockedByInTransaction(t *testing.T) {
-	f := newFixture(t)
-	alice, bob := f.user(t, "alice"), f.user(t, "bob")
-	if _, err := f.svc.BlockUser(direct(alice), &contactv1.BlockUserRequest{UserId: bob.String()}); err != nil {
-		t.Fatal(err)
-	}
-	err := pgx.BeginFunc(t.Context(), f.db, func(tx pgx.Tx) error {
-		for _, tc := range []struct {
-			user, by uuid.UUID
-			want     bool
-		}{
-			{bob, alice, true},
-			{alice, bob, false},
-			{bob, uuid.New(), false},
-		} {
-			got, err := contact.IsBlockedBy(t.Context(), tx, tc.user, tc.by)
-			if err != nil {
-				return err
-			}
-			if got != tc.want {
-				t.Errorf("IsBlockedBy(%s, %s) = %t, want %t", f.names[tc.user.String()], f.names[tc.by.String()], got, tc.want)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestResyncBlockers loses and damages the Redis mirror, then rebuilds it:
 // more blocks than one resync batch, stale members, garbage keys and
 // members, and sets of users who no longer exist.
@@ -757,9 +786,9 @@ func TestResyncBlockers(t *testing.T) {
 	}
 	// Damage: carol never blocked alice; garbage members and keys.
 	for key, members := range map[string][]any{
-		presence.BlockersKey(f.prefix, alice.String()):   {carol.String(), "not-a-user"},
-		presence.BlockersKey(f.prefix, "not-a-user"):     {carol.String()},
-		presence.BlockersKey(f.prefix, uuid.NewString()): {alice.String()},
+		blockmirror.BlockersKey(f.prefix, alice.String()):   {carol.String(), "not-a-user"},
+		blockmirror.BlockersKey(f.prefix, "not-a-user"):     {carol.String()},
+		blockmirror.BlockersKey(f.prefix, uuid.NewString()): {alice.String()},
 	} {
 		if err := f.rdb.SAdd(ctx, key, members...).Err(); err != nil {
 			t.Fatal(err)
@@ -786,7 +815,7 @@ func TestResyncBlockers(t *testing.T) {
 			if err := rows.Scan(&blocked, &blockers); err != nil {
 				t.Fatal(err)
 			}
-			want[presence.BlockersKey(f.prefix, blocked.String())] = blockers
+			want[blockmirror.BlockersKey(f.prefix, blocked.String())] = blockers
 		}
 		if err := rows.Err(); err != nil {
 			t.Fatal(err)
@@ -823,7 +852,7 @@ func TestResyncBlockers(t *testing.T) {
 		if n, err := f.rdb.SCard(ctx, blockedKeys[0]).Result(); err != nil || n != 59 {
 			t.Fatalf("%s: %s holds %d users, want 59", when, blockedKeys[0], n)
 		}
-		if n, _ := f.rdb.Exists(ctx, presence.BlockedKey(f.prefix, alice.String())).Result(); n != 0 {
+		if n, _ := f.rdb.Exists(ctx, blockmirror.BlockedKey(f.prefix, alice.String())).Result(); n != 0 {
 			t.Fatalf("%s: alice's blocked set survived bob's deletion", when)
 		}
 	}
@@ -846,4 +875,41 @@ func TestResyncBlockers(t *testing.T) {
 		t.Fatalf("ResyncBlockers: %v", err)
 	}
 	check("again")
+}
+
+// TestResyncFillsMemoryMirror starts a service with an empty memory mirror
+// on a store that holds blocks, as an embedded server starts: ResyncBlockers
+// fills the mirror with exactly the store's blocks, dropping what the
+// store does not hold.
+func TestResyncFillsMemoryMirror(t *testing.T) {
+	f := newFixtureWith(t, "memory")
+	ctx := t.Context()
+	users := make([]uuid.UUID, 40)
+	for i := range users {
+		users[i] = f.user(t, fmt.Sprintf("user%d", i))
+	}
+	// 40·39 = 1560 blocks, more than one resync batch, behind the mirror's back.
+	if _, err := f.db.Exec(ctx, `INSERT INTO blocks (blocker_id, blocked_id)
+		SELECT a.id, b.id FROM users a, users b WHERE a.id <> b.id`); err != nil {
+		t.Fatal(err)
+	}
+	stale := contact.Block{Blocker: users[0], Blocked: uuid.New()}
+	if err := f.mirror.AddBlocks(ctx, []contact.Block{stale}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.ResyncBlockers(ctx); err != nil {
+		t.Fatalf("ResyncBlockers: %v", err)
+	}
+	for _, u := range users {
+		if got := f.blockers(t, u.String()); len(got) != len(users)-1 || slices.Contains(got, u.String()) {
+			t.Fatalf("%s has %d blockers in the mirror, want %d others", f.names[u.String()], len(got), len(users)-1)
+		}
+		blocked, err := f.mirror.BlockedBy(ctx, u.String())
+		if err != nil || len(blocked) != len(users)-1 {
+			t.Fatalf("%s blocked %d users in the mirror (%v), want %d", f.names[u.String()], len(blocked), err, len(users)-1)
+		}
+	}
+	if got := f.blockers(t, stale.Blocked.String()); len(got) != 0 {
+		t.Fatalf("a block the store does not hold survived: %v", got)
+	}
 }

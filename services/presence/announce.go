@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -33,22 +32,22 @@ type Announcer struct {
 	grace   time.Duration
 	reg     SessionReader
 	publish Publisher
-	rdb     *redis.Client
-	prefix  string
+	blocks  BlockLists
 	log     *slog.Logger
 
 	mu      sync.Mutex
 	pending map[string]*time.Timer // users whose offline is in its grace period
 }
 
-// NewAnnouncer returns an announcer; grace 0 means DefaultGrace. The
+// NewAnnouncer returns an announcer that hides a user's changes from the
+// users they blocked, as blocks has it; grace 0 means DefaultGrace. The
 // registry is set with SetRegistry once built (the registry takes Change as
 // its OnChange, so the two refer to each other).
-func NewAnnouncer(grace time.Duration, publish Publisher, rdb *redis.Client, prefix string, log *slog.Logger) *Announcer {
+func NewAnnouncer(grace time.Duration, publish Publisher, blocks BlockLists, log *slog.Logger) *Announcer {
 	if grace == 0 {
 		grace = DefaultGrace
 	}
-	return &Announcer{grace: grace, publish: publish, rdb: rdb, prefix: prefix, log: log, pending: map[string]*time.Timer{}}
+	return &Announcer{grace: grace, publish: publish, blocks: blocks, log: log, pending: map[string]*time.Timer{}}
 }
 
 // SetRegistry gives the announcer the registry it re-checks before
@@ -105,7 +104,7 @@ func (a *Announcer) announce(userID string, p *presencev1.UserPresence) {
 
 func (a *Announcer) publishChange(ctx context.Context, userID string, p *presencev1.UserPresence) error {
 	// Users this user blocked see no presence of theirs.
-	hidden, err := a.rdb.SMembers(ctx, BlockedKey(a.prefix, userID)).Result()
+	hidden, err := a.blocks.BlockedBy(ctx, userID)
 	if err != nil {
 		return fmt.Errorf("blocked users: %w", err)
 	}
@@ -115,7 +114,3 @@ func (a *Announcer) publishChange(ctx context.Context, userID string, p *presenc
 	}
 	return a.publish.Publish(ctx, bus.PresenceChannel(userID), payload)
 }
-
-// BlockedKey is the Redis set of the users userID blocked, kept by the
-// contact service next to the reverse set it keeps for visibility.
-func BlockedKey(prefix, userID string) string { return prefix + "blocked:{" + userID + "}" }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/blockmirror"
 	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -48,10 +49,10 @@ func TestAnnouncerAbsorbsQuickReconnects(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
 	const grace = 300 * time.Millisecond
-	ann := presence.NewAnnouncer(grace, b, client, prefix, testLogger(t))
+	ann := presence.NewAnnouncer(grace, b, blockmirror.NewRedis(client, prefix), testLogger(t))
 	reg := presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{OnChange: ann.Change})
 	ann.SetRegistry(reg)
-	client.SAdd(context.Background(), presence.BlockedKey(prefix, "u1"), "blocked-by-u1")
+	client.SAdd(context.Background(), blockmirror.BlockedKey(prefix, "u1"), "blocked-by-u1")
 
 	h := &heard{}
 	subs, err := b.Subscribe(context.Background(), h.add, bus.PresenceChannel("u1"))
@@ -124,7 +125,7 @@ func TestPresenceIsShownToRelatedUsersOnly(t *testing.T) {
 	reg := presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
 	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.AllOf{
 		presence.NewRelationVisibility(relatedTo{"friend", "blocker"}),
-		presence.NewBlockVisibility(client, prefix),
+		presence.NewBlockVisibility(blockmirror.NewRedis(client, prefix)),
 	}})
 	var sessions []*presencev1.Session
 	for _, u := range []string{"friend", "stranger", "blocker"} {
@@ -133,7 +134,7 @@ func TestPresenceIsShownToRelatedUsersOnly(t *testing.T) {
 	if _, err := reg.RegisterSessions(t.Context(), &presencev1.RegisterSessionsRequest{Sessions: sessions}); err != nil {
 		t.Fatal(err)
 	}
-	client.SAdd(t.Context(), presence.BlockersKey(prefix, "viewer"), "blocker")
+	client.SAdd(t.Context(), blockmirror.BlockersKey(prefix, "viewer"), "blocker")
 	res, err := svc.GetPresence(auth.WithIdentity(t.Context(), auth.Identity{UserID: "viewer", DeviceID: "d"}),
 		&presencev1.GetPresenceRequest{UserIds: []string{"friend", "stranger", "blocker"}})
 	if err != nil {

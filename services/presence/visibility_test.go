@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/blockmirror"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/internal/redistest"
 	"github.com/wagglechat/waggle/services/presence"
@@ -29,7 +30,7 @@ type blockVisFixture struct {
 
 func newBlockVisFixture(t *testing.T) *blockVisFixture {
 	client, prefix := redistest.New(t)
-	f := &blockVisFixture{client: client, prefix: prefix, vis: presence.NewBlockVisibility(client, prefix)}
+	f := &blockVisFixture{client: client, prefix: prefix, vis: presence.NewBlockVisibility(blockmirror.NewRedis(client, prefix))}
 	f.reg = presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
 	f.svc = presence.NewService(f.reg, testLogger(t), presence.ServiceConfig{Visibility: f.vis})
 	return f
@@ -38,14 +39,8 @@ func newBlockVisFixture(t *testing.T) *blockVisFixture {
 // block records that blocker blocked blocked.
 func (f *blockVisFixture) block(t *testing.T, blocker, blocked string) {
 	t.Helper()
-	if err := f.client.SAdd(t.Context(), presence.BlockersKey(f.prefix, blocked), blocker).Err(); err != nil {
+	if err := f.client.SAdd(t.Context(), blockmirror.BlockersKey(f.prefix, blocked), blocker).Err(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestBlockersKey(t *testing.T) {
-	if got, want := presence.BlockersKey("waggle:", "u1"), "waggle:blockers:{u1}"; got != want {
-		t.Fatalf("BlockersKey = %q, want %q", got, want)
 	}
 }
 
@@ -145,7 +140,7 @@ func TestBlockVisibilityErrors(t *testing.T) {
 	broken := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer broken.Close()
 	reg := presence.NewRedisRegistry(f.client, f.prefix, testLogger(t), presence.RegistryConfig{})
-	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.NewBlockVisibility(broken, f.prefix)})
+	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.NewBlockVisibility(blockmirror.NewRedis(broken, f.prefix))})
 	_, err = svc.GetPresence(ctx, &presencev1.GetPresenceRequest{UserIds: []string{"a"}})
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("GetPresence with Redis down: %v, want Unavailable", err)

@@ -1,0 +1,4 @@
+package postgres
+
+// IsBlockedBy is isBlockedBy for the black-box tests.
+var IsBlockedBy = isBlockedBy
