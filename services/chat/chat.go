@@ -1,8 +1,10 @@
 // Package chat is the chat service: conversations, members, messages, their
 // gap-free event sequences, sync and history. It is stateless over a Store
 // (store.go; the adapter is package postgres); after each commit it hands
-// the new event to the fanout, which publishes it on the bus topics that
-// edges holding its members subscribe to.
+// the new event to its Notifier, in its own terms. The real one is package
+// fanout, which publishes it on the bus topics that edges holding its
+// members subscribe to; this package knows neither the bus nor the edges'
+// protocol.
 package chat
 
 import (
@@ -84,8 +86,8 @@ func (c Config) withDefaults() Config {
 }
 
 // Notifier delivers what the service commits, and what it signals without
-// storing, to live sessions. It is told in the service's terms; the
-// Fanout, the real one, turns them into the edges' pushes. The calls for
+// storing, to live sessions. It is told in the service's terms; the real
+// one, package fanout, turns them into the edges' pushes. The calls for
 // committed events return once the event is on its way to the edges.
 type Notifier interface {
 	// Notify delivers a committed conversation event to its members.

@@ -27,7 +27,6 @@ type recorder struct {
 	ephemeral  []chat.Ephemeral
 }
 
-
 func (r *recorder) Notify(_ context.Context, c chat.Committed) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -84,7 +84,7 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	}
 	row := EventRow{Conv: convID, Seq: res.seq, Kind: KindMessage, Actor: uid, Device: nullUUID(id.DeviceID),
 		Created: res.at, Body: content, MessageID: &msgID, ClientMsgID: &req.ClientMsgId}
-	ev, err := decodeEvent(row)
+	ev, err := DecodeEvent(row)
 	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
 	}

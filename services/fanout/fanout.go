@@ -1,4 +1,8 @@
-package chat
+// Package fanout delivers what the chat service notifies to live sessions:
+// it is the adapter between the service's terms (chat.Committed, user
+// events, chat.Ephemeral signals) and the edges' protocol, the bus
+// envelopes and the pushes in them, and it works out offline pushes.
+package fanout
 
 import (
 	"context"
@@ -17,6 +21,7 @@ import (
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/notify"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 // SessionLocator finds users' live sessions: the presence registry, in
@@ -30,8 +35,8 @@ type Publisher interface {
 	PublishBatch(ctx context.Context, msgs []bus.Message) error
 }
 
-// FanoutConfig tunes delivery. Zero values take the defaults noted.
-type FanoutConfig struct {
+// Config tunes delivery. Zero values take the defaults noted.
+type Config struct {
 	// QueueLen is how many publications may wait for the bus. Default
 	// 10,000.
 	QueueLen int
@@ -73,8 +78,8 @@ type FanoutConfig struct {
 // members or sessions at any group size. Offline pushes are worked out
 // afterwards on a queue of their own and never delay a live push.
 type Fanout struct {
-	cfg     FanoutConfig
-	store   FanoutStore
+	cfg     Config
+	store   chat.FanoutStore
 	locate  SessionLocator
 	publish Publisher
 	log     *slog.Logger
@@ -96,7 +101,8 @@ type offlineJob struct {
 	route route
 }
 
-func NewFanout(cfg FanoutConfig, store FanoutStore, locate SessionLocator, publish Publisher, log *slog.Logger) *Fanout {
+// New returns a Fanout; what it queues goes out while Run runs.
+func New(cfg Config, store chat.FanoutStore, locate SessionLocator, publish Publisher, log *slog.Logger) *Fanout {
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = 10_000
 	}
@@ -128,7 +134,7 @@ func NewFanout(cfg FanoutConfig, store FanoutStore, locate SessionLocator, publi
 // on the bus (or after PublishWait): a sender's answer then means the
 // event was handed to the edges, so an answered message reaches online
 // devices even if this process dies next.
-func (f *Fanout) Notify(ctx context.Context, c Committed) {
+func (f *Fanout) Notify(ctx context.Context, c chat.Committed) {
 	ev := c.Event
 	r, err := f.route(ctx, ev.GetConversationId())
 	if err != nil {
@@ -162,14 +168,14 @@ func (f *Fanout) NotifyUser(ctx context.Context, user string, ev *chatv1.UserEve
 // NotifyEphemeral publishes a signal that is not stored as the push edges
 // deliver: typing and read markers to the conversation's other members,
 // unread counts to the user's other sessions. It does not wait.
-func (f *Fanout) NotifyEphemeral(ctx context.Context, e Ephemeral) {
+func (f *Fanout) NotifyEphemeral(ctx context.Context, e chat.Ephemeral) {
 	switch e := e.(type) {
-	case Typing:
+	case chat.Typing:
 		f.toMembers(ctx, e.Conversation, &edgev1.Push{Typing: []*chatv1.TypingEvent{{
 			ConversationId: e.Conversation, UserId: e.User, Typing: e.Typing}}}, e.User)
-	case ReadMarkerMoved:
+	case chat.ReadMarkerMoved:
 		f.toMembers(ctx, e.Marker.GetConversationId(), &edgev1.Push{ReadMarkers: []*chatv1.ReadMarker{e.Marker}}, e.Marker.GetUserId())
-	case UnreadChanged:
+	case chat.UnreadChanged:
 		env := &busv1.Envelope{Push: &edgev1.Push{Unread: []*chatv1.UnreadChanged{{
 			ConversationId: e.Conversation, UnreadCount: e.Unread, Badge: e.Badge}}}}
 		if e.SenderSession != "" {
@@ -301,7 +307,7 @@ func (f *Fanout) Run(ctx context.Context) {
 }
 
 // republishRecent publishes again the newest event of each conversation
-// changed within RepublishWindow (see FanoutConfig), without offline pushes.
+// changed within RepublishWindow (see Config), without offline pushes.
 func (f *Fanout) republishRecent(ctx context.Context) {
 	if f.cfg.RepublishWindow < 0 {
 		return
@@ -313,7 +319,7 @@ func (f *Fanout) republishRecent(ctx context.Context) {
 	}
 	events := make([]*chatv1.Event, len(rows))
 	for i, r := range rows {
-		if events[i], err = decodeEvent(r); err != nil {
+		if events[i], err = chat.DecodeEvent(r); err != nil {
 			f.log.Warn("fanout: read recent events to republish", "err", err)
 			return
 		}
