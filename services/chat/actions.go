@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/errcode"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
 
@@ -311,8 +312,10 @@ func (s *Service) SendTyping(ctx context.Context, req *chatv1.SendTypingRequest)
 	if err != nil {
 		return nil, s.internal(ctx, "send typing", err)
 	}
-	if req.GetTyping() && !s.typing.Allow(uid.String()+convID.String()) {
-		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("at most one typing signal per %v", s.cfg.TypingInterval))
+	if req.GetTyping() {
+		if ok, after := s.typing.Take(uid.String() + convID.String()); !ok {
+			return nil, errcode.RetryLater(fmt.Sprintf("at most one typing signal per %v", s.cfg.TypingInterval), after)
+		}
 	}
 	if count > s.cfg.TypingLimit {
 		return &chatv1.SendTypingResponse{}, nil // not shown in large groups

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/client"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/services/chat"
 )
@@ -422,7 +423,7 @@ func TestTypingIsEphemeralAndRateLimited(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := f.svc.SendTyping(alice, &chatv1.SendTypingRequest{ConversationId: conv, Typing: true})
-		wantCode(t, err, connect.CodeResourceExhausted)
+		wantRetryAfter(t, err, time.Hour)
 		if _, err := f.svc.SendTyping(alice, &chatv1.SendTypingRequest{ConversationId: conv, Typing: false}); err != nil {
 			t.Fatalf("stopping is never limited: %v", err)
 		}
@@ -498,6 +499,16 @@ func TestBlockedUserCannotWriteToTheBlocker(t *testing.T) {
 	})
 }
 
+// wantRetryAfter checks err is a limit's refusal whose RetryInfo, which the
+// SDK waits for, is due within max.
+func wantRetryAfter(t *testing.T, err error, max time.Duration) {
+	t.Helper()
+	wantCode(t, err, connect.CodeResourceExhausted)
+	if d, ok := client.RetryDelay(err); !ok || d <= 0 || d > max {
+		t.Fatalf("refusal %v: retry delay %v (present %v), want within %v", err, d, ok, max)
+	}
+}
+
 func TestSendsAreRateLimitedPerUser(t *testing.T) {
 	forEachStore(t, func(t *testing.T) {
 		f := newFixture(t)
@@ -509,7 +520,7 @@ func TestSendsAreRateLimitedPerUser(t *testing.T) {
 			f.send(alice, conv, fmt.Sprint("burst ", i))
 		}
 		_, err := f.svc.SendMessage(alice, textReq(conv, "one-too-many", "flood"))
-		wantCode(t, err, connect.CodeResourceExhausted)
+		wantRetryAfter(t, err, 1000*time.Second) // a token per 1,000 s
 		f.send(bob, conv, "bob has his own budget")
 	})
 }
