@@ -1,28 +1,33 @@
-// Package storetest picks the storage backend that a service's tests run
-// on, so that every backend runs the same tests.
+// Package storetest runs a service's tests on every storage backend, so
+// that every backend passes the same tests.
 package storetest
 
 import (
-	"cmp"
+	"maps"
 	"os"
+	"slices"
 	"testing"
 )
 
-// Env names the backend to test (WAGGLE_TEST_STORE=<name>); Default when
-// unset.
-const (
-	Env     = "WAGGLE_TEST_STORE"
-	Default = "postgres"
-)
+// Env restricts the tests to one backend (WAGGLE_TEST_STORE=<name>); unset,
+// they run on every backend.
+const Env = "WAGGLE_TEST_STORE"
 
-// New returns a fresh backend of the kind Env names, made by its entry in
-// backends; a name with no entry fails the test.
-func New[T any](t testing.TB, backends map[string]func(testing.TB) T) T {
+// Run runs test once per backend, each time as a subtest named after the
+// backend and on a fresh one made by its entry in backends; with Env set,
+// only on the backend it names, and a name with no entry fails t. A
+// backend's entry skips the subtest when what it needs is missing
+// (internal/testdeps), so the other backends still run.
+func Run[T any](t *testing.T, backends map[string]func(testing.TB) T, test func(t *testing.T, b T)) {
 	t.Helper()
-	name := cmp.Or(os.Getenv(Env), Default)
-	newBackend, ok := backends[name]
-	if !ok {
-		t.Fatalf("%s=%q: no such store", Env, name)
+	names := slices.Sorted(maps.Keys(backends))
+	if only := os.Getenv(Env); only != "" {
+		if _, ok := backends[only]; !ok {
+			t.Fatalf("%s=%q: no such store (have %v)", Env, only, names)
+		}
+		names = []string{only}
 	}
-	return newBackend(t)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) { test(t, backends[name](t)) })
+	}
 }

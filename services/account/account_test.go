@@ -20,7 +20,6 @@ import (
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/internal/sqlitetest"
-	"github.com/wagglechat/waggle/internal/storetest"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/account"
 	"github.com/wagglechat/waggle/sqlite"
@@ -79,29 +78,29 @@ type env struct {
 }
 
 // stores are the storage backends for the service, each made empty: every
-// test runs on the one storetest picks, and a backend added here is covered
-// by them all.
+// test runs on each (storetest.Run), so a backend added here is covered by
+// them all.
 var stores = map[string]func(t testing.TB) account.Store{
 	"postgres": func(t testing.TB) account.Store { return postgres.NewAccountStore(pgtest.New(t)) },
 	"sqlite":   func(t testing.TB) account.Store { return sqlite.NewAccountStore(sqlitetest.New(t)) },
 }
 
-// newEnv serves AccountService on a fresh database over HTTP/2, behind the
-// auth interceptor with Waggle's default policy.
-func newEnv(t *testing.T) *env {
+// newEnv serves AccountService on store over HTTP/2, behind the auth
+// interceptor with Waggle's default policy.
+func newEnv(t *testing.T, store account.Store) *env {
 	t.Helper()
-	return newEnvWith(t, account.Limits{})
+	return newEnvWith(t, store, account.Limits{})
 }
 
 // newEnvWith is newEnv with limits.
-func newEnvWith(t *testing.T, limits account.Limits) *env {
+func newEnvWith(t *testing.T, store account.Store, limits account.Limits) *env {
 	t.Helper()
 	signer, err := auth.NewSigner(bytes.Repeat([]byte{7}, 32), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{signer: signer, clock: &clock{now: time.Now()}, revoker: &revoker{}}
-	svc := account.New(storetest.New(t, stores), signer, slog.New(slog.NewTextHandler(io.Discard, nil)), account.Options{
+	svc := account.New(store, signer, slog.New(slog.NewTextHandler(io.Discard, nil)), account.Options{
 		// Cheap parameters keep the tests fast; production uses the default.
 		Passwords: auth.NewPasswords(auth.PasswordParams{Memory: 64, Time: 1, Threads: 1}, 0),
 		Revoker:   e.revoker,

@@ -11,6 +11,7 @@ import (
 	"github.com/wagglechat/waggle/client"
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
+	"github.com/wagglechat/waggle/internal/storetest"
 	"github.com/wagglechat/waggle/services/account"
 )
 
@@ -59,28 +60,31 @@ func TestLimitsPerSourceAddress(t *testing.T) {
 		{"no limit", account.Limits{Register: -1}, 15, register, 0, 0},
 	}
 	for _, tt := range tests {
+		// Each case on fresh stores.
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnvWith(t, tt.limits)
-			e.register(t, "ann")
-			from := e.from("127.0.0.2")
-			refused := 0
-			for i := range tt.calls {
-				err := tt.call(from, i)
-				if connect.CodeOf(err) != connect.CodeResourceExhausted {
-					continue
+			storetest.Run(t, stores, func(t *testing.T, store account.Store) {
+				e := newEnvWith(t, store, tt.limits)
+				e.register(t, "ann")
+				from := e.from("127.0.0.2")
+				refused := 0
+				for i := range tt.calls {
+					err := tt.call(from, i)
+					if connect.CodeOf(err) != connect.CodeResourceExhausted {
+						continue
+					}
+					refused++
+					// The bucket refills one call per minute/perMinute.
+					if d := retryDelay(t, err); d <= 0 || d > time.Minute/time.Duration(tt.perMinute) {
+						t.Errorf("retry delay %v, want within a refill (%v)", d, time.Minute/time.Duration(tt.perMinute))
+					}
 				}
-				refused++
-				// The bucket refills one call per minute/perMinute.
-				if d := retryDelay(t, err); d <= 0 || d > time.Minute/time.Duration(tt.perMinute) {
-					t.Errorf("retry delay %v, want within a refill (%v)", d, time.Minute/time.Duration(tt.perMinute))
+				if refused != tt.wantRefused {
+					t.Fatalf("%d of %d calls refused, want %d", refused, tt.calls, tt.wantRefused)
 				}
-			}
-			if refused != tt.wantRefused {
-				t.Fatalf("%d of %d calls refused, want %d", refused, tt.calls, tt.wantRefused)
-			}
-			if err := tt.call(e.from("127.0.0.3"), tt.calls); connect.CodeOf(err) == connect.CodeResourceExhausted {
-				t.Fatalf("another address is limited too: %v", err)
-			}
+				if err := tt.call(e.from("127.0.0.3"), tt.calls); connect.CodeOf(err) == connect.CodeResourceExhausted {
+					t.Fatalf("another address is limited too: %v", err)
+				}
+			})
 		})
 	}
 }
@@ -88,17 +92,19 @@ func TestLimitsPerSourceAddress(t *testing.T) {
 // Guesses at a username from one address do not refuse its user logging in
 // from another: nobody can lock a user out.
 func TestGuessesElsewhereDoNotLockTheUserOut(t *testing.T) {
-	e := newEnv(t)
-	e.register(t, "ann")
-	attacker := e.from("127.0.0.2")
-	var err error
-	for i := 0; connect.CodeOf(err) != connect.CodeResourceExhausted; i++ {
-		if i == 100 {
-			t.Fatal("100 guesses and none refused")
+	storetest.Run(t, stores, func(t *testing.T, store account.Store) {
+		e := newEnv(t, store)
+		e.register(t, "ann")
+		attacker := e.from("127.0.0.2")
+		var err error
+		for i := 0; connect.CodeOf(err) != connect.CodeResourceExhausted; i++ {
+			if i == 100 {
+				t.Fatal("100 guesses and none refused")
+			}
+			_, err = attacker.Login(context.Background(), &accountv1.LoginRequest{Username: "ann", Password: fmt.Sprint("guess-", i)})
 		}
-		_, err = attacker.Login(context.Background(), &accountv1.LoginRequest{Username: "ann", Password: fmt.Sprint("guess-", i)})
-	}
-	if _, err := e.client.Login(context.Background(), &accountv1.LoginRequest{Username: "Ann", Password: "password-ann"}); err != nil {
-		t.Fatalf("ann's own login after another address's guesses were refused: %v", err)
-	}
+		if _, err := e.client.Login(context.Background(), &accountv1.LoginRequest{Username: "Ann", Password: "password-ann"}); err != nil {
+			t.Fatalf("ann's own login after another address's guesses were refused: %v", err)
+		}
+	})
 }
