@@ -30,6 +30,7 @@ import (
 	"github.com/wagglechat/waggle/services/account"
 	"github.com/wagglechat/waggle/services/chat"
 	"github.com/wagglechat/waggle/services/contact"
+	"github.com/wagglechat/waggle/services/fanout"
 	"github.com/wagglechat/waggle/services/presence"
 )
 
@@ -79,7 +80,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 
 	// Presence: in this process, or a client of the presence role.
 	var registry interface {
-		chat.SessionLocator
+		fanout.SessionLocator
 		edge.SessionRegistry
 	}
 	var presenceReader edge.PresenceReader
@@ -124,15 +125,15 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			push = hook
 		}
 		chatStore := postgres.NewChatStore(d.pg)
-		fanout := chat.NewFanout(chat.FanoutConfig{Push: push}, chatStore, registry, b, d.log)
-		g.runners = append(g.runners, fanout.Run)
-		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, chatStore, fanout, d.log)
+		fan := fanout.New(fanout.Config{Push: push}, chatStore, registry, b, d.log)
+		g.runners = append(g.runners, fan.Run)
+		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, chatStore, fan, d.log)
 		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(postgres.NewAccountStore(d.pg), d.signer, d.log, account.Options{
-			Revoker:   fanout,
+			Revoker:   fan,
 			Passwords: auth.NewPasswords(auth.DefaultPasswordParams, d.cfg.PasswordHashes),
 			Limits:    d.cfg.AccountLimits,
 		}), opts...))
-		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(postgres.NewContactStore(d.pg), blocks, fanout, d.log), opts...))
+		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(postgres.NewContactStore(d.pg), blocks, fan, d.log), opts...))
 		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatSvc, opts...))

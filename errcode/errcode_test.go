@@ -2,10 +2,12 @@ package errcode_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,6 +29,8 @@ func errorsFromServers(t *testing.T) map[string]error {
 	ctx := t.Context()
 	errs := map[string]error{}
 	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
+
+	sqliteErrors(t, errs)
 
 	db := pgtest.New(t)
 	_, errs["postgres syntax error"] = db.Exec(ctx, "SELEC 1")
@@ -119,6 +123,37 @@ func errorsFromServers(t *testing.T) map[string]error {
 	return errs
 }
 
+// sqliteErrors makes the embedded store's failures happen for real, on
+// files in the test's directory.
+func sqliteErrors(t *testing.T, errs map[string]error) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "e.db")
+	open := func(pragmas string) *sql.DB {
+		db, err := sql.Open("sqlite", "file:"+path+pragmas)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		return db
+	}
+	holder, waiter := open("?_txlock=immediate"), open("?_txlock=immediate&_pragma=busy_timeout(0)")
+	if _, err := holder.Exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)"); err != nil {
+		t.Fatal(err)
+	}
+	_, errs["sqlite unique violation"] = holder.Exec("INSERT INTO t VALUES (1, x''), (1, x'')")
+	// Another writer holds the file's write lock (another process, say).
+	tx, err := holder.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errs["sqlite busy"] = waiter.Exec("INSERT INTO t VALUES (2, x'')")
+	_ = tx.Rollback()
+	// The file may not grow past its pages: a full disk.
+	small := open("?_pragma=max_page_count(8)")
+	_, errs["sqlite full"] = small.Exec(`WITH RECURSIVE n(k) AS (SELECT 10 UNION ALL SELECT k + 1 FROM n WHERE k < 100)
+		INSERT INTO t SELECT k, randomblob(4096) FROM n`)
+}
+
 func TestOf(t *testing.T) {
 	real := errorsFromServers(t)
 	ctx := t.Context()
@@ -137,6 +172,9 @@ func TestOf(t *testing.T) {
 		{"postgres pool exhausted", ctx, real["postgres pool exhausted"], connect.CodeDeadlineExceeded},
 		{"postgres stopped, pooled connection", ctx, real["postgres stopped, pooled connection"], connect.CodeUnavailable},
 		{"postgres stopped, new connection", ctx, real["postgres stopped, new connection"], connect.CodeUnavailable},
+		{"sqlite unique violation", ctx, real["sqlite unique violation"], connect.CodeInternal},
+		{"sqlite busy", ctx, real["sqlite busy"], connect.CodeUnavailable},
+		{"sqlite full", ctx, real["sqlite full"], connect.CodeUnavailable},
 		{"redis wrong type", ctx, real["redis wrong type"], connect.CodeInternal},
 		{"redis stopped", ctx, real["redis stopped"], connect.CodeUnavailable},
 		{"redis client closed", ctx, real["redis client closed"], connect.CodeUnavailable},

@@ -2,15 +2,12 @@ package account
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
-	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/wagglechat/waggle/errcode"
 	"github.com/wagglechat/waggle/ratelimit"
 )
 
@@ -26,9 +23,8 @@ func perMinute(n, def int) *ratelimit.Limiter {
 	return ratelimit.New(float64(n)/60, n)
 }
 
-// limit takes a token of key's bucket in l (nil: no limit). A refusal is
-// resource_exhausted with a RetryInfo saying when the bucket has a token
-// again, which the SDK waits for before it retries.
+// limit takes a token of key's bucket in l (nil: no limit). A refusal says
+// when the bucket has a token again (errcode.RetryLater).
 func limit(l *ratelimit.Limiter, key, what string) error {
 	if l == nil {
 		return nil
@@ -37,13 +33,7 @@ func limit(l *ratelimit.Limiter, key, what string) error {
 	if ok {
 		return nil
 	}
-	err := connect.NewError(connect.CodeResourceExhausted,
-		fmt.Errorf("too many %s; retry in %v", what, (after+time.Second-1).Truncate(time.Second)))
-	// Marshalling a RetryInfo cannot fail.
-	if detail, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(after)}); derr == nil {
-		err.AddDetail(detail)
-	}
-	return err
+	return errcode.RetryLater("too many "+what, after)
 }
 
 // sourceAddr names the client of a call for limits: the TCP peer's IP,

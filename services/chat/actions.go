@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/errcode"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
-	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
 // lockMessage locks and returns the message messageIDField of convID if
@@ -312,13 +312,14 @@ func (s *Service) SendTyping(ctx context.Context, req *chatv1.SendTypingRequest)
 	if err != nil {
 		return nil, s.internal(ctx, "send typing", err)
 	}
-	if req.GetTyping() && !s.typing.Allow(uid.String()+convID.String()) {
-		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("at most one typing signal per %v", s.cfg.TypingInterval))
+	if req.GetTyping() {
+		if ok, after := s.typing.Take(uid.String() + convID.String()); !ok {
+			return nil, errcode.RetryLater(fmt.Sprintf("at most one typing signal per %v", s.cfg.TypingInterval), after)
+		}
 	}
 	if count > s.cfg.TypingLimit {
 		return &chatv1.SendTypingResponse{}, nil // not shown in large groups
 	}
-	s.notify.EphemeralToConversation(ctx, convID.String(), &edgev1.Push{Typing: []*chatv1.TypingEvent{{
-		ConversationId: convID.String(), UserId: uid.String(), Typing: req.GetTyping()}}}, uid.String())
+	s.notify.NotifyEphemeral(ctx, Typing{Conversation: convID.String(), User: uid.String(), Typing: req.GetTyping()})
 	return &chatv1.SendTypingResponse{}, nil
 }

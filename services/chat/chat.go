@@ -1,8 +1,10 @@
 // Package chat is the chat service: conversations, members, messages, their
 // gap-free event sequences, sync and history. It is stateless over a Store
 // (store.go; the adapter is package postgres); after each commit it hands
-// the new event to the fanout, which publishes it on the bus topics that
-// edges holding its members subscribe to.
+// the new event to its Notifier, in its own terms. The real one is package
+// fanout, which publishes it on the bus topics that edges holding its
+// members subscribe to; this package knows neither the bus nor the edges'
+// protocol.
 package chat
 
 import (
@@ -20,7 +22,6 @@ import (
 	"github.com/wagglechat/waggle/errcode"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
-	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	"github.com/wagglechat/waggle/ratelimit"
 )
 
@@ -84,21 +85,48 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Notifier delivers what the service commits (and ephemeral signals) to
-// live sessions. Fanout is the real one. The calls for committed events
-// return once the event is on its way to the edges.
+// Notifier delivers what the service commits, and what it signals without
+// storing, to live sessions. It is told in the service's terms; the real
+// one, package fanout, turns them into the edges' pushes. The calls for
+// committed events return once the event is on its way to the edges.
 type Notifier interface {
 	// Notify delivers a committed conversation event to its members.
 	Notify(ctx context.Context, ev Committed)
 	// NotifyUser delivers a committed user event to the user's devices.
 	NotifyUser(ctx context.Context, user string, ev *chatv1.UserEvent, senderSession string)
-	// EphemeralToConversation delivers a push that is not stored to the
-	// conversation's current members, except one user's sessions.
-	EphemeralToConversation(ctx context.Context, conv string, push *edgev1.Push, exceptUser string)
-	// EphemeralToUser delivers a push that is not stored to a user's
-	// sessions, except senderSession.
-	EphemeralToUser(ctx context.Context, user string, push *edgev1.Push, senderSession string)
+	// NotifyEphemeral delivers a signal that is not stored to the sessions
+	// its kind names. It does not wait: a session that misses one is not
+	// repaired.
+	NotifyEphemeral(ctx context.Context, e Ephemeral)
 }
+
+// Ephemeral is a signal the service does not store: Typing,
+// ReadMarkerMoved or UnreadChanged.
+type Ephemeral interface{ ephemeral() }
+
+// Typing says User started (Typing true) or stopped typing in
+// Conversation. It is for the conversation's other members.
+type Typing struct {
+	Conversation, User string
+	Typing             bool
+}
+
+// ReadMarkerMoved says a member read a conversation further (the marker
+// names both). It is for the conversation's other members.
+type ReadMarkerMoved struct{ Marker *chatv1.ReadMarker }
+
+// UnreadChanged says User's unread count in Conversation is now Unread,
+// and their badge Badge. It is for the user's sessions but SenderSession,
+// whose call's answer carries both.
+type UnreadChanged struct {
+	User, Conversation string
+	Unread, Badge      uint64
+	SenderSession      string
+}
+
+func (Typing) ephemeral()          {}
+func (ReadMarkerMoved) ephemeral() {}
+func (UnreadChanged) ephemeral()   {}
 
 // Service implements ConversationService, MessageService and
 // DeliveryService.
@@ -128,10 +156,9 @@ func New(cfg Config, store Store, notify Notifier, log *slog.Logger) *Service {
 
 type discard struct{}
 
-func (discard) Notify(context.Context, Committed)                                     {}
-func (discard) NotifyUser(context.Context, string, *chatv1.UserEvent, string)         {}
-func (discard) EphemeralToConversation(context.Context, string, *edgev1.Push, string) {}
-func (discard) EphemeralToUser(context.Context, string, *edgev1.Push, string)         {}
+func (discard) Notify(context.Context, Committed)                             {}
+func (discard) NotifyUser(context.Context, string, *chatv1.UserEvent, string) {}
+func (discard) NotifyEphemeral(context.Context, Ephemeral)                    {}
 
 // caller returns the authenticated identity; the interceptor guarantees one
 // on every non-public procedure, so its absence is a wiring bug.

@@ -103,8 +103,8 @@ func nullUUID(s string) *uuid.UUID {
 	return &id
 }
 
-// decodeEvent decodes a stored event into its API form.
-func decodeEvent(r EventRow) (*chatv1.Event, error) {
+// DecodeEvent decodes a stored event into its API form.
+func DecodeEvent(r EventRow) (*chatv1.Event, error) {
 	ev := &chatv1.Event{
 		ConversationId: r.Conv.String(),
 		Seq:            uint64(r.Seq),

@@ -1,5 +1,9 @@
 package chat_test
 
+// The fanout (package fanout) with the chat service on each store backend:
+// what it publishes for what the service commits. The translation of each
+// kind of notice into its envelope is tested in package fanout.
+
 import (
 	"context"
 	"errors"
@@ -20,6 +24,7 @@ import (
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/notify"
 	"github.com/wagglechat/waggle/services/chat"
+	"github.com/wagglechat/waggle/services/fanout"
 )
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -109,7 +114,7 @@ func (tp *tap) settle(channel string) {
 	}
 }
 
-func runFanout(t *testing.T, f *chat.Fanout) {
+func runFanout(t *testing.T, f *fanout.Fanout) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()
@@ -126,7 +131,7 @@ func TestFanoutPublishesOncePerTopic(t *testing.T) {
 		_, carolID := f.user("carol")
 		b := bus.NewMemory()
 		defer b.Close()
-		fan := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+		fan := fanout.New(fanout.Config{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
 		chat.SetNotifier(f.svc, fan)
 		runFanout(t, fan)
 
@@ -177,7 +182,7 @@ func TestFanoutNeverHoldsAnEventBehindOtherConversations(t *testing.T) {
 		alice, _ := f.user("alice")
 		b := bus.NewMemory()
 		defer b.Close()
-		fan := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+		fan := fanout.New(fanout.Config{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
 		runFanout(t, fan)
 		ev := func(conv string, seq uint64) chat.Committed {
 			return chat.Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
@@ -210,8 +215,8 @@ func TestTwoFanoutsPublishEachEventOnce(t *testing.T) {
 		b := bus.NewMemory()
 		defer b.Close()
 		tp := newTap(t, b, bus.ConversationChannel(conv))
-		one := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
-		two := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+		one := fanout.New(fanout.Config{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+		two := fanout.New(fanout.Config{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
 		runFanout(t, one)
 		runFanout(t, two)
 		ev := func(seq uint64) chat.Committed {
@@ -256,7 +261,7 @@ func TestFanoutRetriesRefusedPublishes(t *testing.T) {
 		b := bus.NewMemory()
 		defer b.Close()
 		tp := newTap(t, b, bus.ConversationChannel(conv))
-		fan := chat.NewFanout(chat.FanoutConfig{PublishWait: time.Millisecond, RepublishWindow: noRepublish}, f.store, nil, &flaky{Publisher: b, n: 3}, discardLog())
+		fan := fanout.New(fanout.Config{PublishWait: time.Millisecond, RepublishWindow: noRepublish}, f.store, nil, &flaky{Publisher: b, n: 3}, discardLog())
 		runFanout(t, fan)
 		for seq := range uint64(5) {
 			fan.Notify(context.Background(), chat.Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq + 1}})
@@ -274,7 +279,7 @@ func TestFanoutRetriesRefusedPublishes(t *testing.T) {
 func TestRevokeDeviceClosesItsSessions(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := chat.NewFanout(chat.FanoutConfig{}, nil, nil, b, discardLog())
+	fan := fanout.New(fanout.Config{}, nil, nil, b, discardLog())
 	tp := newTap(t, b, bus.UserChannel("u1"))
 	if err := fan.RevokeDevice(context.Background(), auth.Identity{UserID: "u1", DeviceID: "d1"}); err != nil {
 		t.Fatal(err)
@@ -326,7 +331,7 @@ func TestOfflineMembersGetPushesUnlessMuted(t *testing.T) {
 		b := bus.NewMemory()
 		defer b.Close()
 		got := make(chan notify.Notification, 10)
-		fan := chat.NewFanout(chat.FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n }), RepublishWindow: noRepublish}, f.store,
+		fan := fanout.New(fanout.Config{Push: notify.Func(func(n notify.Notification) { got <- n }), RepublishWindow: noRepublish}, f.store,
 			locator{online: []string{aliceID, daveID}}, b, discardLog())
 		chat.SetNotifier(f.svc, fan)
 		runFanout(t, fan)
@@ -367,7 +372,7 @@ func TestOfflinePushNeverDelaysLivePushes(t *testing.T) {
 		defer b.Close()
 		stuck := make(chan struct{})
 		defer close(stuck)
-		fan := chat.NewFanout(chat.FanoutConfig{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: noRepublish}, f.store, locator{block: stuck}, b, discardLog())
+		fan := fanout.New(fanout.Config{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: noRepublish}, f.store, locator{block: stuck}, b, discardLog())
 		chat.SetNotifier(f.svc, fan)
 		runFanout(t, fan)
 		tp := newTap(t, b, bus.ConversationChannel(conv))
@@ -408,7 +413,7 @@ func TestStartRepublishesTheNewestEventOfRecentConversations(t *testing.T) {
 		defer b.Close()
 		channels := []string{bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.ConversationChannel(old)}
 		tp := newTap(t, b, channels...)
-		runFanout(t, chat.NewFanout(chat.FanoutConfig{}, f.store, nil, b, discardLog()))
+		runFanout(t, fanout.New(fanout.Config{}, f.store, nil, b, discardLog()))
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 			if len(tp.seqs(channels[0])) > 0 && len(tp.seqs(channels[1])) > 0 && len(tp.seqs(channels[2])) > 0 {
 				break

@@ -15,8 +15,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/client"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
-	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	"github.com/wagglechat/waggle/services/chat"
 )
 
@@ -25,14 +25,7 @@ type recorder struct {
 	mu         sync.Mutex
 	events     []*chatv1.Event
 	userEvents map[string][]*chatv1.UserEvent
-	ephemeral  []ephemeral
-}
-
-// ephemeral is a push for a conversation's members but except, or for
-// user's sessions.
-type ephemeral struct {
-	conv, except, user string
-	push               *edgev1.Push
+	ephemeral  []chat.Ephemeral
 }
 
 func (r *recorder) Notify(_ context.Context, c chat.Committed) {
@@ -50,19 +43,13 @@ func (r *recorder) NotifyUser(_ context.Context, user string, ev *chatv1.UserEve
 	r.userEvents[user] = append(r.userEvents[user], ev)
 }
 
-func (r *recorder) EphemeralToConversation(_ context.Context, conv string, push *edgev1.Push, except string) {
+func (r *recorder) NotifyEphemeral(_ context.Context, e chat.Ephemeral) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.ephemeral = append(r.ephemeral, ephemeral{conv: conv, except: except, push: push})
+	r.ephemeral = append(r.ephemeral, e)
 }
 
-func (r *recorder) EphemeralToUser(_ context.Context, user string, push *edgev1.Push, _ string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ephemeral = append(r.ephemeral, ephemeral{user: user, push: push})
-}
-
-func (r *recorder) take() ([]*chatv1.Event, map[string][]*chatv1.UserEvent, []ephemeral) {
+func (r *recorder) take() ([]*chatv1.Event, map[string][]*chatv1.UserEvent, []chat.Ephemeral) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, u, p := r.events, r.userEvents, r.ephemeral
@@ -123,11 +110,11 @@ func TestMarkReadMovesForwardAndSyncsToOwnDevices(t *testing.T) {
 		}
 		var toAlice, toBob bool
 		for _, p := range pushes {
-			if len(p.push.GetReadMarkers()) == 1 && p.conv == conv && p.except == bobID {
-				toAlice = true
-			}
-			if len(p.push.GetUnread()) == 1 && p.user == bobID {
-				toBob = p.push.GetUnread()[0].GetUnreadCount() == 2
+			switch p := p.(type) {
+			case chat.ReadMarkerMoved:
+				toAlice = toAlice || p.Marker.GetConversationId() == conv && p.Marker.GetUserId() == bobID
+			case chat.UnreadChanged:
+				toBob = p.User == bobID && p.Conversation == conv && p.Unread == 2
 			}
 		}
 		if !toAlice || !toBob {
@@ -167,7 +154,7 @@ func TestMarkReadMovesForwardAndSyncsToOwnDevices(t *testing.T) {
 		}
 		_, _, pushes = rec.take()
 		for _, p := range pushes {
-			if len(p.push.GetReadMarkers()) > 0 {
+			if _, ok := p.(chat.ReadMarkerMoved); ok {
 				t.Fatalf("a 4-member group (limit 3) pushed read markers: %v", p)
 			}
 		}
@@ -436,7 +423,7 @@ func TestTypingIsEphemeralAndRateLimited(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := f.svc.SendTyping(alice, &chatv1.SendTypingRequest{ConversationId: conv, Typing: true})
-		wantCode(t, err, connect.CodeResourceExhausted)
+		wantRetryAfter(t, err, time.Hour)
 		if _, err := f.svc.SendTyping(alice, &chatv1.SendTypingRequest{ConversationId: conv, Typing: false}); err != nil {
 			t.Fatalf("stopping is never limited: %v", err)
 		}
@@ -444,7 +431,7 @@ func TestTypingIsEphemeralAndRateLimited(t *testing.T) {
 		if len(evs) != 0 || f.conversation(alice, conv).GetLastSeq() != before {
 			t.Fatal("typing was stored")
 		}
-		if len(pushes) != 2 || pushes[0].conv != conv || pushes[0].except != aliceID || pushes[0].push.GetTyping()[0].GetUserId() != aliceID {
+		if want := []chat.Ephemeral{chat.Typing{Conversation: conv, User: aliceID, Typing: true}, chat.Typing{Conversation: conv, User: aliceID}}; !slices.Equal(pushes, want) {
 			t.Fatalf("typing pushes %v, want two to the conversation but alice", pushes)
 		}
 		stranger := auth.WithIdentity(context.Background(), auth.Identity{UserID: uuid.NewString()})
@@ -512,6 +499,16 @@ func TestBlockedUserCannotWriteToTheBlocker(t *testing.T) {
 	})
 }
 
+// wantRetryAfter checks err is a limit's refusal whose RetryInfo, which the
+// SDK waits for, is due within max.
+func wantRetryAfter(t *testing.T, err error, max time.Duration) {
+	t.Helper()
+	wantCode(t, err, connect.CodeResourceExhausted)
+	if d, ok := client.RetryDelay(err); !ok || d <= 0 || d > max {
+		t.Fatalf("refusal %v: retry delay %v (present %v), want within %v", err, d, ok, max)
+	}
+}
+
 func TestSendsAreRateLimitedPerUser(t *testing.T) {
 	forEachStore(t, func(t *testing.T) {
 		f := newFixture(t)
@@ -523,7 +520,7 @@ func TestSendsAreRateLimitedPerUser(t *testing.T) {
 			f.send(alice, conv, fmt.Sprint("burst ", i))
 		}
 		_, err := f.svc.SendMessage(alice, textReq(conv, "one-too-many", "flood"))
-		wantCode(t, err, connect.CodeResourceExhausted)
+		wantRetryAfter(t, err, 1000*time.Second) // a token per 1,000 s
 		f.send(bob, conv, "bob has his own budget")
 	})
 }

@@ -9,11 +9,11 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
+	"github.com/wagglechat/waggle/errcode"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/internal/safetext"
 )
@@ -38,7 +38,7 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	if err != nil {
 		return nil, err
 	}
-	if !s.sends.Allow(uid.String()) {
+	if ok, after := s.sends.Take(uid.String()); !ok {
 		// A retry of a stored message gets its original even over the
 		// limit, or the sender would be told a stored message failed.
 		m, err := s.messageByClientID(ctx, convID, uid, req.GetClientMsgId())
@@ -48,7 +48,7 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 		if m != nil {
 			return s.duplicate(ctx, m), nil
 		}
-		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("at most %v messages a second", s.cfg.SendRate))
+		return nil, errcode.RetryLater(fmt.Sprintf("at most %v messages a second", s.cfg.SendRate), after)
 	}
 	msgID, err := uuid.NewV7()
 	if err != nil {
@@ -84,7 +84,7 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	}
 	row := EventRow{Conv: convID, Seq: res.seq, Kind: KindMessage, Actor: uid, Device: nullUUID(id.DeviceID),
 		Created: res.at, Body: content, MessageID: &msgID, ClientMsgID: &req.ClientMsgId}
-	ev, err := decodeEvent(row)
+	ev, err := DecodeEvent(row)
 	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
-	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
 // MarkRead moves the caller's read marker forward (never back), records it
@@ -68,10 +67,10 @@ func (s *Service) MarkRead(ctx context.Context, req *chatv1.MarkReadRequest) (*c
 		// gets it pushed like the user's other devices (else it would see a
 		// gap in its user sequence).
 		s.notify.NotifyUser(ctx, uid.String(), userEvent, "")
-		s.notify.EphemeralToUser(ctx, uid.String(), &edgev1.Push{Unread: []*chatv1.UnreadChanged{{
-			ConversationId: convID.String(), UnreadCount: res.UnreadCount, Badge: res.Badge}}}, sessionID(ctx))
+		s.notify.NotifyEphemeral(ctx, UnreadChanged{User: uid.String(), Conversation: convID.String(),
+			Unread: res.UnreadCount, Badge: res.Badge, SenderSession: sessionID(ctx)})
 		if members <= s.cfg.ReceiptPushLimit {
-			s.notify.EphemeralToConversation(ctx, convID.String(), &edgev1.Push{ReadMarkers: []*chatv1.ReadMarker{marker}}, uid.String())
+			s.notify.NotifyEphemeral(ctx, ReadMarkerMoved{Marker: marker})
 		}
 	}
 	return res, nil

@@ -86,7 +86,7 @@ func (s *Service) ReadEvents(ctx context.Context, req *chatv1.ReadEventsRequest)
 	res := &chatv1.ReadEventsResponse{}
 	budget := readBudget
 	for i, r := range cs {
-		evs, more, err := readRange(convEvents[i], decodeEvent, per, &budget)
+		evs, more, err := readRange(convEvents[i], DecodeEvent, per, &budget)
 		if err != nil {
 			return nil, s.internal(ctx, "read events", err)
 		}

@@ -53,7 +53,7 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 	formerMessages := map[uuid.UUID]*formerRows{} // rewound once the page is read
 	next, more, err := s.store.Sync(ctx, uid, req.GetCursor(), known, size, SyncPage{
 		Event: func(r EventRow, left *int64) (bool, error) {
-			ev, err := decodeEvent(r)
+			ev, err := DecodeEvent(r)
 			if err != nil {
 				return false, err
 			}
@@ -88,7 +88,7 @@ func (s *Service) Sync(ctx context.Context, req *chatv1.SyncRequest) (*chatv1.Sy
 			return nil, s.internal(ctx, "sync", err)
 		}
 		for i, at := range f.at {
-			if events[at], err = decodeEvent(f.rows[i]); err != nil {
+			if events[at], err = DecodeEvent(f.rows[i]); err != nil {
 				return nil, s.internal(ctx, "sync", err)
 			}
 		}

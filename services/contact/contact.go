@@ -35,7 +35,7 @@ import (
 
 // UserNotifier pushes a committed user event to the user's live sessions,
 // except senderSession (the session whose call caused it, if any).
-// *chat.Fanout implements it.
+// *fanout.Fanout implements it.
 type UserNotifier interface {
 	NotifyUser(ctx context.Context, user string, ev *chatv1.UserEvent, senderSession string)
 }

@@ -2,6 +2,8 @@ package contact_test
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -10,11 +12,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
@@ -26,10 +28,13 @@ import (
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/internal/redistest"
+	"github.com/wagglechat/waggle/internal/sqlitetest"
 	"github.com/wagglechat/waggle/internal/storetest"
 	"github.com/wagglechat/waggle/postgres"
+	"github.com/wagglechat/waggle/services/account"
 	"github.com/wagglechat/waggle/services/contact"
 	"github.com/wagglechat/waggle/services/presence"
+	"github.com/wagglechat/waggle/sqlite"
 )
 
 var _ contact.UserNotifier = (*recorder)(nil)
@@ -77,21 +82,120 @@ func (r *recorder) take() []note {
 	return n
 }
 
-// backend is a store under test, and the SQL access to its data that the
-// tests' setup and checks use.
+// backend is a store under test, with the account store on the same
+// database (users are the account service's), and what the tests' setup
+// and checks do that no store method does, in the backend's SQL.
 type backend struct {
-	store contact.Store
-	db    *pgxpool.Pool
+	store    contact.Store
+	accounts account.Store
+	// userEvents returns user's stored user events, in seq order.
+	userEvents func(t testing.TB, user uuid.UUID) []*chatv1.UserEvent
+	// blockAll has each of users block every other, behind the store's
+	// (and so the mirror's) back.
+	blockAll func(t testing.TB, users []uuid.UUID)
+	// deleteUser deletes a user, as no service does yet.
+	deleteUser func(t testing.TB, user uuid.UUID)
 }
 
 // backends are the storage backends for the service, each made empty:
-// every test runs on the one storetest picks, and a backend added here is
+// every test runs on each (storetest.Run), so a backend added here is
 // covered by them all.
 var backends = map[string]func(t testing.TB) backend{
 	"postgres": func(t testing.TB) backend {
 		db := pgtest.New(t)
-		return backend{store: postgres.NewContactStore(db), db: db}
+		return backend{
+			store:    postgres.NewContactStore(db),
+			accounts: postgres.NewAccountStore(db),
+			userEvents: func(t testing.TB, user uuid.UUID) []*chatv1.UserEvent {
+				rows, err := db.Query(t.Context(), `SELECT seq, body FROM user_events WHERE user_id = $1 ORDER BY seq`, user)
+				if err != nil {
+					t.Fatal(err)
+				}
+				evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*chatv1.UserEvent, error) {
+					var seq int64
+					var body []byte
+					if err := r.Scan(&seq, &body); err != nil {
+						return nil, err
+					}
+					return decodeUserEvent(seq, body)
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return evs
+			},
+			blockAll: func(t testing.TB, users []uuid.UUID) {
+				if _, err := db.Exec(t.Context(), `INSERT INTO blocks (blocker_id, blocked_id)
+					SELECT a, b FROM unnest($1::uuid[]) a, unnest($1::uuid[]) b WHERE a <> b`, users); err != nil {
+					t.Fatal(err)
+				}
+			},
+			deleteUser: func(t testing.TB, user uuid.UUID) {
+				if _, err := db.Exec(t.Context(), `DELETE FROM users WHERE id = $1`, user); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
 	},
+	"sqlite": func(t testing.TB) backend {
+		db := sqlitetest.New(t)
+		write := func(t testing.TB, q string, args ...any) {
+			if err := db.Write(t.Context(), func(tx *sqlite.Tx) error {
+				_, err := tx.ExecContext(t.Context(), q, args...)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return backend{
+			store:    sqlite.NewContactStore(db),
+			accounts: sqlite.NewAccountStore(db),
+			userEvents: func(t testing.TB, user uuid.UUID) []*chatv1.UserEvent {
+				var evs []*chatv1.UserEvent
+				if err := db.Read(t.Context(), func(tx *sql.Tx) error {
+					rows, err := tx.QueryContext(t.Context(), `SELECT seq, body FROM user_events WHERE user_id = ? ORDER BY seq`, user)
+					if err != nil {
+						return err
+					}
+					defer rows.Close()
+					for rows.Next() {
+						var seq int64
+						var body []byte
+						if err := rows.Scan(&seq, &body); err != nil {
+							return err
+						}
+						ev, err := decodeUserEvent(seq, body)
+						if err != nil {
+							return err
+						}
+						evs = append(evs, ev)
+					}
+					return rows.Err()
+				}); err != nil {
+					t.Fatal(err)
+				}
+				return evs
+			},
+			blockAll: func(t testing.TB, users []uuid.UUID) {
+				ids, err := json.Marshal(users)
+				if err != nil {
+					t.Fatal(err)
+				}
+				write(t, `INSERT INTO blocks (blocker_id, blocked_id)
+					SELECT a.value, b.value FROM json_each(?1) a, json_each(?1) b WHERE a.value <> b.value`, string(ids))
+			},
+			deleteUser: func(t testing.TB, user uuid.UUID) { write(t, `DELETE FROM users WHERE id = ?`, user) },
+		}
+	},
+}
+
+func decodeUserEvent(seq int64, body []byte) (*chatv1.UserEvent, error) {
+	ev := &chatv1.UserEvent{}
+	if err := proto.Unmarshal(body, ev); err != nil {
+		return nil, err
+	}
+	ev.Seq = uint64(seq)
+	return ev, nil
 }
 
 // mirror is a blocks mirror: written by contacts, read by presence.
@@ -108,8 +212,7 @@ var mirrors = map[string]func(f *fixture) mirror{
 }
 
 type fixture struct {
-	store  contact.Store
-	db     *pgxpool.Pool
+	backend
 	rdb    *redis.Client
 	prefix string
 	mirror mirror
@@ -119,13 +222,12 @@ type fixture struct {
 	names  map[string]string // user id → name, for messages
 }
 
-// newFixture serves the service with the Redis mirror.
-func newFixture(t *testing.T) *fixture { return newFixtureWith(t, "redis") }
+// newFixture serves the service on b with the Redis mirror.
+func newFixture(t *testing.T, b backend) *fixture { return newFixtureWith(t, b, "redis") }
 
-func newFixtureWith(t *testing.T, mirror string) *fixture {
+func newFixtureWith(t *testing.T, b backend, mirror string) *fixture {
 	t.Helper()
-	b := storetest.New(t, backends)
-	f := &fixture{store: b.store, db: b.db, notes: &recorder{}, names: map[string]string{}}
+	f := &fixture{backend: b, notes: &recorder{}, names: map[string]string{}}
 	f.rdb, f.prefix = redistest.New(t)
 	f.mirror = mirrors[mirror](f)
 	f.svc = contact.New(f.store, f.mirror, f.notes, testLogger(t))
@@ -149,12 +251,14 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), nil))
 }
 
-// user inserts a user named name (ids are random, so ordering is too).
+// user creates a user named name (ids are random, so ordering is too).
 func (f *fixture) user(t testing.TB, name string) uuid.UUID {
 	t.Helper()
-	id := uuid.New()
-	if _, err := f.db.Exec(t.Context(), `INSERT INTO users (id, username, password_hash) VALUES ($1, $2, 'x')`, id, name); err != nil {
-		t.Fatalf("insert user %s: %v", name, err)
+	id, now := uuid.New(), time.Now()
+	if err := f.accounts.CreateUser(t.Context(), account.User{ID: id, Username: name, CreateTime: now}, "x", account.Device{
+		ID: uuid.New(), UserID: id, RefreshHash: id[:], RefreshExpireTime: now.Add(time.Hour), CreateTime: now,
+	}); err != nil {
+		t.Fatalf("create user %s: %v", name, err)
 	}
 	f.names[id.String()] = name
 	return id
@@ -183,24 +287,9 @@ func describe(c *chatv1.ContactChanged) string {
 // events returns user's stored user events as "seq: change" lines.
 func (f *fixture) events(t *testing.T, user uuid.UUID) []string {
 	t.Helper()
-	rows, err := f.db.Query(t.Context(), `SELECT seq, body FROM user_events WHERE user_id = $1 ORDER BY seq`, user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
-		var seq int64
-		var body []byte
-		if err := r.Scan(&seq, &body); err != nil {
-			return "", err
-		}
-		ev := &chatv1.UserEvent{}
-		if err := proto.Unmarshal(body, ev); err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%d: %s", seq, describe(ev.GetContactChanged())), nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	var out []string
+	for _, ev := range f.userEvents(t, user) {
+		out = append(out, fmt.Sprintf("%d: %s", ev.GetSeq(), describe(ev.GetContactChanged())))
 	}
 	return out
 }
@@ -224,334 +313,342 @@ func equal[T comparable](t *testing.T, what string, got, want []T) {
 // the relation as it now is, pushed once after commit to the caller's other
 // sessions; a no-op or a failure appends and pushes nothing.
 func TestUserEvents(t *testing.T) {
-	f := newFixture(t)
-	alice, bob, carol := f.user(t, "alice"), f.user(t, "bob"), f.user(t, "carol")
-	ctx := as(alice, "sess-1")
-	add := func(u uuid.UUID, alias string) func() error {
-		return func() error {
-			_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: u.String(), Alias: alias})
-			return err
+	storetest.Run(t, backends, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		alice, bob, carol := f.user(t, "alice"), f.user(t, "bob"), f.user(t, "carol")
+		ctx := as(alice, "sess-1")
+		add := func(u uuid.UUID, alias string) func() error {
+			return func() error {
+				_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: u.String(), Alias: alias})
+				return err
+			}
 		}
-	}
-	remove := func(u uuid.UUID) func() error {
-		return func() error {
-			_, err := f.client.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: u.String()})
-			return err
+		remove := func(u uuid.UUID) func() error {
+			return func() error {
+				_, err := f.client.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: u.String()})
+				return err
+			}
 		}
-	}
-	block := func(u uuid.UUID) func() error {
-		return func() error {
-			_, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: u.String()})
-			return err
+		block := func(u uuid.UUID) func() error {
+			return func() error {
+				_, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: u.String()})
+				return err
+			}
 		}
-	}
-	unblock := func(u uuid.UUID) func() error {
-		return func() error {
-			_, err := f.client.UnblockUser(ctx, &contactv1.UnblockUserRequest{UserId: u.String()})
-			return err
+		unblock := func(u uuid.UUID) func() error {
+			return func() error {
+				_, err := f.client.UnblockUser(ctx, &contactv1.UnblockUserRequest{UserId: u.String()})
+				return err
+			}
 		}
-	}
-	steps := []struct {
-		name string
-		do   func() error
-		code connect.Code // 0: success
-		want string       // the appended change; "" for none
-	}{
-		{"add bob", add(bob, ""), 0, bob.String() + " contact=true blocked=false"},
-		{"add bob again", add(bob, ""), 0, ""},
-		{"set bob's alias", add(bob, "Bobby"), 0, bob.String() + " contact=true blocked=false"},
-		{"same alias again", add(bob, "Bobby"), 0, ""},
-		{"block bob, who stays a contact", block(bob), 0, bob.String() + " contact=true blocked=true"},
-		{"block bob again", block(bob), 0, ""},
-		{"remove bob, who stays blocked", remove(bob), 0, bob.String() + " contact=false blocked=true"},
-		{"remove bob again", remove(bob), 0, ""},
-		{"unblock bob", unblock(bob), 0, bob.String() + " contact=false blocked=false"},
-		{"unblock bob again", unblock(bob), 0, ""},
-		{"block carol, not a contact", block(carol), 0, carol.String() + " contact=false blocked=true"},
-		{"add carol, who stays blocked", add(carol, "C"), 0, carol.String() + " contact=true blocked=true"},
-		{"add self", add(alice, ""), connect.CodeInvalidArgument, ""},
-		{"block unknown user", block(uuid.New()), connect.CodeNotFound, ""},
-		{"alias too long", add(bob, strings.Repeat("x", 65)), connect.CodeInvalidArgument, ""},
-	}
-	var want []string
-	for _, st := range steps {
-		err := st.do()
-		if st.code == 0 && err != nil {
-			t.Fatalf("%s: %v", st.name, err)
+		steps := []struct {
+			name string
+			do   func() error
+			code connect.Code // 0: success
+			want string       // the appended change; "" for none
+		}{
+			{"add bob", add(bob, ""), 0, bob.String() + " contact=true blocked=false"},
+			{"add bob again", add(bob, ""), 0, ""},
+			{"set bob's alias", add(bob, "Bobby"), 0, bob.String() + " contact=true blocked=false"},
+			{"same alias again", add(bob, "Bobby"), 0, ""},
+			{"block bob, who stays a contact", block(bob), 0, bob.String() + " contact=true blocked=true"},
+			{"block bob again", block(bob), 0, ""},
+			{"remove bob, who stays blocked", remove(bob), 0, bob.String() + " contact=false blocked=true"},
+			{"remove bob again", remove(bob), 0, ""},
+			{"unblock bob", unblock(bob), 0, bob.String() + " contact=false blocked=false"},
+			{"unblock bob again", unblock(bob), 0, ""},
+			{"block carol, not a contact", block(carol), 0, carol.String() + " contact=false blocked=true"},
+			{"add carol, who stays blocked", add(carol, "C"), 0, carol.String() + " contact=true blocked=true"},
+			{"add self", add(alice, ""), connect.CodeInvalidArgument, ""},
+			{"block unknown user", block(uuid.New()), connect.CodeNotFound, ""},
+			{"alias too long", add(bob, strings.Repeat("x", 65)), connect.CodeInvalidArgument, ""},
 		}
-		if st.code != 0 {
-			wantCode(t, st.name, err, st.code, "")
+		var want []string
+		for _, st := range steps {
+			err := st.do()
+			if st.code == 0 && err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			if st.code != 0 {
+				wantCode(t, st.name, err, st.code, "")
+			}
+			var wantNotes []note
+			if st.want != "" {
+				want = append(want, fmt.Sprintf("%d: %s", len(want)+1, st.want))
+				wantNotes = []note{{alice.String(), uint64(len(want)), st.want, "sess-1"}}
+			}
+			equal(t, st.name+": alice's events", f.events(t, alice), want)
+			equal(t, st.name+": pushes", f.notes.take(), wantNotes)
 		}
-		var wantNotes []note
-		if st.want != "" {
-			want = append(want, fmt.Sprintf("%d: %s", len(want)+1, st.want))
-			wantNotes = []note{{alice.String(), uint64(len(want)), st.want, "sess-1"}}
-		}
-		equal(t, st.name+": alice's events", f.events(t, alice), want)
-		equal(t, st.name+": pushes", f.notes.take(), wantNotes)
-	}
-	// The other side is never told.
-	equal(t, "bob's events", f.events(t, bob), nil)
-	equal(t, "carol's events", f.events(t, carol), nil)
+		// The other side is never told.
+		equal(t, "bob's events", f.events(t, bob), nil)
+		equal(t, "carol's events", f.events(t, carol), nil)
+	})
 }
 
 func TestContactsPaging(t *testing.T) {
-	f := newFixture(t)
-	alice := f.user(t, "alice")
-	ctx := as(alice, "")
-	var ids []string
-	for i := range 7 {
-		u := f.user(t, fmt.Sprintf("user%d", i))
-		ids = append(ids, u.String())
-		res, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: u.String(), Alias: fmt.Sprintf("Friend %d", i)})
+	storetest.Run(t, backends, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		alice := f.user(t, "alice")
+		ctx := as(alice, "")
+		var ids []string
+		for i := range 7 {
+			u := f.user(t, fmt.Sprintf("user%d", i))
+			ids = append(ids, u.String())
+			res, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: u.String(), Alias: fmt.Sprintf("Friend %d", i)})
+			if err != nil {
+				t.Fatalf("AddContact: %v", err)
+			}
+			if c := res.GetContact(); c.GetUserId() != u.String() || c.GetAlias() != fmt.Sprintf("Friend %d", i) || c.GetCreateTime() == nil {
+				t.Fatalf("AddContact returned %v", c)
+			}
+		}
+		slices.Sort(ids)
+
+		for _, tc := range []struct {
+			size  int32
+			pages int
+		}{{0, 1}, {1, 7}, {2, 4}, {3, 3}, {7, 1}, {8, 1}, {5000, 1}} {
+			t.Run(fmt.Sprintf("page_size=%d", tc.size), func(t *testing.T) {
+				var got []string
+				pages, token := 0, ""
+				for {
+					res, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: tc.size, PageToken: token})
+					if err != nil {
+						t.Fatalf("ListContacts: %v", err)
+					}
+					pages++
+					for _, c := range res.GetContacts() {
+						got = append(got, c.GetUserId())
+					}
+					if token = res.GetNextPageToken(); token == "" {
+						break
+					}
+				}
+				equal(t, "contacts", got, ids)
+				if pages != tc.pages {
+					t.Fatalf("%d pages, want %d", pages, tc.pages)
+				}
+			})
+		}
+
+		// Re-adding with a new alias updates it and keeps create_time.
+		first, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: 1})
 		if err != nil {
-			t.Fatalf("AddContact: %v", err)
-		}
-		if c := res.GetContact(); c.GetUserId() != u.String() || c.GetAlias() != fmt.Sprintf("Friend %d", i) || c.GetCreateTime() == nil {
-			t.Fatalf("AddContact returned %v", c)
-		}
-	}
-	slices.Sort(ids)
-
-	for _, tc := range []struct {
-		size  int32
-		pages int
-	}{{0, 1}, {1, 7}, {2, 4}, {3, 3}, {7, 1}, {8, 1}, {5000, 1}} {
-		t.Run(fmt.Sprintf("page_size=%d", tc.size), func(t *testing.T) {
-			var got []string
-			pages, token := 0, ""
-			for {
-				res, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: tc.size, PageToken: token})
-				if err != nil {
-					t.Fatalf("ListContacts: %v", err)
-				}
-				pages++
-				for _, c := range res.GetContacts() {
-					got = append(got, c.GetUserId())
-				}
-				if token = res.GetNextPageToken(); token == "" {
-					break
-				}
-			}
-			equal(t, "contacts", got, ids)
-			if pages != tc.pages {
-				t.Fatalf("%d pages, want %d", pages, tc.pages)
-			}
-		})
-	}
-
-	// Re-adding with a new alias updates it and keeps create_time.
-	first, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := first.GetContacts()[0]
-	res, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: c.GetUserId(), Alias: "Ünïcode 名前"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.GetContact().GetAlias() != "Ünïcode 名前" || !res.GetContact().GetCreateTime().AsTime().Equal(c.GetCreateTime().AsTime()) {
-		t.Fatalf("alias update returned %v, had %v", res.GetContact(), c)
-	}
-	again, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := again.GetContacts()[0].GetAlias(); got != "Ünïcode 名前" {
-		t.Fatalf("listed alias %q after update", got)
-	}
-	// Clearing the alias.
-	if _, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: c.GetUserId()}); err != nil {
-		t.Fatal(err)
-	}
-
-	// A page token survives removals: the next page starts after the last
-	// id seen.
-	page, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range ids[:4] {
-		if _, err := f.client.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: id}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	rest, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageToken: page.GetNextPageToken()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, c := range rest.GetContacts() {
-		got = append(got, c.GetUserId())
-	}
-	equal(t, "after removals", got, ids[4:])
+		c := first.GetContacts()[0]
+		res, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: c.GetUserId(), Alias: "Ünïcode 名前"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.GetContact().GetAlias() != "Ünïcode 名前" || !res.GetContact().GetCreateTime().AsTime().Equal(c.GetCreateTime().AsTime()) {
+			t.Fatalf("alias update returned %v, had %v", res.GetContact(), c)
+		}
+		again, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := again.GetContacts()[0].GetAlias(); got != "Ünïcode 名前" {
+			t.Fatalf("listed alias %q after update", got)
+		}
+		// Clearing the alias.
+		if _, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: c.GetUserId()}); err != nil {
+			t.Fatal(err)
+		}
 
-	// Others' lists are their own.
-	other, err := f.client.ListContacts(as(uuid.MustParse(ids[0]), ""), &contactv1.ListContactsRequest{})
-	if err != nil || len(other.GetContacts()) != 0 || other.GetNextPageToken() != "" {
-		t.Fatalf("another user's list: %v, %v", other, err)
-	}
+		// A page token survives removals: the next page starts after the last
+		// id seen.
+		page, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids[:4] {
+			if _, err := f.client.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rest, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageToken: page.GetNextPageToken()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, c := range rest.GetContacts() {
+			got = append(got, c.GetUserId())
+		}
+		equal(t, "after removals", got, ids[4:])
+
+		// Others' lists are their own.
+		other, err := f.client.ListContacts(as(uuid.MustParse(ids[0]), ""), &contactv1.ListContactsRequest{})
+		if err != nil || len(other.GetContacts()) != 0 || other.GetNextPageToken() != "" {
+			t.Fatalf("another user's list: %v, %v", other, err)
+		}
+	})
 }
 
 func TestBlockedPaging(t *testing.T) {
-	f := newFixture(t)
-	alice := f.user(t, "alice")
-	ctx := as(alice, "")
-	var ids []string
-	for i := range 5 {
-		u := f.user(t, fmt.Sprintf("user%d", i))
-		ids = append(ids, u.String())
-		if _, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: u.String()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	slices.Sort(ids)
-	var got []string
-	token := ""
-	for pages := 1; ; pages++ {
-		res, err := f.client.ListBlockedUsers(ctx, &contactv1.ListBlockedUsersRequest{PageSize: 2, PageToken: token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, b := range res.GetBlockedUsers() {
-			if b.GetCreateTime() == nil {
-				t.Fatalf("no create_time in %v", b)
+	storetest.Run(t, backends, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		alice := f.user(t, "alice")
+		ctx := as(alice, "")
+		var ids []string
+		for i := range 5 {
+			u := f.user(t, fmt.Sprintf("user%d", i))
+			ids = append(ids, u.String())
+			if _, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: u.String()}); err != nil {
+				t.Fatal(err)
 			}
-			got = append(got, b.GetUserId())
 		}
-		if token = res.GetNextPageToken(); token == "" {
-			if pages != 3 {
-				t.Fatalf("%d pages, want 3", pages)
+		slices.Sort(ids)
+		var got []string
+		token := ""
+		for pages := 1; ; pages++ {
+			res, err := f.client.ListBlockedUsers(ctx, &contactv1.ListBlockedUsersRequest{PageSize: 2, PageToken: token})
+			if err != nil {
+				t.Fatal(err)
 			}
-			break
+			for _, b := range res.GetBlockedUsers() {
+				if b.GetCreateTime() == nil {
+					t.Fatalf("no create_time in %v", b)
+				}
+				got = append(got, b.GetUserId())
+			}
+			if token = res.GetNextPageToken(); token == "" {
+				if pages != 3 {
+					t.Fatalf("%d pages, want 3", pages)
+				}
+				break
+			}
+			// A blocked-list token is not a contact-list token.
+			_, err = f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageToken: token})
+			wantCode(t, "contacts with a blocked-list token", err, connect.CodeInvalidArgument, "malformed page_token")
 		}
-		// A blocked-list token is not a contact-list token.
-		_, err = f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageToken: token})
-		wantCode(t, "contacts with a blocked-list token", err, connect.CodeInvalidArgument, "malformed page_token")
-	}
-	equal(t, "blocked", got, ids)
-	// Blocking is not a contact.
-	res, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{})
-	if err != nil || len(res.GetContacts()) != 0 {
-		t.Fatalf("contacts after blocks: %v, %v", res, err)
-	}
+		equal(t, "blocked", got, ids)
+		// Blocking is not a contact.
+		res, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{})
+		if err != nil || len(res.GetContacts()) != 0 {
+			t.Fatalf("contacts after blocks: %v, %v", res, err)
+		}
+	})
 }
 
 func TestBadInput(t *testing.T) {
-	f := newFixture(t)
-	alice, bob := f.user(t, "alice"), f.user(t, "bob")
-	ctx := as(alice, "")
-	ghost := uuid.New() // authenticated, but no account
-	svc := f.svc
-	cases := []struct {
-		name string
-		call func() error
-		code connect.Code
-		msg  string
-	}{
-		{"add: no user_id", func() error {
-			_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{})
-			return err
-		}, connect.CodeInvalidArgument, "user_id is required"},
-		{"add: malformed user_id", func() error {
-			_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: "bob"})
-			return err
-		}, connect.CodeInvalidArgument, `user_id "bob" is not a valid id`},
-		{"add: self", func() error {
-			_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: alice.String()})
-			return err
-		}, connect.CodeInvalidArgument, "user_id is the caller"},
-		{"add: unknown user", func() error {
-			_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: ghost.String()})
-			return err
-		}, connect.CodeNotFound, "user " + ghost.String() + " not found"},
-		{"add: alias of 65 characters", func() error {
-			_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String(), Alias: strings.Repeat("é", 65)})
-			return err
-		}, connect.CodeInvalidArgument, "alias has 65 characters, at most 64"},
-		{"add: alias with a newline", func() error {
-			_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String(), Alias: "Bob\nSmith"})
-			return err
-		}, connect.CodeInvalidArgument, "alias must not contain control character U+000A"},
-		{"add: alias with surrounding space", func() error {
-			_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String(), Alias: " Bob"})
-			return err
-		}, connect.CodeInvalidArgument, "white space"},
-		// The protobuf codec refuses invalid UTF-8 on the wire; in process
-		// the handler checks it.
-		{"add: alias not UTF-8 (in process)", func() error {
-			_, err := svc.AddContact(direct(alice), &contactv1.AddContactRequest{UserId: bob.String(), Alias: "\xff"})
-			return err
-		}, connect.CodeInvalidArgument, "alias is not valid UTF-8 at byte 0"},
-		{"remove: self", func() error {
-			_, err := f.client.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: alice.String()})
-			return err
-		}, connect.CodeInvalidArgument, "user_id is the caller"},
-		{"remove: unknown user", func() error {
-			_, err := f.client.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: ghost.String()})
-			return err
-		}, connect.CodeNotFound, "not found"},
-		{"block: no user_id", func() error {
-			_, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{})
-			return err
-		}, connect.CodeInvalidArgument, "user_id is required"},
-		{"block: self", func() error {
-			_, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: alice.String()})
-			return err
-		}, connect.CodeInvalidArgument, "user_id is the caller"},
-		{"block: unknown user", func() error {
-			_, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: ghost.String()})
-			return err
-		}, connect.CodeNotFound, "not found"},
-		{"unblock: self", func() error {
-			_, err := f.client.UnblockUser(ctx, &contactv1.UnblockUserRequest{UserId: alice.String()})
-			return err
-		}, connect.CodeInvalidArgument, "user_id is the caller"},
-		{"unblock: unknown user", func() error {
-			_, err := f.client.UnblockUser(ctx, &contactv1.UnblockUserRequest{UserId: ghost.String()})
-			return err
-		}, connect.CodeNotFound, "not found"},
-		{"list contacts: negative page_size", func() error {
-			_, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: -1})
-			return err
-		}, connect.CodeInvalidArgument, "page_size must not be negative"},
-		{"list contacts: malformed token", func() error {
-			_, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageToken: "not a token"})
-			return err
-		}, connect.CodeInvalidArgument, "malformed page_token"},
-		{"list blocked: negative page_size", func() error {
-			_, err := f.client.ListBlockedUsers(ctx, &contactv1.ListBlockedUsersRequest{PageSize: -5})
-			return err
-		}, connect.CodeInvalidArgument, "page_size must not be negative"},
-		{"list blocked: malformed token", func() error {
-			_, err := f.client.ListBlockedUsers(ctx, &contactv1.ListBlockedUsersRequest{PageToken: "YWJj"})
-			return err
-		}, connect.CodeInvalidArgument, "malformed page_token"},
-		{"no identity", func() error {
-			_, err := f.client.ListContacts(context.Background(), &contactv1.ListContactsRequest{})
-			return err
-		}, connect.CodeUnauthenticated, "missing credentials"},
-		{"identity not a user id", func() error {
-			_, err := svc.BlockUser(auth.WithIdentity(context.Background(), auth.Identity{UserID: "alice"}),
-				&contactv1.BlockUserRequest{UserId: bob.String()})
-			return err
-		}, connect.CodeUnauthenticated, "invalid user in credentials"},
-		{"caller's account gone", func() error {
-			_, err := f.client.AddContact(as(ghost, ""), &contactv1.AddContactRequest{UserId: bob.String()})
-			return err
-		}, connect.CodeUnauthenticated, "no longer exists"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			wantCode(t, tc.name, tc.call(), tc.code, tc.msg)
-		})
-	}
-	// Nothing was stored or pushed, and 64 characters are fine.
-	equal(t, "alice's events", f.events(t, alice), nil)
-	equal(t, "pushes", f.notes.take(), nil)
-	if _, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String(), Alias: strings.Repeat("é", 64)}); err != nil {
-		t.Fatalf("alias of 64 characters: %v", err)
-	}
+	storetest.Run(t, backends, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		alice, bob := f.user(t, "alice"), f.user(t, "bob")
+		ctx := as(alice, "")
+		ghost := uuid.New() // authenticated, but no account
+		svc := f.svc
+		cases := []struct {
+			name string
+			call func() error
+			code connect.Code
+			msg  string
+		}{
+			{"add: no user_id", func() error {
+				_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{})
+				return err
+			}, connect.CodeInvalidArgument, "user_id is required"},
+			{"add: malformed user_id", func() error {
+				_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: "bob"})
+				return err
+			}, connect.CodeInvalidArgument, `user_id "bob" is not a valid id`},
+			{"add: self", func() error {
+				_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: alice.String()})
+				return err
+			}, connect.CodeInvalidArgument, "user_id is the caller"},
+			{"add: unknown user", func() error {
+				_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: ghost.String()})
+				return err
+			}, connect.CodeNotFound, "user " + ghost.String() + " not found"},
+			{"add: alias of 65 characters", func() error {
+				_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String(), Alias: strings.Repeat("é", 65)})
+				return err
+			}, connect.CodeInvalidArgument, "alias has 65 characters, at most 64"},
+			{"add: alias with a newline", func() error {
+				_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String(), Alias: "Bob\nSmith"})
+				return err
+			}, connect.CodeInvalidArgument, "alias must not contain control character U+000A"},
+			{"add: alias with surrounding space", func() error {
+				_, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String(), Alias: " Bob"})
+				return err
+			}, connect.CodeInvalidArgument, "white space"},
+			// The protobuf codec refuses invalid UTF-8 on the wire; in process
+			// the handler checks it.
+			{"add: alias not UTF-8 (in process)", func() error {
+				_, err := svc.AddContact(direct(alice), &contactv1.AddContactRequest{UserId: bob.String(), Alias: "\xff"})
+				return err
+			}, connect.CodeInvalidArgument, "alias is not valid UTF-8 at byte 0"},
+			{"remove: self", func() error {
+				_, err := f.client.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: alice.String()})
+				return err
+			}, connect.CodeInvalidArgument, "user_id is the caller"},
+			{"remove: unknown user", func() error {
+				_, err := f.client.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: ghost.String()})
+				return err
+			}, connect.CodeNotFound, "not found"},
+			{"block: no user_id", func() error {
+				_, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{})
+				return err
+			}, connect.CodeInvalidArgument, "user_id is required"},
+			{"block: self", func() error {
+				_, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: alice.String()})
+				return err
+			}, connect.CodeInvalidArgument, "user_id is the caller"},
+			{"block: unknown user", func() error {
+				_, err := f.client.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: ghost.String()})
+				return err
+			}, connect.CodeNotFound, "not found"},
+			{"unblock: self", func() error {
+				_, err := f.client.UnblockUser(ctx, &contactv1.UnblockUserRequest{UserId: alice.String()})
+				return err
+			}, connect.CodeInvalidArgument, "user_id is the caller"},
+			{"unblock: unknown user", func() error {
+				_, err := f.client.UnblockUser(ctx, &contactv1.UnblockUserRequest{UserId: ghost.String()})
+				return err
+			}, connect.CodeNotFound, "not found"},
+			{"list contacts: negative page_size", func() error {
+				_, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageSize: -1})
+				return err
+			}, connect.CodeInvalidArgument, "page_size must not be negative"},
+			{"list contacts: malformed token", func() error {
+				_, err := f.client.ListContacts(ctx, &contactv1.ListContactsRequest{PageToken: "not a token"})
+				return err
+			}, connect.CodeInvalidArgument, "malformed page_token"},
+			{"list blocked: negative page_size", func() error {
+				_, err := f.client.ListBlockedUsers(ctx, &contactv1.ListBlockedUsersRequest{PageSize: -5})
+				return err
+			}, connect.CodeInvalidArgument, "page_size must not be negative"},
+			{"list blocked: malformed token", func() error {
+				_, err := f.client.ListBlockedUsers(ctx, &contactv1.ListBlockedUsersRequest{PageToken: "YWJj"})
+				return err
+			}, connect.CodeInvalidArgument, "malformed page_token"},
+			{"no identity", func() error {
+				_, err := f.client.ListContacts(context.Background(), &contactv1.ListContactsRequest{})
+				return err
+			}, connect.CodeUnauthenticated, "missing credentials"},
+			{"identity not a user id", func() error {
+				_, err := svc.BlockUser(auth.WithIdentity(context.Background(), auth.Identity{UserID: "alice"}),
+					&contactv1.BlockUserRequest{UserId: bob.String()})
+				return err
+			}, connect.CodeUnauthenticated, "invalid user in credentials"},
+			{"caller's account gone", func() error {
+				_, err := f.client.AddContact(as(ghost, ""), &contactv1.AddContactRequest{UserId: bob.String()})
+				return err
+			}, connect.CodeUnauthenticated, "no longer exists"},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				wantCode(t, tc.name, tc.call(), tc.code, tc.msg)
+			})
+		}
+		// Nothing was stored or pushed, and 64 characters are fine.
+		equal(t, "alice's events", f.events(t, alice), nil)
+		equal(t, "pushes", f.notes.take(), nil)
+		if _, err := f.client.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String(), Alias: strings.Repeat("é", 64)}); err != nil {
+			t.Fatalf("alias of 64 characters: %v", err)
+		}
+	})
 }
 
 // blockers returns who blocked user in the mirror, sorted.
@@ -572,28 +669,50 @@ func (f *fixture) blockers(t *testing.T, user string) []string {
 	return m
 }
 
+// allBlocks returns every block the store holds.
+func (f *fixture) allBlocks(t *testing.T) []contact.Block {
+	t.Helper()
+	var all []contact.Block
+	var after contact.Block
+	for {
+		page, err := f.store.Blocks(t.Context(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page...)
+		if len(page) < 1000 {
+			return all
+		}
+		after = page[len(page)-1]
+	}
+}
+
 // isBlocked reports whether the store holds by's block of user.
 func (f *fixture) isBlocked(t *testing.T, user, by uuid.UUID) bool {
 	t.Helper()
 	var blocked bool
-	if err := f.db.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)`,
-		by, user).Scan(&blocked); err != nil {
+	if err := f.store.SyncBlock(t.Context(), contact.Block{Blocker: by, Blocked: user}, func(b bool) error {
+		blocked = b
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return blocked
 }
 
-// TestBlockHidesPresence checks the whole path: BlockUser writes the Redis
+// TestBlockHidesPresence checks the whole path: BlockUser writes the
 // mirror, and PresenceService with BlockVisibility then shows the blocker
 // offline to the blocked user only, until UnblockUser.
 func TestBlockHidesPresence(t *testing.T) {
 	for name := range mirrors {
-		t.Run(name, func(t *testing.T) { testBlockHidesPresence(t, name) })
+		t.Run(name, func(t *testing.T) {
+			storetest.Run(t, backends, func(t *testing.T, b backend) { testBlockHidesPresence(t, b, name) })
+		})
 	}
 }
 
-func testBlockHidesPresence(t *testing.T, mirror string) {
-	f := newFixtureWith(t, mirror)
+func testBlockHidesPresence(t *testing.T, b backend, mirror string) {
+	f := newFixtureWith(t, b, mirror)
 	alice, bob, carol := f.user(t, "alice"), f.user(t, "bob"), f.user(t, "carol")
 	reg := presence.NewRedisRegistry(f.rdb, f.prefix, testLogger(t), presence.RegistryConfig{})
 	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.NewBlockVisibility(f.mirror)})
@@ -662,254 +781,245 @@ func testBlockHidesPresence(t *testing.T, mirror string) {
 // synced to the caller's devices), the call fails with Unavailable, and
 // calling again completes the mirror without a second event.
 func TestMirrorFailure(t *testing.T) {
-	f := newFixture(t)
-	alice, bob := f.user(t, "alice"), f.user(t, "bob")
-	broken := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
-	defer broken.Close()
-	down := contact.New(f.store, blockmirror.NewRedis(broken, f.prefix), f.notes, testLogger(t))
+	storetest.Run(t, backends, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		alice, bob := f.user(t, "alice"), f.user(t, "bob")
+		broken := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+		defer broken.Close()
+		down := contact.New(f.store, blockmirror.NewRedis(broken, f.prefix), f.notes, testLogger(t))
 
-	_, err := down.BlockUser(direct(alice), &contactv1.BlockUserRequest{UserId: bob.String()})
-	wantCode(t, "block with Redis down", err, connect.CodeUnavailable, "call BlockUser again")
-	if !f.isBlocked(t, bob, alice) {
-		t.Fatal("not blocked after the failed mirror")
-	}
-	equal(t, "events", f.events(t, alice), []string{"1: " + bob.String() + " contact=false blocked=true"})
-	equal(t, "blockers before the retry", f.blockers(t, bob.String()), nil)
+		_, err := down.BlockUser(direct(alice), &contactv1.BlockUserRequest{UserId: bob.String()})
+		wantCode(t, "block with Redis down", err, connect.CodeUnavailable, "call BlockUser again")
+		if !f.isBlocked(t, bob, alice) {
+			t.Fatal("not blocked after the failed mirror")
+		}
+		equal(t, "events", f.events(t, alice), []string{"1: " + bob.String() + " contact=false blocked=true"})
+		equal(t, "blockers before the retry", f.blockers(t, bob.String()), nil)
 
-	if _, err := f.client.BlockUser(as(alice, ""), &contactv1.BlockUserRequest{UserId: bob.String()}); err != nil {
-		t.Fatalf("retry: %v", err)
-	}
-	equal(t, "blockers after the retry", f.blockers(t, bob.String()), []string{alice.String()})
-	equal(t, "events after the retry", f.events(t, alice), []string{"1: " + bob.String() + " contact=false blocked=true"})
+		if _, err := f.client.BlockUser(as(alice, ""), &contactv1.BlockUserRequest{UserId: bob.String()}); err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+		equal(t, "blockers after the retry", f.blockers(t, bob.String()), []string{alice.String()})
+		equal(t, "events after the retry", f.events(t, alice), []string{"1: " + bob.String() + " contact=false blocked=true"})
 
-	_, err = down.UnblockUser(direct(alice), &contactv1.UnblockUserRequest{UserId: bob.String()})
-	wantCode(t, "unblock with Redis down", err, connect.CodeUnavailable, "call UnblockUser again")
-	if _, err := f.svc.UnblockUser(direct(alice), &contactv1.UnblockUserRequest{UserId: bob.String()}); err != nil {
-		t.Fatalf("retry: %v", err)
-	}
-	equal(t, "blockers after unblocking", f.blockers(t, bob.String()), nil)
-	if n := len(f.events(t, alice)); n != 2 {
-		t.Fatalf("%d events, want 2", n)
-	}
+		_, err = down.UnblockUser(direct(alice), &contactv1.UnblockUserRequest{UserId: bob.String()})
+		wantCode(t, "unblock with Redis down", err, connect.CodeUnavailable, "call UnblockUser again")
+		if _, err := f.svc.UnblockUser(direct(alice), &contactv1.UnblockUserRequest{UserId: bob.String()}); err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+		equal(t, "blockers after unblocking", f.blockers(t, bob.String()), nil)
+		if n := len(f.events(t, alice)); n != 2 {
+			t.Fatalf("%d events, want 2", n)
+		}
+	})
 }
 
 // TestConcurrentChanges races several devices of one user blocking,
 // unblocking, adding and removing the same user. Changes to one owner are
 // serialized: the event stream stays gap-free, every event is a real change
 // from the one before, the last event is the final state, and the Redis
-// mirror matches Postgres.
+// mirror matches the store.
 func TestConcurrentChanges(t *testing.T) {
-	f := newFixture(t)
-	alice, bob := f.user(t, "alice"), f.user(t, "bob")
-	var wg sync.WaitGroup
-	for d := range 8 {
-		wg.Go(func() {
-			ctx := direct(alice)
-			for i := range 15 {
-				var err error
-				switch (d + i) % 4 {
-				case 0:
-					_, err = f.svc.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: bob.String()})
-				case 1:
-					_, err = f.svc.UnblockUser(ctx, &contactv1.UnblockUserRequest{UserId: bob.String()})
-				case 2:
-					_, err = f.svc.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String()})
-				case 3:
-					_, err = f.svc.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: bob.String()})
+	storetest.Run(t, backends, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		alice, bob := f.user(t, "alice"), f.user(t, "bob")
+		var wg sync.WaitGroup
+		for d := range 8 {
+			wg.Go(func() {
+				ctx := direct(alice)
+				for i := range 15 {
+					var err error
+					switch (d + i) % 4 {
+					case 0:
+						_, err = f.svc.BlockUser(ctx, &contactv1.BlockUserRequest{UserId: bob.String()})
+					case 1:
+						_, err = f.svc.UnblockUser(ctx, &contactv1.UnblockUserRequest{UserId: bob.String()})
+					case 2:
+						_, err = f.svc.AddContact(ctx, &contactv1.AddContactRequest{UserId: bob.String()})
+					case 3:
+						_, err = f.svc.RemoveContact(ctx, &contactv1.RemoveContactRequest{UserId: bob.String()})
+					}
+					if err != nil {
+						t.Errorf("device %d step %d: %v", d, i, err)
+						return
+					}
 				}
-				if err != nil {
-					t.Errorf("device %d step %d: %v", d, i, err)
-					return
-				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		evs := f.events(t, alice)
+		prev := bob.String() + " contact=false blocked=false"
+		for i, ev := range evs {
+			seq, change, _ := strings.Cut(ev, ": ")
+			if seq != fmt.Sprint(i+1) {
+				t.Fatalf("event %d has seq %s", i+1, seq)
 			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		return
-	}
-	evs := f.events(t, alice)
-	prev := bob.String() + " contact=false blocked=false"
-	for i, ev := range evs {
-		seq, change, _ := strings.Cut(ev, ": ")
-		if seq != fmt.Sprint(i+1) {
-			t.Fatalf("event %d has seq %s", i+1, seq)
+			if change == prev {
+				t.Fatalf("event %s repeats the state before it", ev)
+			}
+			prev = change
 		}
-		if change == prev {
-			t.Fatalf("event %s repeats the state before it", ev)
+		contacts, err := f.store.Contacts(t.Context(), alice, uuid.Nil, 10)
+		if err != nil {
+			t.Fatal(err)
 		}
-		prev = change
-	}
-	var isContact, isBlocked bool
-	if err := f.db.QueryRow(t.Context(), `SELECT
-		EXISTS (SELECT 1 FROM contacts WHERE owner_id = $1 AND user_id = $2),
-		EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)`, alice, bob).Scan(&isContact, &isBlocked); err != nil {
-		t.Fatal(err)
-	}
-	if want := fmt.Sprintf("%s contact=%t blocked=%t", bob, isContact, isBlocked); prev != want {
-		t.Fatalf("last event %q, but the state is %q", prev, want)
-	}
-	var wantBlockers []string
-	if isBlocked {
-		wantBlockers = []string{alice.String()}
-	}
-	equal(t, "mirror", f.blockers(t, bob.String()), wantBlockers)
-	if n := len(f.notes.take()); n != len(evs) {
-		t.Fatalf("%d pushes for %d events", n, len(evs))
-	}
-	t.Logf("%d events", len(evs))
+		isContact, isBlocked := len(contacts) == 1 && contacts[0].UserID == bob, f.isBlocked(t, bob, alice)
+		if want := fmt.Sprintf("%s contact=%t blocked=%t", bob, isContact, isBlocked); prev != want {
+			t.Fatalf("last event %q, but the state is %q", prev, want)
+		}
+		var wantBlockers []string
+		if isBlocked {
+			wantBlockers = []string{alice.String()}
+		}
+		equal(t, "mirror", f.blockers(t, bob.String()), wantBlockers)
+		if n := len(f.notes.take()); n != len(evs) {
+			t.Fatalf("%d pushes for %d events", n, len(evs))
+		}
+		t.Logf("%d events", len(evs))
+	})
 }
 
 // TestResyncBlockers loses and damages the Redis mirror, then rebuilds it:
 // more blocks than one resync batch, stale members, garbage keys and
 // members, and sets of users who no longer exist.
 func TestResyncBlockers(t *testing.T) {
-	f := newFixture(t)
-	ctx := t.Context()
-	// 60 users who all block each other (3540 blocks), through SQL.
-	if _, err := f.db.Exec(ctx, `INSERT INTO users (id, username, password_hash)
-		SELECT gen_random_uuid(), 'bulk' || i, 'x' FROM generate_series(1, 60) AS i`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.db.Exec(ctx, `INSERT INTO blocks (blocker_id, blocked_id)
-		SELECT a.id, b.id FROM users a, users b WHERE a.id <> b.id`); err != nil {
-		t.Fatal(err)
-	}
-	// Two more: alice blocks bob through the API, so the mirror has it; then
-	// bob's account is deleted, which cascades in Postgres only.
-	alice, bob, carol := f.user(t, "alice"), f.user(t, "bob"), f.user(t, "carol")
-	if _, err := f.svc.BlockUser(direct(alice), &contactv1.BlockUserRequest{UserId: bob.String()}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.db.Exec(ctx, `DELETE FROM users WHERE id = $1`, bob); err != nil {
-		t.Fatal(err)
-	}
-	// Damage: carol never blocked alice; garbage members and keys.
-	for key, members := range map[string][]any{
-		blockmirror.BlockersKey(f.prefix, alice.String()):   {carol.String(), "not-a-user"},
-		blockmirror.BlockersKey(f.prefix, "not-a-user"):     {carol.String()},
-		blockmirror.BlockersKey(f.prefix, uuid.NewString()): {alice.String()},
-	} {
-		if err := f.rdb.SAdd(ctx, key, members...).Err(); err != nil {
+	storetest.Run(t, backends, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		ctx := t.Context()
+		// 60 users who all block each other (3540 blocks), through SQL.
+		bulk := make([]uuid.UUID, 60)
+		for i := range bulk {
+			bulk[i] = f.user(t, fmt.Sprint("bulk", i))
+		}
+		f.blockAll(t, bulk)
+		// Two more: alice blocks bob through the API, so the mirror has it; then
+		// bob's account is deleted, which cascades in the store only.
+		alice, bob, carol := f.user(t, "alice"), f.user(t, "bob"), f.user(t, "carol")
+		if _, err := f.svc.BlockUser(direct(alice), &contactv1.BlockUserRequest{UserId: bob.String()}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// Other keys under the prefix are not the mirror's business.
-	if err := f.rdb.Set(ctx, f.prefix+"lastseen:{x}", "1", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := f.svc.ResyncBlockers(ctx); err != nil {
-		t.Fatalf("ResyncBlockers: %v", err)
-	}
-	check := func(when string) {
-		t.Helper()
-		rows, err := f.db.Query(ctx, `SELECT blocked_id, array_agg(blocker_id::text ORDER BY blocker_id::text) FROM blocks GROUP BY blocked_id`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := map[string][]string{}
-		for rows.Next() {
-			var blocked uuid.UUID
-			var blockers []string
-			if err := rows.Scan(&blocked, &blockers); err != nil {
+		f.deleteUser(t, bob)
+		// Damage: carol never blocked alice; garbage members and keys.
+		for key, members := range map[string][]any{
+			blockmirror.BlockersKey(f.prefix, alice.String()):   {carol.String(), "not-a-user"},
+			blockmirror.BlockersKey(f.prefix, "not-a-user"):     {carol.String()},
+			blockmirror.BlockersKey(f.prefix, uuid.NewString()): {alice.String()},
+		} {
+			if err := f.rdb.SAdd(ctx, key, members...).Err(); err != nil {
 				t.Fatal(err)
 			}
-			want[blockmirror.BlockersKey(f.prefix, blocked.String())] = blockers
 		}
-		if err := rows.Err(); err != nil {
+		// Other keys under the prefix are not the mirror's business.
+		if err := f.rdb.Set(ctx, f.prefix+"lastseen:{x}", "1", 0).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if len(want) != 60 {
-			t.Fatalf("%d blocked users in Postgres, want 60", len(want))
+
+		if err := f.svc.ResyncBlockers(ctx); err != nil {
+			t.Fatalf("ResyncBlockers: %v", err)
 		}
-		keys, err := f.rdb.Keys(ctx, f.prefix+"blockers:*").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(keys) != len(want) {
-			t.Fatalf("%s: %d blockers keys, want %d", when, len(keys), len(want))
-		}
-		for key, blockers := range want {
-			got, err := f.rdb.SMembers(ctx, key).Result()
+		check := func(when string) {
+			t.Helper()
+			want := map[string][]string{}
+			for _, b := range f.allBlocks(t) {
+				key := blockmirror.BlockersKey(f.prefix, b.Blocked.String())
+				want[key] = append(want[key], b.Blocker.String())
+			}
+			for _, blockers := range want {
+				slices.Sort(blockers)
+			}
+			if len(want) != 60 {
+				t.Fatalf("%d blocked users in the store, want 60", len(want))
+			}
+			keys, err := f.rdb.Keys(ctx, f.prefix+"blockers:*").Result()
 			if err != nil {
 				t.Fatal(err)
 			}
-			slices.Sort(got)
-			equal(t, when+": "+key, got, blockers)
+			if len(keys) != len(want) {
+				t.Fatalf("%s: %d blockers keys, want %d", when, len(keys), len(want))
+			}
+			for key, blockers := range want {
+				got, err := f.rdb.SMembers(ctx, key).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				slices.Sort(got)
+				equal(t, when+": "+key, got, blockers)
+			}
+			if n, err := f.rdb.Exists(ctx, f.prefix+"lastseen:{x}").Result(); err != nil || n != 1 {
+				t.Fatalf("%s: an unrelated key was touched: %d, %v", when, n, err)
+			}
+			// The other direction: whom each user blocked.
+			blockedKeys, err := f.rdb.Keys(ctx, f.prefix+"blocked:*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(blockedKeys) != 60 {
+				t.Fatalf("%s: %d blocked keys, want 60", when, len(blockedKeys))
+			}
+			if n, err := f.rdb.SCard(ctx, blockedKeys[0]).Result(); err != nil || n != 59 {
+				t.Fatalf("%s: %s holds %d users, want 59", when, blockedKeys[0], n)
+			}
+			if n, _ := f.rdb.Exists(ctx, blockmirror.BlockedKey(f.prefix, alice.String())).Result(); n != 0 {
+				t.Fatalf("%s: alice's blocked set survived bob's deletion", when)
+			}
 		}
-		if n, err := f.rdb.Exists(ctx, f.prefix+"lastseen:{x}").Result(); err != nil || n != 1 {
-			t.Fatalf("%s: an unrelated key was touched: %d, %v", when, n, err)
-		}
-		// The other direction: whom each user blocked.
-		blockedKeys, err := f.rdb.Keys(ctx, f.prefix+"blocked:*").Result()
+		check("after damage")
+
+		// A total loss (a flush), then resync.
+		keys, err := f.rdb.Keys(ctx, f.prefix+"block*").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(blockedKeys) != 60 {
-			t.Fatalf("%s: %d blocked keys, want 60", when, len(blockedKeys))
+		if err := f.rdb.Del(ctx, keys...).Err(); err != nil {
+			t.Fatal(err)
 		}
-		if n, err := f.rdb.SCard(ctx, blockedKeys[0]).Result(); err != nil || n != 59 {
-			t.Fatalf("%s: %s holds %d users, want 59", when, blockedKeys[0], n)
+		if err := f.svc.ResyncBlockers(ctx); err != nil {
+			t.Fatalf("ResyncBlockers: %v", err)
 		}
-		if n, _ := f.rdb.Exists(ctx, blockmirror.BlockedKey(f.prefix, alice.String())).Result(); n != 0 {
-			t.Fatalf("%s: alice's blocked set survived bob's deletion", when)
+		check("after loss")
+		// Idempotent.
+		if err := f.svc.ResyncBlockers(ctx); err != nil {
+			t.Fatalf("ResyncBlockers: %v", err)
 		}
-	}
-	check("after damage")
-
-	// A total loss (a flush), then resync.
-	keys, err := f.rdb.Keys(ctx, f.prefix+"block*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.rdb.Del(ctx, keys...).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.svc.ResyncBlockers(ctx); err != nil {
-		t.Fatalf("ResyncBlockers: %v", err)
-	}
-	check("after loss")
-	// Idempotent.
-	if err := f.svc.ResyncBlockers(ctx); err != nil {
-		t.Fatalf("ResyncBlockers: %v", err)
-	}
-	check("again")
+		check("again")
+	})
 }
 
 // TestResyncFillsMemoryMirror starts a service with an empty memory mirror
-// on a store that holds blocks, as an embedded server starts: ResyncBlockers
-// fills the mirror with exactly the store's blocks, dropping what the
-// store does not hold.
+// on a store that holds blocks, as an embedded server starts (on SQLite,
+// exactly so): ResyncBlockers fills the mirror with exactly the store's
+// blocks, dropping what the store does not hold.
 func TestResyncFillsMemoryMirror(t *testing.T) {
-	f := newFixtureWith(t, "memory")
-	ctx := t.Context()
-	users := make([]uuid.UUID, 40)
-	for i := range users {
-		users[i] = f.user(t, fmt.Sprintf("user%d", i))
-	}
-	// 40·39 = 1560 blocks, more than one resync batch, behind the mirror's back.
-	if _, err := f.db.Exec(ctx, `INSERT INTO blocks (blocker_id, blocked_id)
-		SELECT a.id, b.id FROM users a, users b WHERE a.id <> b.id`); err != nil {
-		t.Fatal(err)
-	}
-	stale := contact.Block{Blocker: users[0], Blocked: uuid.New()}
-	if err := f.mirror.AddBlocks(ctx, []contact.Block{stale}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.svc.ResyncBlockers(ctx); err != nil {
-		t.Fatalf("ResyncBlockers: %v", err)
-	}
-	for _, u := range users {
-		if got := f.blockers(t, u.String()); len(got) != len(users)-1 || slices.Contains(got, u.String()) {
-			t.Fatalf("%s has %d blockers in the mirror, want %d others", f.names[u.String()], len(got), len(users)-1)
+	storetest.Run(t, backends, func(t *testing.T, b backend) {
+		f := newFixtureWith(t, b, "memory")
+		ctx := t.Context()
+		users := make([]uuid.UUID, 40)
+		for i := range users {
+			users[i] = f.user(t, fmt.Sprintf("user%d", i))
 		}
-		blocked, err := f.mirror.BlockedBy(ctx, u.String())
-		if err != nil || len(blocked) != len(users)-1 {
-			t.Fatalf("%s blocked %d users in the mirror (%v), want %d", f.names[u.String()], len(blocked), err, len(users)-1)
+		// 40·39 = 1560 blocks, more than one resync batch, behind the mirror's back.
+		f.blockAll(t, users)
+		stale := contact.Block{Blocker: users[0], Blocked: uuid.New()}
+		if err := f.mirror.AddBlocks(ctx, []contact.Block{stale}); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if got := f.blockers(t, stale.Blocked.String()); len(got) != 0 {
-		t.Fatalf("a block the store does not hold survived: %v", got)
-	}
+		if err := f.svc.ResyncBlockers(ctx); err != nil {
+			t.Fatalf("ResyncBlockers: %v", err)
+		}
+		for _, u := range users {
+			if got := f.blockers(t, u.String()); len(got) != len(users)-1 || slices.Contains(got, u.String()) {
+				t.Fatalf("%s has %d blockers in the mirror, want %d others", f.names[u.String()], len(got), len(users)-1)
+			}
+			blocked, err := f.mirror.BlockedBy(ctx, u.String())
+			if err != nil || len(blocked) != len(users)-1 {
+				t.Fatalf("%s blocked %d users in the mirror (%v), want %d", f.names[u.String()], len(blocked), err, len(users)-1)
+			}
+		}
+		if got := f.blockers(t, stale.Blocked.String()); len(got) != 0 {
+			t.Fatalf("a block the store does not hold survived: %v", got)
+		}
+	})
 }

@@ -1,4 +1,8 @@
-package chat
+// Package fanout delivers what the chat service notifies to live sessions:
+// it is the adapter between the service's terms (chat.Committed, user
+// events, chat.Ephemeral signals) and the edges' protocol, the bus
+// envelopes and the pushes in them, and it works out offline pushes.
+package fanout
 
 import (
 	"context"
@@ -17,6 +21,7 @@ import (
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/notify"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 // SessionLocator finds users' live sessions: the presence registry, in
@@ -30,8 +35,8 @@ type Publisher interface {
 	PublishBatch(ctx context.Context, msgs []bus.Message) error
 }
 
-// FanoutConfig tunes delivery. Zero values take the defaults noted.
-type FanoutConfig struct {
+// Config tunes delivery. Zero values take the defaults noted.
+type Config struct {
 	// QueueLen is how many publications may wait for the bus. Default
 	// 10,000.
 	QueueLen int
@@ -73,8 +78,8 @@ type FanoutConfig struct {
 // members or sessions at any group size. Offline pushes are worked out
 // afterwards on a queue of their own and never delay a live push.
 type Fanout struct {
-	cfg     FanoutConfig
-	store   FanoutStore
+	cfg     Config
+	store   chat.FanoutStore
 	locate  SessionLocator
 	publish Publisher
 	log     *slog.Logger
@@ -96,7 +101,8 @@ type offlineJob struct {
 	route route
 }
 
-func NewFanout(cfg FanoutConfig, store FanoutStore, locate SessionLocator, publish Publisher, log *slog.Logger) *Fanout {
+// New returns a Fanout; what it queues goes out while Run runs.
+func New(cfg Config, store chat.FanoutStore, locate SessionLocator, publish Publisher, log *slog.Logger) *Fanout {
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = 10_000
 	}
@@ -128,7 +134,7 @@ func NewFanout(cfg FanoutConfig, store FanoutStore, locate SessionLocator, publi
 // on the bus (or after PublishWait): a sender's answer then means the
 // event was handed to the edges, so an answered message reaches online
 // devices even if this process dies next.
-func (f *Fanout) Notify(ctx context.Context, c Committed) {
+func (f *Fanout) Notify(ctx context.Context, c chat.Committed) {
 	ev := c.Event
 	r, err := f.route(ctx, ev.GetConversationId())
 	if err != nil {
@@ -159,10 +165,30 @@ func (f *Fanout) NotifyUser(ctx context.Context, user string, ev *chatv1.UserEve
 	f.wait(ctx, f.enqueue(env, bus.UserChannel(user)))
 }
 
-// EphemeralToConversation publishes a push that is not stored (typing,
-// read markers) to a conversation's current members but except's
-// sessions. It does not wait.
-func (f *Fanout) EphemeralToConversation(ctx context.Context, conv string, push *edgev1.Push, except string) {
+// NotifyEphemeral publishes a signal that is not stored as the push edges
+// deliver: typing and read markers to the conversation's other members,
+// unread counts to the user's other sessions. It does not wait.
+func (f *Fanout) NotifyEphemeral(ctx context.Context, e chat.Ephemeral) {
+	switch e := e.(type) {
+	case chat.Typing:
+		f.toMembers(ctx, e.Conversation, &edgev1.Push{Typing: []*chatv1.TypingEvent{{
+			ConversationId: e.Conversation, UserId: e.User, Typing: e.Typing}}}, e.User)
+	case chat.ReadMarkerMoved:
+		f.toMembers(ctx, e.Marker.GetConversationId(), &edgev1.Push{ReadMarkers: []*chatv1.ReadMarker{e.Marker}}, e.Marker.GetUserId())
+	case chat.UnreadChanged:
+		env := &busv1.Envelope{Push: &edgev1.Push{Unread: []*chatv1.UnreadChanged{{
+			ConversationId: e.Conversation, UnreadCount: e.Unread, Badge: e.Badge}}}}
+		if e.SenderSession != "" {
+			env.ExcludeSessionIds = []string{e.SenderSession}
+		}
+		f.enqueue(env, bus.UserChannel(e.User))
+	default:
+		f.log.Error("fanout: unknown ephemeral signal, dropped", "type", fmt.Sprintf("%T", e))
+	}
+}
+
+// toMembers queues push for conv's current members but except's sessions.
+func (f *Fanout) toMembers(ctx context.Context, conv string, push *edgev1.Push, except string) {
 	r, err := f.route(ctx, conv)
 	if err != nil {
 		f.log.Warn("fanout: conversation route", "conversation", conv, "err", err)
@@ -179,16 +205,6 @@ func (f *Fanout) EphemeralToConversation(ctx context.Context, conv string, push 
 		}
 	}
 	f.enqueue(&busv1.Envelope{Push: push}, channels...)
-}
-
-// EphemeralToUser publishes a push that is not stored (unread counts) to a
-// user's sessions but senderSession. It does not wait.
-func (f *Fanout) EphemeralToUser(_ context.Context, user string, push *edgev1.Push, senderSession string) {
-	env := &busv1.Envelope{Push: push}
-	if senderSession != "" {
-		env.ExcludeSessionIds = []string{senderSession}
-	}
-	f.enqueue(env, bus.UserChannel(user))
 }
 
 // RevokeDevice closes a logged-out device's live sessions: the edges
@@ -291,7 +307,7 @@ func (f *Fanout) Run(ctx context.Context) {
 }
 
 // republishRecent publishes again the newest event of each conversation
-// changed within RepublishWindow (see FanoutConfig), without offline pushes.
+// changed within RepublishWindow (see Config), without offline pushes.
 func (f *Fanout) republishRecent(ctx context.Context) {
 	if f.cfg.RepublishWindow < 0 {
 		return
@@ -303,7 +319,7 @@ func (f *Fanout) republishRecent(ctx context.Context) {
 	}
 	events := make([]*chatv1.Event, len(rows))
 	for i, r := range rows {
-		if events[i], err = decodeEvent(r); err != nil {
+		if events[i], err = chat.DecodeEvent(r); err != nil {
 			f.log.Warn("fanout: read recent events to republish", "err", err)
 			return
 		}
