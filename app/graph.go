@@ -84,7 +84,7 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	var presenceReader edge.PresenceReader
 	if roles.Has(RolePresence) {
 		ann := presence.NewAnnouncer(d.cfg.PresenceGrace, b, d.redis, d.cfg.RedisPrefix, d.log)
-		reg := presence.NewRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
+		reg := presence.NewRedisRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
 		ann.SetRegistry(reg)
 		g.runners = append(g.runners, func(ctx context.Context) { reg.RunSweeper(ctx, presenceSweepInterval) })
 		// Presence is for contacts and conversation partners (asked of the
@@ -120,9 +120,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			g.runners = append(g.runners, hook.Run)
 			push = hook
 		}
-		fanout := chat.NewFanout(chat.FanoutConfig{Push: push}, d.pg, registry, b, d.log)
+		chatStore := postgres.NewChatStore(d.pg)
+		fanout := chat.NewFanout(chat.FanoutConfig{Push: push}, chatStore, registry, b, d.log)
 		g.runners = append(g.runners, fanout.Run)
-		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, d.pg, fanout, d.log)
+		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, chatStore, fanout, d.log)
 		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(postgres.NewAccountStore(d.pg), d.signer, d.log, account.Options{
 			Revoker:   fanout,
 			Passwords: auth.NewPasswords(auth.DefaultPasswordParams, d.cfg.PasswordHashes),

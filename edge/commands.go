@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"connectrpc.com/connect"
-
 	"github.com/wagglechat/waggle/auth"
-	"github.com/wagglechat/waggle/errcode"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
@@ -29,7 +26,7 @@ func (s *session) enqueueCommand(f *edgev1.ClientFrame) {
 	}
 	if len(s.commands) >= maxPendingCommands {
 		s.mu.Unlock()
-		s.enqueueError(f.GetId(), connect.CodeResourceExhausted, "too many commands in flight: wait for answers")
+		s.enqueueError(f.GetId(), CodeResourceExhausted, "too many commands in flight: wait for answers")
 		return
 	}
 	s.commands = append(s.commands, f)
@@ -66,8 +63,8 @@ func (s *session) runCommand(f *edgev1.ClientFrame) *edgev1.ServerFrame {
 	defer cancel()
 	res, err := s.execute(ctx, f)
 	if err != nil {
-		code, msg := s.publicError(err)
-		return errorFrame(f.GetId(), code, msg)
+		e := s.publicError("edge: command", err)
+		return errorFrame(f.GetId(), e.Code, e.Message())
 	}
 	return &edgev1.ServerFrame{Id: f.GetId(), Kind: &edgev1.ServerFrame_Result{Result: res}}
 }
@@ -129,7 +126,7 @@ func (s *session) execute(ctx context.Context, f *edgev1.ClientFrame) (*edgev1.R
 		return &edgev1.Result{Kind: &edgev1.Result_PresenceSnapshot{PresenceSnapshot: snap}}, nil
 	default:
 		// handle routes only commands here.
-		return nil, connect.NewError(connect.CodeInternal, errors.New("not a command"))
+		return nil, newError(CodeInternal, errors.New("not a command"))
 	}
 }
 
@@ -147,13 +144,4 @@ func forward[Req, Res any](ctx context.Context, req *Req, call func(context.Cont
 		res = new(Res)
 	}
 	return wrap(res), nil
-}
-
-// publicError turns a service error into what the client sees. Connect
-// errors keep their code and message; anything else is logged and reported
-// without detail.
-func (s *session) publicError(err error) (connect.Code, string) {
-	ce := new(connect.Error)
-	errors.As(errcode.Public(s.ctx, s.e.log.With("session_id", s.id, "user_id", s.ident.UserID), "edge: command", err), &ce)
-	return ce.Code(), ce.Message()
 }

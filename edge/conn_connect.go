@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -92,7 +93,7 @@ type connectService struct{ e *Edge }
 var _ edgev1connect.EdgeServiceHandler = connectService{}
 
 func (c connectService) Connect(ctx context.Context, stream *connect.BidiStream[edgev1.ConnectRequest, edgev1.ConnectResponse]) error {
-	return c.e.Serve(&connectBidiConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx), json: isJSON(stream.RequestHeader())})
+	return connectError(c.e.Serve(&connectBidiConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx), json: isJSON(stream.RequestHeader())}))
 }
 
 // isJSON reports whether a request uses a JSON codec, which cannot write
@@ -108,10 +109,10 @@ func (c connectService) Subscribe(ctx context.Context, req *edgev1.SubscribeRequ
 	if !ok {
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token in the Authorization header"))
 	}
-	return c.e.ServeSubscribe(
+	return connectError(c.e.ServeSubscribe(
 		&connectServerConn{ctx: ctx, stream: stream, streamAborter: abortFromContext(ctx), json: isJSON(header)},
 		&edgev1.Hello{ProtocolVersion: req.GetProtocolVersion(), AccessToken: token, ClientName: req.GetClientName()},
-	)
+	))
 }
 
 func (c connectService) Ack(ctx context.Context, req *edgev1.AckRequest) (*edgev1.AckResponse, error) {
@@ -120,7 +121,7 @@ func (c connectService) Ack(ctx context.Context, req *edgev1.AckRequest) (*edgev
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no caller identity"))
 	}
 	if err := c.e.Ack(caller, req.GetSessionId(), req.GetPushId()); err != nil {
-		return nil, err
+		return nil, connectError(err)
 	}
 	return &edgev1.AckResponse{}, nil
 }
@@ -132,9 +133,25 @@ func (c connectService) UpdatePresenceSubscription(ctx context.Context, req *edg
 	}
 	snap, err := c.e.UpdatePresenceSubscription(ctx, caller, req.GetSessionId(), req.GetSubscription())
 	if err != nil {
-		return nil, err
+		return nil, connectError(err)
 	}
 	return &edgev1.UpdatePresenceSubscriptionResponse{Snapshot: snap}, nil
+}
+
+// connectError maps the core's Error in err to a Connect error, once, on
+// the way out; codes convert by value (see Code). Any other error, such as
+// a failed write's, passes as it is.
+func connectError(err error) error {
+	if e := new(Error); errors.As(err, &e) {
+		return connect.NewError(connect.Code(e.Code), e.Err)
+	}
+	return err
+}
+
+// fromConnectError is the core's Error for a Connect error: a failed read's,
+// or a service's (downstream.go).
+func fromConnectError(ce *connect.Error) *Error {
+	return newError(Code(ce.Code()), errors.New(ce.Message()))
 }
 
 func bearerToken(h http.Header) (string, bool) {
@@ -158,6 +175,10 @@ func (c *connectBidiConn) Context() context.Context { return c.ctx }
 func (c *connectBidiConn) Recv() (*edgev1.ClientFrame, error) {
 	req, err := c.stream.Receive()
 	if err != nil {
+		// A clean end is io.EOF, which connect-go may wrap in an Error.
+		if ce := new(connect.Error); !errors.Is(err, io.EOF) && errors.As(err, &ce) {
+			return nil, fromConnectError(ce)
+		}
 		return nil, err
 	}
 	return req.GetFrame(), nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 
-	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -137,14 +136,14 @@ func grpcBearer(ctx context.Context) (string, bool) {
 	return "", false
 }
 
-// grpcStatus carries a core error's Connect code over to gRPC; the two
-// share their numbering.
+// grpcStatus maps the core's Error in err to a gRPC status, once, on the
+// way out; codes convert by value (see Code). Any other error is unknown.
 func grpcStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if ce := new(connect.Error); errors.As(err, &ce) {
-		return status.Error(codes.Code(ce.Code()), ce.Message())
+	if e := new(Error); errors.As(err, &e) {
+		return status.Error(codes.Code(e.Code), e.Message())
 	}
 	return status.Error(codes.Unknown, err.Error())
 }
@@ -162,7 +161,7 @@ func (c *grpcBidiConn) interruptResets()         {}
 func (c *grpcBidiConn) Recv() (*edgev1.ClientFrame, error) {
 	req, err := c.stream.Recv()
 	if err != nil {
-		return nil, connectError(err)
+		return nil, fromStatus(err)
 	}
 	return req.GetFrame(), nil
 }
@@ -183,12 +182,12 @@ func (c *grpcServerConn) Send(f *edgev1.ServerFrame) error {
 	return c.stream.Send(&edgev1.SubscribeResponse{Frame: f})
 }
 
-// connectError turns a grpc-go receive error into the Connect error the
-// core reports (io.EOF passes through: a clean end).
-func connectError(err error) error {
+// fromStatus turns a grpc-go receive error into the core's Error (io.EOF
+// passes through: a clean end).
+func fromStatus(err error) error {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() == codes.OK {
 		return err
 	}
-	return connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
+	return newError(Code(st.Code()), errors.New(st.Message()))
 }

@@ -16,8 +16,9 @@
 // cumulative Ack; they are resent after AckTimeout and the session is
 // closed after MaxResends, so the client reconnects and syncs.
 //
-// The session core works on FrameConn and knows nothing of the RPC library;
-// conn_connect.go adapts connect-go's streams, conn_grpc.go grpc-go's.
+// The session core works on FrameConn, reports failures as its own Error
+// and knows nothing of the RPC library; conn_connect.go adapts connect-go's
+// streams, conn_grpc.go grpc-go's, and each maps Error to its codes.
 package edge
 
 import (
@@ -28,8 +29,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"connectrpc.com/connect"
 
 	"github.com/wagglechat/waggle/bus"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -211,7 +210,7 @@ func (e *Edge) beginSession() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.draining {
-		return connect.NewError(connect.CodeUnavailable, errors.New("edge is draining: connect to another edge"))
+		return newError(CodeUnavailable, errors.New("edge is draining: connect to another edge"))
 	}
 	e.sessions.Add(1)
 	return nil

@@ -233,7 +233,8 @@ func (f *fakeRegistry) isLive(id string) bool {
 }
 
 // fakePresence shows everyone online, except ids starting with "hidden",
-// which the caller may not see.
+// which the caller may not see. Asked about "reset" it fails as a call over
+// a reset connection, about "broken" with a plain error, like fakeMessages.
 type fakePresence struct{}
 
 func (fakePresence) GetPresence(_ context.Context, r *presencev1.GetPresenceRequest) (*presencev1.GetPresenceResponse, error) {
@@ -242,6 +243,12 @@ func (fakePresence) GetPresence(_ context.Context, r *presencev1.GetPresenceRequ
 	}
 	res := &presencev1.GetPresenceResponse{}
 	for _, id := range r.GetUserIds() {
+		switch id {
+		case "reset":
+			return nil, connect.NewError(connect.CodeCanceled, fmt.Errorf("read tcp: %w", syscall.ECONNRESET))
+		case "broken":
+			return nil, errors.New("redis on fire")
+		}
 		if strings.HasPrefix(id, "hidden") {
 			res.Presences = append(res.Presences, &presencev1.UserPresence{UserId: id, Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE, Hidden: true})
 			continue
@@ -679,11 +686,11 @@ func (c *client) ack(pushID uint64) {
 	c.send(&edgev1.ClientFrame{Kind: &edgev1.ClientFrame_Ack{Ack: &edgev1.Ack{PushId: pushID}}})
 }
 
-func codeOf(err error) connect.Code {
+func codeOf(err error) Code {
 	if err == nil {
 		return 0
 	}
-	return connect.CodeOf(err)
+	return CodeOf(err)
 }
 
 // messagePush is a push with one message event per seq.

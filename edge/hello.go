@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-
-	"connectrpc.com/connect"
 )
 
 // helloGate bounds the streams that have not been welcomed yet, per
@@ -34,9 +32,9 @@ func (g *helloGate) enter(conn string) (release func(), err error) {
 	defer g.mu.Unlock()
 	switch {
 	case g.total >= g.maxTotal:
-		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("too many streams awaiting hello on this edge: retry later"))
+		return nil, newError(CodeResourceExhausted, errors.New("too many streams awaiting hello on this edge: retry later"))
 	case conn != "" && g.perConn[conn] >= g.maxPerConn:
-		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("too many streams awaiting hello on this connection: retry later"))
+		return nil, newError(CodeResourceExhausted, errors.New("too many streams awaiting hello on this connection: retry later"))
 	}
 	g.total++
 	if conn != "" {

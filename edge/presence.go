@@ -3,9 +3,6 @@ package edge
 import (
 	"context"
 	"errors"
-	"fmt"
-
-	"connectrpc.com/connect"
 
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
@@ -25,7 +22,7 @@ func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.Pr
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the session is closing"))
+		return nil, newError(CodeUnavailable, errors.New("the session is closing"))
 	}
 	if s.presenceSubs == nil {
 		s.presenceSubs = make(map[string]struct{})
@@ -53,8 +50,8 @@ func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.Pr
 	}
 	if len(s.presenceSubs)+fresh > maxPresenceSubscriptions {
 		s.mu.Unlock()
-		return nil, connect.NewError(connect.CodeResourceExhausted,
-			fmt.Errorf("a session follows at most %d users' presence", maxPresenceSubscriptions))
+		return nil, errorf(CodeResourceExhausted,
+			"a session follows at most %d users' presence", maxPresenceSubscriptions)
 	}
 	for _, id := range added {
 		s.presenceSubs[id] = struct{}{}
@@ -70,7 +67,7 @@ func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.Pr
 	s.mu.Unlock()
 	if closed {
 		s.e.watchers.unfollow(s, added)
-		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the session is closing"))
+		return nil, newError(CodeUnavailable, errors.New("the session is closing"))
 	}
 
 	snap := &edgev1.PresenceSnapshot{}
@@ -78,7 +75,7 @@ func (s *session) updatePresenceSubscription(ctx context.Context, sub *edgev1.Pr
 		batch := added[start:min(start+maxPresenceLookup, len(added))]
 		res, err := s.e.deps.Presence.GetPresence(ctx, &presencev1.GetPresenceRequest{UserIds: batch})
 		if err != nil {
-			return nil, err
+			return nil, s.publicError("edge: presence snapshot", err)
 		}
 		snap.Presences = append(snap.Presences, res.GetPresences()...)
 	}

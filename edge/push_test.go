@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
-
 	"github.com/wagglechat/waggle/auth"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -163,7 +161,7 @@ func TestResendThenGiveUp(t *testing.T) {
 		}
 	}
 	err := c.wait()
-	if codeOf(err) != connect.CodeDeadlineExceeded {
+	if codeOf(err) != CodeDeadlineExceeded {
 		t.Fatalf("session ended with %v, want deadline_exceeded", err)
 	}
 	if elapsed := time.Since(start); elapsed < cfg.AckTimeout*time.Duration(cfg.MaxResends+1) {
@@ -206,7 +204,7 @@ func TestQueueOverflowClosesOnlySlowSession(t *testing.T) {
 	}
 	// The slow writer is stuck in Send; the stream is reset after
 	// CloseTimeout and the session ends as too slow.
-	if err := slow.wait(); codeOf(err) != connect.CodeResourceExhausted {
+	if err := slow.wait(); codeOf(err) != CodeResourceExhausted {
 		t.Fatalf("slow session ended with %v, want resource_exhausted", err)
 	}
 	fast.ping(1)
@@ -221,7 +219,7 @@ func TestCloseDevices(t *testing.T) {
 	if f := phone.recv(); f.GetGoaway() == nil {
 		t.Fatalf("got %v, want goaway", f)
 	}
-	if err := phone.wait(); codeOf(err) != connect.CodeUnauthenticated {
+	if err := phone.wait(); codeOf(err) != CodeUnauthenticated {
 		t.Fatalf("logged-out session ended with %v, want unauthenticated", err)
 	}
 	laptop.ping(1)
@@ -256,10 +254,10 @@ func TestSubscribeSessionWithUnaryAcks(t *testing.T) {
 		name   string
 		caller auth.Identity
 		sid    string
-		code   connect.Code
+		code   Code
 	}{
-		{"someone else", auth.Identity{UserID: "u2", DeviceID: "web"}, sid, connect.CodeNotFound},
-		{"unknown session", me, "no-such-session", connect.CodeNotFound},
+		{"someone else", auth.Identity{UserID: "u2", DeviceID: "web"}, sid, CodeNotFound},
+		{"unknown session", me, "no-such-session", CodeNotFound},
 		{"owner", me, sid, 0},
 	} {
 		if err := te.Ack(tc.caller, tc.sid, 1); codeOf(err) != tc.code {
@@ -280,7 +278,7 @@ func TestSubscribeSessionWithUnaryAcks(t *testing.T) {
 	// Then silence ends it.
 	select {
 	case err := <-done:
-		if codeOf(err) != connect.CodeDeadlineExceeded {
+		if codeOf(err) != CodeDeadlineExceeded {
 			t.Fatalf("ended with %v, want deadline_exceeded", err)
 		}
 	case <-time.After(waitTime):

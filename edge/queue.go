@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"connectrpc.com/connect"
-
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
@@ -114,11 +112,11 @@ func (s *session) startWriterLocked() {
 	go s.write()
 }
 
-func (s *session) enqueueError(id uint64, code connect.Code, msg string) {
+func (s *session) enqueueError(id uint64, code Code, msg string) {
 	s.enqueueControl(errorFrame(id, code, msg))
 }
 
-func errorFrame(id uint64, code connect.Code, msg string) *edgev1.ServerFrame {
+func errorFrame(id uint64, code Code, msg string) *edgev1.ServerFrame {
 	return &edgev1.ServerFrame{Id: id, Kind: &edgev1.ServerFrame_Error{Error: &edgev1.Error{
 		Code:    code.String(),
 		Message: msg,
@@ -126,8 +124,8 @@ func errorFrame(id uint64, code connect.Code, msg string) *edgev1.ServerFrame {
 }
 
 func (s *session) closeSlow() {
-	s.close(connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-		"session too slow: %d frames pending or unacknowledged; reconnect and sync", s.e.cfg.QueueLimit)), "")
+	s.close(errorf(CodeResourceExhausted,
+		"session too slow: %d frames pending or unacknowledged; reconnect and sync", s.e.cfg.QueueLimit), "")
 }
 
 // write is the session's only writer while it runs. It writes everything

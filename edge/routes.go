@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect"
-
 	"github.com/wagglechat/waggle/bus"
 	busv1 "github.com/wagglechat/waggle/gen/go/waggle/bus/v1"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -204,7 +202,7 @@ func (rs *routes) onEnvelope(user string, env *busv1.Envelope) {
 			if s.ident.DeviceID == d.GetDeviceId() {
 				// Unauthenticated, not a plain end: the device must log in
 				// again rather than reconnect with its old token.
-				s.close(connect.NewError(connect.CodeUnauthenticated, errDeviceLoggedOut), "device logged out")
+				s.close(newError(CodeUnauthenticated, errDeviceLoggedOut), "device logged out")
 			}
 		})
 	}

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -82,19 +81,19 @@ func (e *Edge) greet(conn FrameConn) (*session, error) {
 	defer release()
 	f, err, inTime := e.readHello(conn)
 	if !inTime {
-		return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no hello within %v", e.cfg.HelloTimeout))
+		return nil, errorf(CodeDeadlineExceeded, "no hello within %v", e.cfg.HelloTimeout)
 	}
 	switch {
 	case errors.Is(err, io.EOF):
-		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("stream ended before hello"))
+		return nil, newError(CodeUnauthenticated, errors.New("stream ended before hello"))
 	case conn.Context().Err() != nil:
-		return nil, connect.NewError(connect.CodeCanceled, errors.New("stream ended before hello"))
+		return nil, newError(CodeCanceled, errors.New("stream ended before hello"))
 	case err != nil:
 		return nil, err
 	}
 	hello := f.GetHello()
 	if hello == nil {
-		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("first frame must be hello"))
+		return nil, newError(CodeUnauthenticated, errors.New("first frame must be hello"))
 	}
 	return e.openAside(conn, hello)
 }
@@ -171,15 +170,15 @@ func (e *Edge) ServeSubscribe(conn FrameSender, hello *edgev1.Hello) error {
 // hub are queued and written after the Welcome.
 func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 	if v := hello.GetProtocolVersion(); v != ProtocolVersion {
-		return nil, connect.NewError(connect.CodeFailedPrecondition,
-			fmt.Errorf("unsupported protocol version %d: this edge speaks %d", v, ProtocolVersion))
+		return nil, errorf(CodeFailedPrecondition,
+			"unsupported protocol version %d: this edge speaks %d", v, ProtocolVersion)
 	}
 	ident, err := e.verify(hello.GetAccessToken())
 	if err != nil {
 		return nil, err
 	}
 	if ident.UserID == "" {
-		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("access token names no user"))
+		return nil, newError(CodeUnauthenticated, errors.New("access token names no user"))
 	}
 	if err := e.beginSession(); err != nil {
 		return nil, err
@@ -209,7 +208,7 @@ func (e *Edge) open(conn FrameSender, hello *edgev1.Hello) (*session, error) {
 		s.cancel()
 		e.sessions.Done()
 		e.log.Error("edge: open session", "session_id", s.id, "user_id", ident.UserID, "registry_err", regErr, "route_err", routeErr)
-		return nil, connect.NewError(connect.CodeUnavailable, errors.New("cannot open the session: try again"))
+		return nil, newError(CodeUnavailable, errors.New("cannot open the session: try again"))
 	}
 	s.route = route
 	welcome := &edgev1.ServerFrame{Kind: &edgev1.ServerFrame_Welcome{Welcome: &edgev1.Welcome{
@@ -247,10 +246,10 @@ func (e *Edge) verify(token string) (auth.Identity, error) {
 	ident, err := e.deps.Tokens.Verify(token)
 	switch {
 	case errors.Is(err, auth.ErrTokenExpired):
-		return ident, connect.NewError(connect.CodeUnauthenticated, auth.ErrTokenExpired)
+		return ident, newError(CodeUnauthenticated, auth.ErrTokenExpired)
 	case err != nil:
 		e.log.Info("edge: access token refused", "err", err)
-		return ident, connect.NewError(connect.CodeUnauthenticated, auth.ErrInvalidToken)
+		return ident, newError(CodeUnauthenticated, auth.ErrInvalidToken)
 	}
 	return ident, nil
 }
@@ -374,7 +373,7 @@ func (s *session) finish() error {
 // closeEnded closes the session if nothing did: the transport may have
 // ended the stream without a close.
 func (s *session) closeEnded() {
-	s.close(connect.NewError(connect.CodeCanceled, errors.New("stream ended")), "")
+	s.close(newError(CodeCanceled, errors.New("stream ended")), "")
 }
 
 // close ends the session: err is what the stream ends with (nil for a clean
@@ -390,7 +389,7 @@ func (s *session) close(err error, goaway string) {
 	s.closeErr = err
 	s.goaway = goaway
 	s.mu.Unlock()
-	if code := connect.CodeOf(err); err != nil && code != connect.CodeCanceled {
+	if code := CodeOf(err); err != nil && code != CodeCanceled {
 		s.e.log.Info("edge: closing session", "session_id", s.id, "user_id", s.ident.UserID, "code", code, "err", err)
 	}
 	s.cancel()
@@ -423,12 +422,12 @@ func (s *session) handle(f *edgev1.ClientFrame) {
 	case *edgev1.ClientFrame_Ack:
 		s.ack(k.Ack.GetPushId())
 	case *edgev1.ClientFrame_Hello:
-		s.enqueueError(f.GetId(), connect.CodeFailedPrecondition, "the session already said hello")
+		s.enqueueError(f.GetId(), CodeFailedPrecondition, "the session already said hello")
 	case nil:
-		s.enqueueError(f.GetId(), connect.CodeUnimplemented, "unknown frame kind")
+		s.enqueueError(f.GetId(), CodeUnimplemented, "unknown frame kind")
 	default:
 		if f.GetId() == 0 {
-			s.enqueueError(0, connect.CodeInvalidArgument, "a command needs a non-zero id")
+			s.enqueueError(0, CodeInvalidArgument, "a command needs a non-zero id")
 			return
 		}
 		s.enqueueCommand(f)
@@ -440,8 +439,8 @@ func (s *session) handle(f *edgev1.ClientFrame) {
 func (s *session) sweep(now time.Time) {
 	cfg := &s.e.cfg
 	if silent := now.Sub(time.Unix(0, s.lastSeen.Load())); silent > cfg.SessionTimeout {
-		s.close(connect.NewError(connect.CodeDeadlineExceeded,
-			fmt.Errorf("session timed out: nothing received for %v", silent.Round(time.Millisecond))), "")
+		s.close(errorf(CodeDeadlineExceeded,
+			"session timed out: nothing received for %v", silent.Round(time.Millisecond)), "")
 		return
 	}
 	s.mu.Lock()
@@ -455,8 +454,8 @@ func (s *session) sweep(now time.Time) {
 	s.mu.Unlock()
 	switch {
 	case giveUp:
-		s.close(connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
-			"client stopped acknowledging: push not acknowledged after %d resends; reconnect and sync", cfg.MaxResends)), "")
+		s.close(errorf(CodeDeadlineExceeded,
+			"client stopped acknowledging: push not acknowledged after %d resends; reconnect and sync", cfg.MaxResends), "")
 	case due:
 		s.mu.Lock()
 		s.startWriterLocked()

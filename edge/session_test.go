@@ -2,12 +2,12 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
@@ -26,16 +26,16 @@ func TestHelloFailures(t *testing.T) {
 	tests := []struct {
 		name  string
 		first *edgev1.ClientFrame // nil: the client closes its side
-		code  connect.Code
+		code  Code
 	}{
-		{"ping first", &edgev1.ClientFrame{Id: 1, Kind: &edgev1.ClientFrame_Ping{Ping: &edgev1.Ping{}}}, connect.CodeUnauthenticated},
-		{"command first", &edgev1.ClientFrame{Id: 1, Kind: &edgev1.ClientFrame_SendMessage{SendMessage: &chatv1.SendMessageRequest{}}}, connect.CodeUnauthenticated},
-		{"empty frame first", &edgev1.ClientFrame{}, connect.CodeUnauthenticated},
-		{"stream closed before hello", nil, connect.CodeUnauthenticated},
-		{"bad token", hello(1, "forged"), connect.CodeUnauthenticated},
-		{"no token", hello(1, ""), connect.CodeUnauthenticated},
-		{"protocol version 2", hello(2, "tok:u1:d1"), connect.CodeFailedPrecondition},
-		{"protocol version unset", hello(0, "tok:u1:d1"), connect.CodeFailedPrecondition},
+		{"ping first", &edgev1.ClientFrame{Id: 1, Kind: &edgev1.ClientFrame_Ping{Ping: &edgev1.Ping{}}}, CodeUnauthenticated},
+		{"command first", &edgev1.ClientFrame{Id: 1, Kind: &edgev1.ClientFrame_SendMessage{SendMessage: &chatv1.SendMessageRequest{}}}, CodeUnauthenticated},
+		{"empty frame first", &edgev1.ClientFrame{}, CodeUnauthenticated},
+		{"stream closed before hello", nil, CodeUnauthenticated},
+		{"bad token", hello(1, "forged"), CodeUnauthenticated},
+		{"no token", hello(1, ""), CodeUnauthenticated},
+		{"protocol version 2", hello(2, "tok:u1:d1"), CodeFailedPrecondition},
+		{"protocol version unset", hello(0, "tok:u1:d1"), CodeFailedPrecondition},
 	}
 	te := newTestEdge(t, testConfig())
 	for _, tt := range tests {
@@ -65,7 +65,7 @@ func TestHelloTimeout(t *testing.T) {
 	cfg.HelloTimeout = 30 * time.Millisecond
 	te := newTestEdge(t, cfg)
 	c := te.dial(t, 8)
-	if err := c.wait(); codeOf(err) != connect.CodeDeadlineExceeded {
+	if err := c.wait(); codeOf(err) != CodeDeadlineExceeded {
 		t.Fatalf("got %v, want deadline_exceeded", err)
 	}
 }
@@ -102,7 +102,7 @@ func TestRegistryFailureRefusesSession(t *testing.T) {
 	te.registry.fail = true
 	c := te.dial(t, 8)
 	c.send(hello(1, "tok:u1:d1"))
-	if err := c.wait(); codeOf(err) != connect.CodeUnavailable {
+	if err := c.wait(); codeOf(err) != CodeUnavailable {
 		t.Fatalf("got %v, want unavailable", err)
 	}
 }
@@ -199,6 +199,37 @@ func TestCommandErrors(t *testing.T) {
 	}
 }
 
+// A failed presence snapshot reads the same as a failed command, whether
+// asked for in a frame or by the unary call of a push-only session.
+func TestPresenceSnapshotErrors(t *testing.T) {
+	tests := []struct {
+		user    string
+		code    Code
+		message string
+	}{
+		{"reset", CodeUnavailable, "edge: presence snapshot: temporarily unavailable, retry"},
+		{"broken", CodeInternal, "edge: presence snapshot failed"},
+	}
+	te := newTestEdge(t, testConfig())
+	c := te.connect(t, "tok:u1:d1")
+	caller := auth.Identity{UserID: "u1", DeviceID: "d1"}
+	for i, tt := range tests {
+		t.Run(tt.user, func(t *testing.T) {
+			c.t = t
+			sub := &edgev1.PresenceSubscription{AddUserIds: []string{tt.user}}
+			_, err := te.UpdatePresenceSubscription(t.Context(), caller, c.welcome.GetSessionId(), sub)
+			if e := new(Error); !errors.As(err, &e) || e.Code != tt.code || e.Message() != tt.message {
+				t.Fatalf("unary call failed with %v, want %v: %s", err, tt.code, tt.message)
+			}
+			id := uint64(i + 1)
+			c.send(&edgev1.ClientFrame{Id: id, Kind: &edgev1.ClientFrame_PresenceSubscription{PresenceSubscription: sub}})
+			f := c.recv()
+			if e := f.GetError(); f.GetId() != id || e.GetCode() != tt.code.String() || e.GetMessage() != tt.message {
+				t.Fatalf("command answered %v, want error %d %v %q", f, id, tt.code, tt.message)
+			}
+		})
+	}
+}
 func TestUnknownKindFromNewerProtocol(t *testing.T) {
 	te := newTestEdge(t, testConfig())
 	c := te.connect(t, "tok:u1:d1")
@@ -316,7 +347,7 @@ func TestSessionTimeout(t *testing.T) {
 		alive.ping(i)
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := silent.wait(); codeOf(err) != connect.CodeDeadlineExceeded {
+	if err := silent.wait(); codeOf(err) != CodeDeadlineExceeded {
 		t.Fatalf("silent session ended with %v, want deadline_exceeded", err)
 	}
 	alive.ping(1000)
@@ -354,7 +385,7 @@ func TestShutdownSendsGoaway(t *testing.T) {
 	}
 	late := te.dial(t, 8)
 	late.send(hello(1, "tok:u3:d1"))
-	if err := late.wait(); codeOf(err) != connect.CodeUnavailable {
+	if err := late.wait(); codeOf(err) != CodeUnavailable {
 		t.Fatalf("session during drain: %v, want unavailable", err)
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"connectrpc.com/connect"
-
 	"github.com/wagglechat/waggle/auth"
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
@@ -46,7 +44,7 @@ func (e *Edge) UpdatePresenceSubscription(ctx context.Context, caller auth.Ident
 func (e *Edge) callerSession(caller auth.Identity, sessionID string) (*session, error) {
 	s := e.hub.get(sessionID)
 	if s == nil || !s.belongsTo(caller) {
-		return nil, connect.NewError(connect.CodeNotFound, errNoSession)
+		return nil, newError(CodeNotFound, errNoSession)
 	}
 	return s, nil
 }

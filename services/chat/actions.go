@@ -10,7 +10,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
@@ -18,42 +17,22 @@ import (
 	edgev1 "github.com/wagglechat/waggle/gen/go/waggle/edge/v1"
 )
 
-// querier is what both a pool and a transaction offer.
-type querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// lockMessage locks and returns the message messageID of convID if uid, a
-// current member, may see it. Writers lock the message before the
-// conversation (nextSeq), and nothing locks them the other way round, so
-// they cannot deadlock.
-func lockMessage(ctx context.Context, tx pgx.Tx, convID uuid.UUID, messageIDField string, uid uuid.UUID) (eventRow, error) {
-	return findMessage(ctx, tx, convID, messageIDField, uid, " FOR UPDATE OF e")
-}
-
-func findMessage(ctx context.Context, q querier, convID uuid.UUID, messageIDField string, uid uuid.UUID, lock string) (eventRow, error) {
-	var r eventRow
+// lockMessage locks and returns the message messageIDField of convID if
+// uid, a current member, may see it; NotFound otherwise.
+func lockMessage(ctx context.Context, tx Tx, convID uuid.UUID, messageIDField string, uid uuid.UUID) (EventRow, error) {
 	msgID, err := parseID("message_id", messageIDField)
 	if err != nil {
-		return r, err
+		return EventRow{}, err
 	}
-	err = r.scan(q.QueryRow(ctx, `SELECT `+eventColumns+` FROM events e
-		JOIN members m ON m.conversation_id = e.conversation_id AND m.user_id = $3 AND m.left_seq IS NULL
-		WHERE e.conversation_id = $1 AND e.message_id = $2 AND e.seq > m.joined_seq`+lock, convID, msgID, uid))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return r, connect.NewError(connect.CodeNotFound, fmt.Errorf("message %s not found", msgID))
-	}
-	if err != nil {
-		return r, fmt.Errorf("lock message: %w", err)
-	}
-	return r, nil
+	r, err := tx.LockMessage(ctx, convID, msgID, uid)
+	return r, notFound(err, "message %s not found", msgID)
 }
 
 var errRecalled = connect.NewError(connect.CodeFailedPrecondition, errors.New("the message was recalled"))
 
 // mutate runs fn in a transaction on a conversation the caller is in and
 // notifies the events it appended after the commit.
-func (s *Service) mutate(ctx context.Context, op, convIDField string, fn func(tx pgx.Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error)) ([]*chatv1.Event, error) {
+func (s *Service) mutate(ctx context.Context, op, convIDField string, fn func(tx Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error)) ([]*chatv1.Event, error) {
 	id, uid, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
@@ -63,7 +42,7 @@ func (s *Service) mutate(ctx context.Context, op, convIDField string, fn func(tx
 		return nil, err
 	}
 	var evs []*chatv1.Event
-	if err := s.inTx(ctx, func(tx pgx.Tx) error {
+	if err := s.store.InTx(ctx, func(tx Tx) error {
 		evs, err = fn(tx, convID, uid, id.DeviceID)
 		return err
 	}); err != nil {
@@ -91,21 +70,20 @@ func (s *Service) AddReaction(ctx context.Context, req *chatv1.AddReactionReques
 	if err := validEmoji(req.GetEmoji()); err != nil {
 		return nil, err
 	}
-	evs, err := s.mutate(ctx, "add reaction", req.GetConversationId(), func(tx pgx.Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error) {
+	evs, err := s.mutate(ctx, "add reaction", req.GetConversationId(), func(tx Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error) {
 		msg, err := lockMessage(ctx, tx, convID, req.GetMessageId(), uid)
 		if err != nil {
 			return nil, err
 		}
-		if msg.recallTime != nil {
+		if msg.RecallTime != nil {
 			return nil, errRecalled
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO reactions (conversation_id, message_seq, emoji, user_id) VALUES ($1, $2, $3, $4)
-			ON CONFLICT DO NOTHING`, convID, msg.seq, req.GetEmoji(), uid)
-		if err != nil || tag.RowsAffected() == 0 {
+		added, err := tx.AddReaction(ctx, convID, msg.Seq, req.GetEmoji(), uid)
+		if err != nil || !added {
 			return nil, err // already reacted: nothing changes
 		}
 		ev, err := appendEvent(ctx, tx, convID, uid, device, &chatv1.Event{Kind: &chatv1.Event_ReactionAdded{ReactionAdded: &chatv1.ReactionAdded{
-			MessageId: msg.messageID.String(), MessageSeq: uint64(msg.seq), Emoji: req.GetEmoji()}}}, true)
+			MessageId: msg.MessageID.String(), MessageSeq: uint64(msg.Seq), Emoji: req.GetEmoji()}}}, true, nil)
 		return []*chatv1.Event{ev}, err
 	})
 	if err != nil {
@@ -118,18 +96,17 @@ func (s *Service) RemoveReaction(ctx context.Context, req *chatv1.RemoveReaction
 	if err := validEmoji(req.GetEmoji()); err != nil {
 		return nil, err
 	}
-	evs, err := s.mutate(ctx, "remove reaction", req.GetConversationId(), func(tx pgx.Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error) {
+	evs, err := s.mutate(ctx, "remove reaction", req.GetConversationId(), func(tx Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error) {
 		msg, err := lockMessage(ctx, tx, convID, req.GetMessageId(), uid)
 		if err != nil {
 			return nil, err
 		}
-		tag, err := tx.Exec(ctx, `DELETE FROM reactions WHERE conversation_id = $1 AND message_seq = $2 AND emoji = $3 AND user_id = $4`,
-			convID, msg.seq, req.GetEmoji(), uid)
-		if err != nil || tag.RowsAffected() == 0 {
+		removed, err := tx.RemoveReaction(ctx, convID, msg.Seq, req.GetEmoji(), uid)
+		if err != nil || !removed {
 			return nil, err
 		}
 		ev, err := appendEvent(ctx, tx, convID, uid, device, &chatv1.Event{Kind: &chatv1.Event_ReactionRemoved{ReactionRemoved: &chatv1.ReactionRemoved{
-			MessageId: msg.messageID.String(), MessageSeq: uint64(msg.seq), Emoji: req.GetEmoji()}}}, true)
+			MessageId: msg.MessageID.String(), MessageSeq: uint64(msg.Seq), Emoji: req.GetEmoji()}}}, true, nil)
 		return []*chatv1.Event{ev}, err
 	})
 	if err != nil {
@@ -158,16 +135,15 @@ func (s *Service) ListReactions(ctx context.Context, req *chatv1.ListReactionsRe
 	if err != nil {
 		return nil, err
 	}
-	msg, err := findMessage(ctx, s.db, convID, req.GetMessageId(), uid, "")
+	msgID, err := parseID("message_id", req.GetMessageId())
 	if err != nil {
-		return nil, s.internal(ctx, "list reactions", err)
+		return nil, err
 	}
-	rows, err := s.db.Query(ctx, `SELECT user_id FROM reactions WHERE conversation_id = $1 AND message_seq = $2 AND emoji = $3
-		AND user_id > $4 ORDER BY user_id LIMIT $5`, convID, msg.seq, req.GetEmoji(), after, size+1)
+	msg, err := s.store.Message(ctx, convID, msgID, uid)
 	if err != nil {
-		return nil, s.internal(ctx, "list reactions", err)
+		return nil, s.internal(ctx, "list reactions", notFound(err, "message %s not found", msgID))
 	}
-	users, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	users, err := s.store.ReactionUsers(ctx, convID, msg.Seq, req.GetEmoji(), after, size+1)
 	if err != nil {
 		return nil, s.internal(ctx, "list reactions", err)
 	}
@@ -194,39 +170,35 @@ func (s *Service) EditMessage(ctx context.Context, req *chatv1.EditMessageReques
 		return nil, err
 	}
 	var edited *chatv1.Message
-	evs, err := s.mutate(ctx, "edit message", req.GetConversationId(), func(tx pgx.Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error) {
+	evs, err := s.mutate(ctx, "edit message", req.GetConversationId(), func(tx Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error) {
 		msg, err := lockMessage(ctx, tx, convID, req.GetMessageId(), uid)
 		if err != nil {
 			return nil, err
 		}
-		if msg.actor != uid {
+		if msg.Actor != uid {
 			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("only the sender may edit a message"))
 		}
-		if msg.recallTime != nil {
+		if msg.RecallTime != nil {
 			return nil, errRecalled
 		}
-		old, err := msg.message()
+		old, err := decodeMessage(msg)
 		if err != nil {
 			return nil, err
 		}
 		if old.GetContent().GetText() == nil {
 			return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("only text messages can be edited"))
 		}
-		var at time.Time
-		if err := tx.QueryRow(ctx, `UPDATE events SET body = $3, edit_time = now() WHERE conversation_id = $1 AND seq = $2 RETURNING edit_time`,
-			convID, msg.seq, content).Scan(&at); err != nil {
-			return nil, err
-		}
-		msg.body, msg.editTime = content, &at
-		if edited, err = msg.message(); err != nil {
-			return nil, err
-		}
-		ev, err := appendEvent(ctx, tx, convID, uid, device, &chatv1.Event{Kind: &chatv1.Event_MessageEdited{MessageEdited: &chatv1.MessageEdited{
-			MessageId: msg.messageID.String(), MessageSeq: uint64(msg.seq), Content: req.GetContent()}}}, true)
+		at, err := tx.EditMessage(ctx, convID, msg.Seq, content)
 		if err != nil {
 			return nil, err
 		}
-		return []*chatv1.Event{ev}, keepPrevious(ctx, tx, ev, old.GetContent())
+		msg.Body, msg.EditTime = content, &at
+		if edited, err = decodeMessage(msg); err != nil {
+			return nil, err
+		}
+		ev, err := appendEvent(ctx, tx, convID, uid, device, &chatv1.Event{Kind: &chatv1.Event_MessageEdited{MessageEdited: &chatv1.MessageEdited{
+			MessageId: msg.MessageID.String(), MessageSeq: uint64(msg.Seq), Content: req.GetContent()}}}, true, old.GetContent())
+		return []*chatv1.Event{ev}, err
 	})
 	if err != nil {
 		return nil, err
@@ -238,69 +210,43 @@ func (s *Service) EditMessage(ctx context.Context, req *chatv1.EditMessageReques
 // content and its reactions are deleted and a tombstone (recall_time set,
 // no content) remains, announced by a MessageRecalled event.
 func (s *Service) RecallMessage(ctx context.Context, req *chatv1.RecallMessageRequest) (*chatv1.RecallMessageResponse, error) {
-	evs, err := s.mutate(ctx, "recall message", req.GetConversationId(), func(tx pgx.Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error) {
+	evs, err := s.mutate(ctx, "recall message", req.GetConversationId(), func(tx Tx, convID, uid uuid.UUID, device string) ([]*chatv1.Event, error) {
 		msg, err := lockMessage(ctx, tx, convID, req.GetMessageId(), uid)
 		if err != nil {
 			return nil, err
 		}
-		if msg.actor != uid {
+		if msg.Actor != uid {
 			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("only the sender may recall a message"))
 		}
-		if msg.recallTime != nil {
+		if msg.RecallTime != nil {
 			return nil, nil // already recalled: nothing changes
 		}
-		before, err := msg.message()
+		before, err := decodeMessage(msg)
 		if err != nil {
 			return nil, err
 		}
-		if age := s.now().Sub(msg.created); age > s.cfg.RecallWindow {
+		if age := s.now().Sub(msg.Created); age > s.cfg.RecallWindow {
 			return nil, connect.NewError(connect.CodeFailedPrecondition,
 				fmt.Errorf("messages can be recalled within %v of sending; this one is %v old", s.cfg.RecallWindow, age.Round(time.Second)))
-		}
-		if _, err := tx.Exec(ctx, `UPDATE events SET body = '', recall_time = now() WHERE conversation_id = $1 AND seq = $2`,
-			convID, msg.seq); err != nil {
-			return nil, err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM reactions WHERE conversation_id = $1 AND message_seq = $2`, convID, msg.seq); err != nil {
-			return nil, err
 		}
 		// Earlier edits carry the old text too: they keep their place in the
 		// sequence, without it.
 		stripped, err := proto.Marshal(&chatv1.Event{Kind: &chatv1.Event_MessageEdited{MessageEdited: &chatv1.MessageEdited{
-			MessageId: msg.messageID.String(), MessageSeq: uint64(msg.seq)}}})
+			MessageId: msg.MessageID.String(), MessageSeq: uint64(msg.Seq)}}})
 		if err != nil {
 			return nil, err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE events SET body = $3 WHERE conversation_id = $1 AND target_seq = $2 AND kind = $4`,
-			convID, msg.seq, stripped, kindMessageEdited); err != nil {
+		if err := tx.RecallMessage(ctx, convID, msg.Seq, stripped); err != nil {
 			return nil, err
 		}
 		ev, err := appendEvent(ctx, tx, convID, uid, device, &chatv1.Event{Kind: &chatv1.Event_MessageRecalled{MessageRecalled: &chatv1.MessageRecalled{
-			MessageId: msg.messageID.String(), MessageSeq: uint64(msg.seq)}}}, true)
-		if err != nil {
-			return nil, err
-		}
-		return []*chatv1.Event{ev}, keepPrevious(ctx, tx, ev, before.GetContent())
+			MessageId: msg.MessageID.String(), MessageSeq: uint64(msg.Seq)}}}, true, before.GetContent())
+		return []*chatv1.Event{ev}, err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &chatv1.RecallMessageResponse{Event: first(evs)}, nil
-}
-
-// keepPrevious stores on an edit or recall event the content it replaced:
-// members who left before it see that content (asOf), so the one write per
-// change stays one row.
-func keepPrevious(ctx context.Context, tx pgx.Tx, ev *chatv1.Event, prev *chatv1.MessageContent) error {
-	body, err := proto.Marshal(prev)
-	if err != nil {
-		return fmt.Errorf("encode previous content: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE events SET prev_body = $3 WHERE conversation_id = $1 AND seq = $2`,
-		ev.GetConversationId(), int64(ev.GetSeq()), body); err != nil {
-		return fmt.Errorf("keep previous content: %w", err)
-	}
-	return nil
 }
 
 // DeleteMessagesForMe hides messages from the caller's own view. It is a
@@ -325,44 +271,19 @@ func (s *Service) DeleteMessagesForMe(ctx context.Context, req *chatv1.DeleteMes
 		}
 	}
 	var ev *chatv1.UserEvent
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		// Messages the caller can see in its history (up to its removal).
-		rows, err := tx.Query(ctx, `SELECT e.seq, e.message_id FROM events e
-			JOIN members m ON m.conversation_id = e.conversation_id AND m.user_id = $3
-			WHERE e.conversation_id = $1 AND e.message_id = ANY($2) AND e.seq > m.joined_seq
-				AND (m.left_seq IS NULL OR e.seq <= m.left_seq)`, convID, ids, uid)
+	err = s.store.InTx(ctx, func(tx Tx) error {
+		newly, err := tx.HideMessages(ctx, uid, convID, ids)
 		if err != nil {
-			return err
+			return notFound(err, "some message_ids are not messages of this conversation you can see")
 		}
-		type found struct {
-			seq int64
-			id  uuid.UUID
-		}
-		msgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (found, error) {
-			var m found
-			return m, r.Scan(&m.seq, &m.id)
-		})
-		if err != nil {
-			return err
-		}
-		if len(msgs) < len(dedupeIDs(ids)) {
-			return connect.NewError(connect.CodeNotFound, errors.New("some message_ids are not messages of this conversation you can see"))
-		}
-		var hidden []string
-		for _, m := range msgs {
-			tag, err := tx.Exec(ctx, `INSERT INTO hidden_messages (user_id, conversation_id, message_seq) VALUES ($1, $2, $3)
-				ON CONFLICT DO NOTHING`, uid, convID, m.seq)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() > 0 {
-				hidden = append(hidden, m.id.String())
-			}
-		}
-		if len(hidden) == 0 {
+		if len(newly) == 0 {
 			return nil
 		}
-		ev, err = AppendUserEvent(ctx, tx, uid, &chatv1.UserEvent{Kind: &chatv1.UserEvent_MessagesDeleted{
+		hidden := make([]string, len(newly))
+		for i, id := range newly {
+			hidden[i] = id.String()
+		}
+		ev, err = tx.AppendUserEvent(ctx, uid, &chatv1.UserEvent{Kind: &chatv1.UserEvent_MessagesDeleted{
 			MessagesDeleted: &chatv1.MessagesDeleted{ConversationId: convID.String(), MessageIds: hidden}}})
 		return err
 	})
@@ -373,14 +294,6 @@ func (s *Service) DeleteMessagesForMe(ctx context.Context, req *chatv1.DeleteMes
 		s.notify.NotifyUser(ctx, uid.String(), ev, sessionID(ctx))
 	}
 	return &chatv1.DeleteMessagesForMeResponse{UserEvent: ev}, nil
-}
-
-func dedupeIDs(ids []uuid.UUID) map[uuid.UUID]bool {
-	m := make(map[uuid.UUID]bool, len(ids))
-	for _, id := range ids {
-		m[id] = true
-	}
-	return m
 }
 
 // SendTyping pushes a typing indicator to the other members' live sessions.
@@ -395,12 +308,7 @@ func (s *Service) SendTyping(ctx context.Context, req *chatv1.SendTypingRequest)
 	if err != nil {
 		return nil, err
 	}
-	var count int
-	err = s.db.QueryRow(ctx, `SELECT c.member_count FROM conversations c WHERE c.id = $1 AND `+canWrite,
-		convID, uid).Scan(&count)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, s.internal(ctx, "send typing", whyRefused(ctx, s.db, convID, uid))
-	}
+	count, err := s.store.CanWrite(ctx, convID, uid)
 	if err != nil {
 		return nil, s.internal(ctx, "send typing", err)
 	}

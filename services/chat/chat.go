@@ -1,7 +1,8 @@
 // Package chat is the chat service: conversations, members, messages, their
-// gap-free event sequences, sync and history. It is stateless over Postgres;
-// after each commit it hands the new event to the fanout, which publishes
-// it on the bus topics that edges holding its members subscribe to.
+// gap-free event sequences, sync and history. It is stateless over a Store
+// (store.go; the adapter is package postgres); after each commit it hands
+// the new event to the fanout, which publishes it on the bus topics that
+// edges holding its members subscribe to.
 package chat
 
 import (
@@ -14,8 +15,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/errcode"
@@ -105,7 +104,7 @@ type Notifier interface {
 // DeliveryService.
 type Service struct {
 	cfg    Config
-	db     *pgxpool.Pool
+	store  Store
 	notify Notifier
 	log    *slog.Logger
 	now    func() time.Time
@@ -114,14 +113,14 @@ type Service struct {
 	sendQ  sendQueues
 }
 
-// New returns a chat service on db. notify may be nil (nothing is pushed;
-// clients still get everything through sync).
-func New(cfg Config, db *pgxpool.Pool, notify Notifier, log *slog.Logger) *Service {
+// New returns a chat service on store. notify may be nil (nothing is
+// pushed; clients still get everything through sync).
+func New(cfg Config, store Store, notify Notifier, log *slog.Logger) *Service {
 	if notify == nil {
 		notify = discard{}
 	}
 	cfg = cfg.withDefaults()
-	return &Service{cfg: cfg, db: db, notify: notify, log: log, now: time.Now,
+	return &Service{cfg: cfg, store: store, notify: notify, log: log, now: time.Now,
 		typing: ratelimit.New(1/cfg.TypingInterval.Seconds(), 1),
 		sends:  ratelimit.New(cfg.SendRate, cfg.SendBurst),
 		sendQ:  sendQueues{byConv: map[uuid.UUID][]*sendReq{}}}
@@ -172,14 +171,28 @@ func invalid(format string, args ...any) error {
 // whether or not they exist, so ids cannot be probed.
 var errNoConversation = connect.NewError(connect.CodeNotFound, errors.New("conversation not found"))
 
-// internal gives err its public code (see errcode), hiding its details.
+// internal gives err its public code, once, where it leaves the service:
+// the store's sentinels that no call site gave a more precise answer mean
+// the caller may not see the conversation or write to it; anything else
+// gets its code from errcode, hiding its details.
 func (s *Service) internal(ctx context.Context, op string, err error) error {
+	switch {
+	case errors.Is(err, ErrBlocked):
+		return errBlocked
+	case errors.Is(err, ErrNotFound):
+		return errNoConversation
+	case errors.Is(err, ErrBadCursor):
+		return invalid("malformed sync cursor")
+	}
 	return errcode.Public(ctx, s.log, op, err)
 }
 
-// inTx runs fn in a transaction, committing when it returns nil.
-func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.db, fn)
+// notFound turns the store's ErrNotFound into NotFound naming what.
+func notFound(err error, format string, args ...any) error {
+	if errors.Is(err, ErrNotFound) {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf(format, args...))
+	}
+	return err
 }
 
 func sessionID(ctx context.Context) string {

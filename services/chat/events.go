@@ -3,52 +3,36 @@ package chat
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
 
-// Event kinds as stored in events.kind. Never renumber: rows keep them.
-const (
-	kindMessage             = 1
-	kindMessageEdited       = 2
-	kindMessageRecalled     = 3
-	kindReactionAdded       = 4
-	kindReactionRemoved     = 5
-	kindConversationCreated = 6
-	kindMembersAdded        = 7
-	kindMemberRemoved       = 8
-	kindConversationRenamed = 9
-	kindMemberRoleChanged   = 10
-)
-
-func kindOf(ev *chatv1.Event) int16 {
+func kindOf(ev *chatv1.Event) EventKind {
 	switch ev.Kind.(type) {
 	case *chatv1.Event_Message:
-		return kindMessage
+		return KindMessage
 	case *chatv1.Event_MessageEdited:
-		return kindMessageEdited
+		return KindMessageEdited
 	case *chatv1.Event_MessageRecalled:
-		return kindMessageRecalled
+		return KindMessageRecalled
 	case *chatv1.Event_ReactionAdded:
-		return kindReactionAdded
+		return KindReactionAdded
 	case *chatv1.Event_ReactionRemoved:
-		return kindReactionRemoved
+		return KindReactionRemoved
 	case *chatv1.Event_ConversationCreated:
-		return kindConversationCreated
+		return KindConversationCreated
 	case *chatv1.Event_MembersAdded:
-		return kindMembersAdded
+		return KindMembersAdded
 	case *chatv1.Event_MemberRemoved:
-		return kindMemberRemoved
+		return KindMemberRemoved
 	case *chatv1.Event_ConversationRenamed:
-		return kindConversationRenamed
+		return KindConversationRenamed
 	case *chatv1.Event_MemberRoleChanged:
-		return kindMemberRoleChanged
+		return KindMemberRoleChanged
 	}
 	panic(fmt.Sprintf("chat: event kind %T has no stored number", ev.Kind))
 }
@@ -80,81 +64,26 @@ type Committed struct {
 	SenderSessionID string
 }
 
-// lockConversation takes convID's row lock in a statement of its own.
-// Checks that read other rows (membership, blocks) must run in a later
-// statement: under READ COMMITTED a statement that waited for a lock still
-// reads other tables as they were when it started, so a check in the
-// locking statement could miss a removal that committed meanwhile.
-const lockConversation = `SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY UPDATE`
-
-// canWrite is the condition, on conversations c, that user $2 may add an
-// event: a current member, and not blocked by the other member of a direct
-// conversation.
-var canWrite = canWriteOf("$2")
-
-// canWriteOf is canWrite for the user the SQL expression user names.
-func canWriteOf(user string) string {
-	return `EXISTS (SELECT 1 FROM members WHERE conversation_id = c.id AND user_id = ` + user + ` AND left_seq IS NULL)
-	AND NOT (c.type = 1 AND EXISTS (SELECT 1 FROM members p JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = ` + user + `
-		WHERE p.conversation_id = c.id AND p.user_id <> ` + user + `))`
-}
-
-// nextSeq takes the conversation's next seq in tx. The row lock serialises
-// writers of one conversation, so seqs are gap-free and in commit order.
-// Unless mustBeMember is false (the creation event), it fails when actor
-// may not write (see whyRefused).
-func nextSeq(ctx context.Context, tx pgx.Tx, convID, actor uuid.UUID, mustBeMember bool) (int64, time.Time, error) {
-	if _, err := tx.Exec(ctx, lockConversation, convID); err != nil {
-		return 0, time.Time{}, fmt.Errorf("lock conversation: %w", err)
-	}
-	var seq int64
-	var at time.Time
-	err := tx.QueryRow(ctx, `
-		UPDATE conversations c SET last_seq = last_seq + 1, change_xid = pg_current_xact_id(), update_time = now()
-		WHERE c.id = $1 AND (NOT $3 OR (`+canWrite+`))
-		RETURNING last_seq, update_time`, convID, actor, mustBeMember).Scan(&seq, &at)
-	if err == pgx.ErrNoRows {
-		return 0, time.Time{}, whyRefused(ctx, tx, convID, actor)
-	}
-	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("bump seq: %w", err)
-	}
-	return seq, at, nil
-}
-
-// whyRefused tells a write that was refused why: the other member of a
-// direct conversation blocked the writer, or the writer cannot see it.
-func whyRefused(ctx context.Context, q querier, convID, writer uuid.UUID) error {
-	var blocked bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM conversations c
-		JOIN members me ON me.conversation_id = c.id AND me.user_id = $2 AND me.left_seq IS NULL
-		JOIN members p ON p.conversation_id = c.id AND p.user_id <> $2
-		JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
-		WHERE c.id = $1 AND c.type = 1)`, convID, writer).Scan(&blocked)
-	switch {
-	case err != nil:
-		return fmt.Errorf("check block: %w", err)
-	case blocked:
-		return errBlocked
-	}
-	return errNoConversation
-}
-
-// appendEvent stores body as the conversation's next event, in tx.
-func appendEvent(ctx context.Context, tx pgx.Tx, convID, actor uuid.UUID, device string, body *chatv1.Event, mustBeMember bool) (*chatv1.Event, error) {
-	seq, at, err := nextSeq(ctx, tx, convID, actor, mustBeMember)
-	if err != nil {
-		return nil, err
-	}
+// appendEvent stores body as the conversation's next event, in tx. Unless
+// mustWrite is false (the creation event), it fails when actor may not
+// write. prev is, on an edit or recall, the content it replaced: members
+// who left before it see that content (history.go), so the one write per
+// change stays one row.
+func appendEvent(ctx context.Context, tx Tx, convID, actor uuid.UUID, device string, body *chatv1.Event, mustWrite bool, prev *chatv1.MessageContent) (*chatv1.Event, error) {
 	encoded, err := proto.Marshal(&chatv1.Event{Kind: body.Kind})
 	if err != nil {
 		return nil, fmt.Errorf("encode event: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `
-		INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body, target_seq)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		convID, seq, kindOf(body), actor, nullUUID(device), at, encoded, targetOf(body)); err != nil {
-		return nil, fmt.Errorf("insert event: %w", err)
+	var prevBody []byte
+	if prev != nil {
+		if prevBody, err = proto.Marshal(prev); err != nil {
+			return nil, fmt.Errorf("encode previous content: %w", err)
+		}
+	}
+	seq, at, err := tx.AppendEvent(ctx, convID, NewEvent{Actor: actor, Device: nullUUID(device), Kind: kindOf(body),
+		Target: targetOf(body), Body: encoded, Prev: prevBody, MustWrite: mustWrite})
+	if err != nil {
+		return nil, err
 	}
 	return &chatv1.Event{
 		ConversationId: convID.String(),
@@ -165,7 +94,7 @@ func appendEvent(ctx context.Context, tx pgx.Tx, convID, actor uuid.UUID, device
 	}, nil
 }
 
-// nullUUID maps "" (no device, e.g. an internal caller) to NULL.
+// nullUUID maps "" (no device, e.g. an internal caller) to nil.
 func nullUUID(s string) *uuid.UUID {
 	id, err := uuid.Parse(s)
 	if err != nil {
@@ -174,45 +103,16 @@ func nullUUID(s string) *uuid.UUID {
 	return &id
 }
 
-// eventRow is one events row as read back for sync and history.
-type eventRow struct {
-	convID      uuid.UUID
-	seq         int64
-	kind        int16
-	actor       uuid.UUID
-	device      *uuid.UUID
-	created     time.Time
-	body        []byte
-	messageID   *uuid.UUID
-	clientMsgID *string
-	editTime    *time.Time
-	recallTime  *time.Time
-}
-
-// eventColumns lists eventRow's columns in scan order.
-const eventColumns = `e.conversation_id, e.seq, e.kind, e.actor_id, e.actor_device_id, e.create_time,
-	e.body, e.message_id, e.client_msg_id, e.edit_time, e.recall_time`
-
-func (r *eventRow) scan(row pgx.Row) error {
-	return row.Scan(r.fields()...)
-}
-
-// fields returns scan targets for eventColumns followed by extra.
-func (r *eventRow) fields(extra ...any) []any {
-	return append([]any{&r.convID, &r.seq, &r.kind, &r.actor, &r.device, &r.created,
-		&r.body, &r.messageID, &r.clientMsgID, &r.editTime, &r.recallTime}, extra...)
-}
-
-// event decodes the row into its API form.
-func (r *eventRow) event() (*chatv1.Event, error) {
+// decodeEvent decodes a stored event into its API form.
+func decodeEvent(r EventRow) (*chatv1.Event, error) {
 	ev := &chatv1.Event{
-		ConversationId: r.convID.String(),
-		Seq:            uint64(r.seq),
-		CreateTime:     timestamppb.New(r.created),
-		ActorUserId:    r.actor.String(),
+		ConversationId: r.Conv.String(),
+		Seq:            uint64(r.Seq),
+		CreateTime:     timestamppb.New(r.Created),
+		ActorUserId:    r.Actor.String(),
 	}
-	if r.kind == kindMessage {
-		m, err := r.message()
+	if r.Kind == KindMessage {
+		m, err := decodeMessage(r)
 		if err != nil {
 			return nil, err
 		}
@@ -220,40 +120,40 @@ func (r *eventRow) event() (*chatv1.Event, error) {
 		return ev, nil
 	}
 	var body chatv1.Event
-	if err := proto.Unmarshal(r.body, &body); err != nil {
-		return nil, fmt.Errorf("decode event %s/%d: %w", r.convID, r.seq, err)
+	if err := proto.Unmarshal(r.Body, &body); err != nil {
+		return nil, fmt.Errorf("decode event %s/%d: %w", r.Conv, r.Seq, err)
 	}
 	ev.Kind = body.Kind
 	return ev, nil
 }
 
-// message decodes a kind-1 row into the message as it is now.
-func (r *eventRow) message() (*chatv1.Message, error) {
+// decodeMessage decodes a message row into the message as it is now.
+func decodeMessage(r EventRow) (*chatv1.Message, error) {
 	m := &chatv1.Message{
-		ConversationId: r.convID.String(),
-		Seq:            uint64(r.seq),
-		SenderUserId:   r.actor.String(),
-		CreateTime:     timestamppb.New(r.created),
+		ConversationId: r.Conv.String(),
+		Seq:            uint64(r.Seq),
+		SenderUserId:   r.Actor.String(),
+		CreateTime:     timestamppb.New(r.Created),
 	}
-	if r.messageID != nil {
-		m.MessageId = r.messageID.String()
+	if r.MessageID != nil {
+		m.MessageId = r.MessageID.String()
 	}
-	if r.device != nil {
-		m.SenderDeviceId = r.device.String()
+	if r.Device != nil {
+		m.SenderDeviceId = r.Device.String()
 	}
-	if r.clientMsgID != nil {
-		m.ClientMsgId = *r.clientMsgID
+	if r.ClientMsgID != nil {
+		m.ClientMsgId = *r.ClientMsgID
 	}
-	if r.editTime != nil {
-		m.EditTime = timestamppb.New(*r.editTime)
+	if r.EditTime != nil {
+		m.EditTime = timestamppb.New(*r.EditTime)
 	}
-	if r.recallTime != nil {
-		m.RecallTime = timestamppb.New(*r.recallTime)
+	if r.RecallTime != nil {
+		m.RecallTime = timestamppb.New(*r.RecallTime)
 		return m, nil
 	}
 	m.Content = new(chatv1.MessageContent)
-	if err := proto.Unmarshal(r.body, m.Content); err != nil {
-		return nil, fmt.Errorf("decode message %s/%d: %w", r.convID, r.seq, err)
+	if err := proto.Unmarshal(r.Body, m.Content); err != nil {
+		return nil, fmt.Errorf("decode message %s/%d: %w", r.Conv, r.Seq, err)
 	}
 	return m, nil
 }

@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
@@ -77,7 +74,7 @@ type FanoutConfig struct {
 // afterwards on a queue of their own and never delay a live push.
 type Fanout struct {
 	cfg     FanoutConfig
-	db      *pgxpool.Pool
+	store   FanoutStore
 	locate  SessionLocator
 	publish Publisher
 	log     *slog.Logger
@@ -99,7 +96,7 @@ type offlineJob struct {
 	route route
 }
 
-func NewFanout(cfg FanoutConfig, db *pgxpool.Pool, locate SessionLocator, publish Publisher, log *slog.Logger) *Fanout {
+func NewFanout(cfg FanoutConfig, store FanoutStore, locate SessionLocator, publish Publisher, log *slog.Logger) *Fanout {
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = 10_000
 	}
@@ -121,7 +118,7 @@ func NewFanout(cfg FanoutConfig, db *pgxpool.Pool, locate SessionLocator, publis
 	if cfg.RepublishWindow == 0 {
 		cfg.RepublishWindow = time.Minute
 	}
-	return &Fanout{cfg: cfg, db: db, locate: locate, publish: publish, log: log,
+	return &Fanout{cfg: cfg, store: store, locate: locate, publish: publish, log: log,
 		routes:  newRouteCache(),
 		queue:   make(chan *publication, cfg.QueueLen),
 		offline: make(chan offlineJob, cfg.OfflineQueueLen)}
@@ -299,22 +296,17 @@ func (f *Fanout) republishRecent(ctx context.Context) {
 	if f.cfg.RepublishWindow < 0 {
 		return
 	}
-	rows, err := f.db.Query(ctx, `SELECT `+eventColumns+` FROM conversations c
-		JOIN events e ON e.conversation_id = c.id AND e.seq = c.last_seq
-		WHERE c.update_time >= now() - make_interval(secs => $1)`, f.cfg.RepublishWindow.Seconds())
+	rows, err := f.store.RecentEvents(ctx, f.cfg.RepublishWindow)
 	if err != nil {
 		f.log.Warn("fanout: read recent events to republish", "err", err)
 		return
 	}
-	var row eventRow
-	var events []*chatv1.Event
-	if _, err := pgx.ForEachRow(rows, row.fields(), func() error {
-		ev, err := row.event()
-		events = append(events, ev)
-		return err
-	}); err != nil {
-		f.log.Warn("fanout: read recent events to republish", "err", err)
-		return
+	events := make([]*chatv1.Event, len(rows))
+	for i, r := range rows {
+		if events[i], err = decodeEvent(r); err != nil {
+			f.log.Warn("fanout: read recent events to republish", "err", err)
+			return
+		}
 	}
 	for _, ev := range events {
 		r, err := f.route(ctx, ev.GetConversationId())
@@ -393,28 +385,20 @@ func (f *Fanout) route(ctx context.Context, conv string) (route, error) {
 	// delivered.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	var typ chatv1.ConversationType
-	var key *string
-	if err := f.db.QueryRow(ctx, `SELECT type, direct_key FROM conversations WHERE id = $1`, conv).Scan(&typ, &key); err != nil {
-		return route{}, fmt.Errorf("read conversation type: %w", err)
+	id, err := uuid.Parse(conv)
+	if err != nil {
+		return route{}, fmt.Errorf("conversation id %q: %w", conv, err)
 	}
-	r := route{direct: typ == chatv1.ConversationType_CONVERSATION_TYPE_DIRECT}
-	if r.direct {
-		a, b, ok := strings.Cut(deref(key), ":")
-		if !ok {
-			return route{}, fmt.Errorf("direct conversation %s has no member pair", conv)
-		}
-		r.users = [2]string{a, b}
+	direct, pair, err := f.store.Route(ctx, id)
+	if err != nil {
+		return route{}, fmt.Errorf("read conversation route: %w", err)
+	}
+	r := route{direct: direct}
+	if direct {
+		r.users = [2]string{pair[0].String(), pair[1].String()}
 	}
 	f.routes.put(conv, r)
 	return r, nil
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // routeCache remembers conversations' routes, which never change. It keeps
@@ -484,6 +468,10 @@ func (f *Fanout) pushOffline(ctx context.Context, j offlineJob) error {
 	defer cancel()
 	m := j.msg
 	conv := uuid.MustParse(m.GetConversationId())
+	sender, err := uuid.Parse(m.GetSenderUserId())
+	if err != nil {
+		return fmt.Errorf("sender %q: %w", m.GetSenderUserId(), err)
+	}
 	var users []string
 	if j.route.direct {
 		for _, u := range j.route.users {
@@ -492,14 +480,9 @@ func (f *Fanout) pushOffline(ctx context.Context, j offlineJob) error {
 			}
 		}
 	} else {
-		rows, err := f.db.Query(ctx, `SELECT user_id::text FROM members WHERE conversation_id = $1
-			AND joined_seq < $2 AND left_seq IS NULL AND user_id <> $3 LIMIT $4`,
-			conv, int64(m.GetSeq()), m.GetSenderUserId(), f.cfg.PushLimit+1)
-		if err != nil {
-			return fmt.Errorf("recipients: %w", err)
-		}
-		if users, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return fmt.Errorf("recipients: %w", err)
+		var err error
+		if users, err = f.store.PushRecipients(ctx, conv, int64(m.GetSeq()), sender, f.cfg.PushLimit+1); err != nil {
+			return err
 		}
 		if len(users) >= f.cfg.PushLimit {
 			return nil // a push per member of a large group is too much
@@ -525,31 +508,23 @@ func (f *Fanout) pushOffline(ctx context.Context, j offlineJob) error {
 	if len(offline) == 0 {
 		return nil
 	}
-	var title, sender string
-	if err := f.db.QueryRow(ctx, `SELECT c.title, coalesce((SELECT display_name FROM users WHERE id = $2), '')
-		FROM conversations c WHERE c.id = $1`, conv, m.GetSenderUserId()).Scan(&title, &sender); err != nil {
-		return fmt.Errorf("conversation: %w", err)
-	}
-	rows, err := f.db.Query(ctx, `
-		SELECT o.user_id::text, (SELECT count(*) FROM (SELECT FROM members m JOIN events u ON u.conversation_id = m.conversation_id
-			WHERE m.user_id = o.user_id AND m.left_seq IS NULL AND NOT m.muted AND `+unreadFilter+` LIMIT $3) capped)
-		FROM members o WHERE o.conversation_id = $1 AND o.user_id = ANY($2::uuid[]) AND o.left_seq IS NULL AND NOT o.muted`,
-		conv, offline, pushBadgeCap)
+	title, senderName, err := f.store.PushDetails(ctx, conv, sender)
 	if err != nil {
-		return fmt.Errorf("badges: %w", err)
+		return err
 	}
-	defer rows.Close()
+	badges, err := f.store.PushBadges(ctx, conv, offline, pushBadgeCap)
+	if err != nil {
+		return err
+	}
 	preview := notify.Preview(m.GetContent().GetText().GetBody(), m.GetContent().GetCustom().GetType())
-	for rows.Next() {
-		n := notify.Notification{ConversationID: m.GetConversationId(), ConversationTitle: title, MessageID: m.GetMessageId(),
-			Seq: m.GetSeq(), SenderUserID: m.GetSenderUserId(), SenderName: sender, Preview: preview, Time: m.GetCreateTime().AsTime()}
-		if err := rows.Scan(&n.UserID, &n.Badge); err != nil {
-			return fmt.Errorf("badges: %w", err)
+	for _, u := range offline { // in the recipients' order
+		badge, ok := badges[u]
+		if !ok {
+			continue // muted, or no longer a member
 		}
-		f.cfg.Push.Notify(n)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("badges: %w", err)
+		f.cfg.Push.Notify(notify.Notification{UserID: u, Badge: badge, ConversationID: m.GetConversationId(), ConversationTitle: title,
+			MessageID: m.GetMessageId(), Seq: m.GetSeq(), SenderUserID: m.GetSenderUserId(), SenderName: senderName, Preview: preview,
+			Time: m.GetCreateTime().AsTime()})
 	}
 	return nil
 }

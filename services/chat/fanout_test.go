@@ -1,4 +1,4 @@
-package chat
+package chat_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
 	"github.com/wagglechat/waggle/notify"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -108,7 +109,7 @@ func (tp *tap) settle(channel string) {
 	}
 }
 
-func runFanout(t *testing.T, f *Fanout) {
+func runFanout(t *testing.T, f *chat.Fanout) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()
@@ -118,106 +119,114 @@ func runFanout(t *testing.T, f *Fanout) {
 // A group's events go once on the group's channel whatever its size, and
 // the events that make users members also on those users' channels.
 func TestFanoutPublishesOncePerTopic(t *testing.T) {
-	f := newFixture(t)
-	alice, aliceID := f.user("alice")
-	_, bobID := f.user("bob")
-	_, carolID := f.user("carol")
-	b := bus.NewMemory()
-	defer b.Close()
-	fan := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
-	f.svc.notify = fan
-	runFanout(t, fan)
+	forEachStore(t, func(t *testing.T) {
+		f := newFixture(t)
+		alice, aliceID := f.user("alice")
+		_, bobID := f.user("bob")
+		_, carolID := f.user("carol")
+		b := bus.NewMemory()
+		defer b.Close()
+		fan := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+		chat.SetNotifier(f.svc, fan)
+		runFanout(t, fan)
 
-	group := f.group(alice, bobID)
-	tp := newTap(t, b, bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.UserChannel(carolID))
-	f.send(alice, group, "hello")
-	if _, err := f.svc.AddMembers(alice, &chatv1.AddMembersRequest{ConversationId: group, UserIds: []string{carolID}}); err != nil {
-		t.Fatal(err)
-	}
-	direct, err := f.svc.CreateDirectConversation(alice, &chatv1.CreateDirectConversationRequest{PeerUserId: bobID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dm := direct.GetConversation().GetConversationId()
-	f.send(alice, dm, "psst")
-	for _, ch := range []string{bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.UserChannel(carolID)} {
-		tp.settle(ch)
-	}
-	// The group: seq 2 (message) and 3 (members added) on its channel.
-	if got := tp.seqs(bus.ConversationChannel(group)); !slices.Equal(got, []uint64{2, 3}) {
-		t.Errorf("group channel carried seqs %v, want [2 3]", got)
-	}
-	// Carol, added at seq 3, gets that event on her own channel too; the
-	// direct conversation's events go to both of its users.
-	if got := tp.seqs(bus.UserChannel(carolID)); !slices.Equal(got, []uint64{3}) {
-		t.Errorf("carol's channel carried seqs %v, want [3]", got)
-	}
-	for _, u := range []string{aliceID, bobID} {
-		var convs []string
-		for _, env := range tp.envelopes(bus.UserChannel(u)) {
-			for _, ev := range env.GetPush().GetEvents() {
-				convs = append(convs, fmt.Sprint(ev.GetConversationId() == dm, ev.GetSeq()))
+		group := f.group(alice, bobID)
+		tp := newTap(t, b, bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.UserChannel(carolID))
+		f.send(alice, group, "hello")
+		if _, err := f.svc.AddMembers(alice, &chatv1.AddMembersRequest{ConversationId: group, UserIds: []string{carolID}}); err != nil {
+			t.Fatal(err)
+		}
+		direct, err := f.svc.CreateDirectConversation(alice, &chatv1.CreateDirectConversationRequest{PeerUserId: bobID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dm := direct.GetConversation().GetConversationId()
+		f.send(alice, dm, "psst")
+		for _, ch := range []string{bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.UserChannel(carolID)} {
+			tp.settle(ch)
+		}
+		// The group: seq 2 (message) and 3 (members added) on its channel.
+		if got := tp.seqs(bus.ConversationChannel(group)); !slices.Equal(got, []uint64{2, 3}) {
+			t.Errorf("group channel carried seqs %v, want [2 3]", got)
+		}
+		// Carol, added at seq 3, gets that event on her own channel too; the
+		// direct conversation's events go to both of its users.
+		if got := tp.seqs(bus.UserChannel(carolID)); !slices.Equal(got, []uint64{3}) {
+			t.Errorf("carol's channel carried seqs %v, want [3]", got)
+		}
+		for _, u := range []string{aliceID, bobID} {
+			var convs []string
+			for _, env := range tp.envelopes(bus.UserChannel(u)) {
+				for _, ev := range env.GetPush().GetEvents() {
+					convs = append(convs, fmt.Sprint(ev.GetConversationId() == dm, ev.GetSeq()))
+				}
+			}
+			if want := []string{"true 1", "true 2"}; !slices.Equal(convs, want) {
+				t.Errorf("user channel of %s carried %v, want the direct conversation's seqs 1 and 2", u, convs)
 			}
 		}
-		if want := []string{"true 1", "true 2"}; !slices.Equal(convs, want) {
-			t.Errorf("user channel of %s carried %v, want the direct conversation's seqs 1 and 2", u, convs)
-		}
-	}
+	})
 }
 
 // An event goes out at once even when its predecessor never reaches this
 // process, however many other conversations do the same: ordering and
 // repair are the edges' job.
 func TestFanoutNeverHoldsAnEventBehindOtherConversations(t *testing.T) {
-	f := newFixture(t)
-	alice, _ := f.user("alice")
-	b := bus.NewMemory()
-	defer b.Close()
-	fan := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
-	runFanout(t, fan)
-	ev := func(conv string, seq uint64) Committed {
-		return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
-	}
-	stuck := f.group(alice)
-	tp := newTap(t, b, bus.ConversationChannel(stuck))
-	fan.Notify(context.Background(), ev(stuck, 1))
-	fan.Notify(context.Background(), ev(stuck, 3)) // 2 went through another process
-	for range 10 {
-		other := f.group(alice)
-		fan.Notify(context.Background(), ev(other, 10))
-		fan.Notify(context.Background(), ev(other, 12))
-	}
-	tp.settle(bus.ConversationChannel(stuck))
-	if got := tp.seqs(bus.ConversationChannel(stuck)); !slices.Equal(got, []uint64{1, 3}) {
-		t.Fatalf("published %v, want [1 3] at once", got)
-	}
+	forEachStore(t, func(t *testing.T) {
+		f := newFixture(t)
+		alice, _ := f.user("alice")
+		b := bus.NewMemory()
+		defer b.Close()
+		fan := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+		runFanout(t, fan)
+		ev := func(conv string, seq uint64) chat.Committed {
+			return chat.Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
+		}
+		stuck := f.group(alice)
+		tp := newTap(t, b, bus.ConversationChannel(stuck))
+		fan.Notify(context.Background(), ev(stuck, 1))
+		fan.Notify(context.Background(), ev(stuck, 3)) // 2 went through another process
+		for range 10 {
+			other := f.group(alice)
+			fan.Notify(context.Background(), ev(other, 10))
+			fan.Notify(context.Background(), ev(other, 12))
+		}
+		tp.settle(bus.ConversationChannel(stuck))
+		if got := tp.seqs(bus.ConversationChannel(stuck)); !slices.Equal(got, []uint64{1, 3}) {
+			t.Fatalf("published %v, want [1 3] at once", got)
+		}
+	})
 }
 
 // With several chat processes each publishes what it committed: an event
 // is never published twice.
 func TestTwoFanoutsPublishEachEventOnce(t *testing.T) {
-	f := newFixture(t)
-	alice, _ := f.user("alice")
-	conv := f.group(alice) // seq 1
-	f.send(alice, conv, "two")
-	f.send(alice, conv, "three")
-	b := bus.NewMemory()
-	defer b.Close()
-	tp := newTap(t, b, bus.ConversationChannel(conv))
-	one := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
-	two := NewFanout(FanoutConfig{RepublishWindow: noRepublish}, f.db, nil, b, discardLog())
-	runFanout(t, one)
-	runFanout(t, two)
-	ev := func(seq uint64) Committed { return Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}} }
-	one.Notify(context.Background(), ev(1))
-	two.Notify(context.Background(), ev(2))
-	one.Notify(context.Background(), ev(3)) // one never sees 2
-	tp.settle(bus.ConversationChannel(conv))
-	got := tp.seqs(bus.ConversationChannel(conv))
-	slices.Sort(got)
-	if fmt.Sprint(got) != "[1 2 3]" {
-		t.Fatalf("published seqs %v, want each of 1, 2, 3 once", got)
-	}
+	forEachStore(t, func(t *testing.T) {
+		f := newFixture(t)
+		alice, _ := f.user("alice")
+		conv := f.group(alice) // seq 1
+		f.send(alice, conv, "two")
+		f.send(alice, conv, "three")
+		b := bus.NewMemory()
+		defer b.Close()
+		tp := newTap(t, b, bus.ConversationChannel(conv))
+		one := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+		two := chat.NewFanout(chat.FanoutConfig{RepublishWindow: noRepublish}, f.store, nil, b, discardLog())
+		runFanout(t, one)
+		runFanout(t, two)
+		ev := func(seq uint64) chat.Committed {
+			return chat.Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq}}
+		}
+		one.Notify(context.Background(), ev(1))
+		two.Notify(context.Background(), ev(2))
+		one.Notify(context.Background(), ev(3)) // one never sees 2
+		tp.settle(bus.ConversationChannel(conv))
+		got := tp.seqs(bus.ConversationChannel(conv))
+		slices.Sort(got)
+		if fmt.Sprint(got) != "[1 2 3]" {
+			t.Fatalf("published seqs %v, want each of 1, 2, 3 once", got)
+		}
+	})
 }
 
 // flaky fails its first n publishes.
@@ -240,30 +249,32 @@ func (p *flaky) PublishBatch(ctx context.Context, msgs []bus.Message) error {
 
 // A publish Redis refuses is retried, in order, until it goes through.
 func TestFanoutRetriesRefusedPublishes(t *testing.T) {
-	f := newFixture(t)
-	alice, _ := f.user("alice")
-	conv := f.group(alice)
-	b := bus.NewMemory()
-	defer b.Close()
-	tp := newTap(t, b, bus.ConversationChannel(conv))
-	fan := NewFanout(FanoutConfig{PublishWait: time.Millisecond, RepublishWindow: noRepublish}, f.db, nil, &flaky{Publisher: b, n: 3}, discardLog())
-	runFanout(t, fan)
-	for seq := range uint64(5) {
-		fan.Notify(context.Background(), Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq + 1}})
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(tp.seqs(bus.ConversationChannel(conv))) < 5 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := tp.seqs(bus.ConversationChannel(conv)); !slices.Equal(got, []uint64{1, 2, 3, 4, 5}) {
-		t.Fatalf("published %v after Redis refused three times, want 1..5 in order", got)
-	}
+	forEachStore(t, func(t *testing.T) {
+		f := newFixture(t)
+		alice, _ := f.user("alice")
+		conv := f.group(alice)
+		b := bus.NewMemory()
+		defer b.Close()
+		tp := newTap(t, b, bus.ConversationChannel(conv))
+		fan := chat.NewFanout(chat.FanoutConfig{PublishWait: time.Millisecond, RepublishWindow: noRepublish}, f.store, nil, &flaky{Publisher: b, n: 3}, discardLog())
+		runFanout(t, fan)
+		for seq := range uint64(5) {
+			fan.Notify(context.Background(), chat.Committed{Event: &chatv1.Event{ConversationId: conv, Seq: seq + 1}})
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(tp.seqs(bus.ConversationChannel(conv))) < 5 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := tp.seqs(bus.ConversationChannel(conv)); !slices.Equal(got, []uint64{1, 2, 3, 4, 5}) {
+			t.Fatalf("published %v after Redis refused three times, want 1..5 in order", got)
+		}
+	})
 }
 
 func TestRevokeDeviceClosesItsSessions(t *testing.T) {
 	b := bus.NewMemory()
 	defer b.Close()
-	fan := NewFanout(FanoutConfig{}, nil, nil, b, discardLog())
+	fan := chat.NewFanout(chat.FanoutConfig{}, nil, nil, b, discardLog())
 	tp := newTap(t, b, bus.UserChannel("u1"))
 	if err := fan.RevokeDevice(context.Background(), auth.Identity{UserID: "u1", DeviceID: "d1"}); err != nil {
 		t.Fatal(err)
@@ -300,116 +311,122 @@ func (l locator) LookupSessions(ctx context.Context, req *presencev1.LookupSessi
 }
 
 func TestOfflineMembersGetPushesUnlessMuted(t *testing.T) {
-	f := newFixture(t)
-	alice, aliceID := f.user("alice")
-	_, bobID := f.user("bob")
-	carol, carolID := f.user("carol")
-	_, daveID := f.user("dave")
-	conv := f.group(alice, bobID, carolID, daveID)
-	if _, err := f.svc.SetConversationMuted(carol, &chatv1.SetConversationMutedRequest{ConversationId: conv, Muted: true}); err != nil {
-		t.Fatal(err)
-	}
-	f.send(alice, conv, "earlier") // unread for everyone but alice
-
-	b := bus.NewMemory()
-	defer b.Close()
-	got := make(chan notify.Notification, 10)
-	fan := NewFanout(FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n }), RepublishWindow: noRepublish}, f.db,
-		locator{online: []string{aliceID, daveID}}, b, discardLog())
-	f.svc.notify = fan
-	runFanout(t, fan)
-
-	msg := f.send(alice, conv, "are you there?")
-	select {
-	case n := <-got:
-		// bob is offline and not muted; carol muted; dave online; alice sent it.
-		if n.UserID != bobID || n.Badge != 2 || n.Preview != "are you there?" || n.Seq != msg.GetSeq() || n.ConversationTitle != "g" {
-			t.Fatalf("notification %+v, want bob with badge 2", n)
+	forEachStore(t, func(t *testing.T) {
+		f := newFixture(t)
+		alice, aliceID := f.user("alice")
+		_, bobID := f.user("bob")
+		carol, carolID := f.user("carol")
+		_, daveID := f.user("dave")
+		conv := f.group(alice, bobID, carolID, daveID)
+		if _, err := f.svc.SetConversationMuted(carol, &chatv1.SetConversationMutedRequest{ConversationId: conv, Muted: true}); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no offline push")
-	}
-	// A later message's push proves the first had no second notification:
-	// the worker handles messages in order.
-	msg = f.send(alice, conv, "hello?")
-	select {
-	case n := <-got:
-		if n.UserID != bobID || n.Seq != msg.GetSeq() {
-			t.Fatalf("notification %+v, want only bob's for seq %d", n, msg.GetSeq())
+		f.send(alice, conv, "earlier") // unread for everyone but alice
+
+		b := bus.NewMemory()
+		defer b.Close()
+		got := make(chan notify.Notification, 10)
+		fan := chat.NewFanout(chat.FanoutConfig{Push: notify.Func(func(n notify.Notification) { got <- n }), RepublishWindow: noRepublish}, f.store,
+			locator{online: []string{aliceID, daveID}}, b, discardLog())
+		chat.SetNotifier(f.svc, fan)
+		runFanout(t, fan)
+
+		msg := f.send(alice, conv, "are you there?")
+		select {
+		case n := <-got:
+			// bob is offline and not muted; carol muted; dave online; alice sent it.
+			if n.UserID != bobID || n.Badge != 2 || n.Preview != "are you there?" || n.Seq != msg.GetSeq() || n.ConversationTitle != "g" {
+				t.Fatalf("notification %+v, want bob with badge 2", n)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no offline push")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no offline push for the second message")
-	}
+		// A later message's push proves the first had no second notification:
+		// the worker handles messages in order.
+		msg = f.send(alice, conv, "hello?")
+		select {
+		case n := <-got:
+			if n.UserID != bobID || n.Seq != msg.GetSeq() {
+				t.Fatalf("notification %+v, want only bob's for seq %d", n, msg.GetSeq())
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no offline push for the second message")
+		}
+	})
 }
 
 // Working out offline pushes never delays a live push: the live publish
 // goes out while the session lookup behind the offline push is stuck.
 func TestOfflinePushNeverDelaysLivePushes(t *testing.T) {
-	f := newFixture(t)
-	alice, _ := f.user("alice")
-	_, bobID := f.user("bob")
-	conv := f.group(alice, bobID)
-	b := bus.NewMemory()
-	defer b.Close()
-	stuck := make(chan struct{})
-	defer close(stuck)
-	fan := NewFanout(FanoutConfig{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: noRepublish}, f.db, locator{block: stuck}, b, discardLog())
-	f.svc.notify = fan
-	runFanout(t, fan)
-	tp := newTap(t, b, bus.ConversationChannel(conv))
-	for i := range 3 {
-		f.send(alice, conv, fmt.Sprint("m", i))
-	}
-	tp.settle(bus.ConversationChannel(conv))
-	if got := tp.seqs(bus.ConversationChannel(conv)); !slices.Equal(got, []uint64{2, 3, 4}) {
-		t.Fatalf("live pushes %v while offline lookups hang, want [2 3 4]", got)
-	}
+	forEachStore(t, func(t *testing.T) {
+		f := newFixture(t)
+		alice, _ := f.user("alice")
+		_, bobID := f.user("bob")
+		conv := f.group(alice, bobID)
+		b := bus.NewMemory()
+		defer b.Close()
+		stuck := make(chan struct{})
+		defer close(stuck)
+		fan := chat.NewFanout(chat.FanoutConfig{Push: notify.Func(func(notify.Notification) {}), RepublishWindow: noRepublish}, f.store, locator{block: stuck}, b, discardLog())
+		chat.SetNotifier(f.svc, fan)
+		runFanout(t, fan)
+		tp := newTap(t, b, bus.ConversationChannel(conv))
+		for i := range 3 {
+			f.send(alice, conv, fmt.Sprint("m", i))
+		}
+		tp.settle(bus.ConversationChannel(conv))
+		if got := tp.seqs(bus.ConversationChannel(conv)); !slices.Equal(got, []uint64{2, 3, 4}) {
+			t.Fatalf("live pushes %v while offline lookups hang, want [2 3 4]", got)
+		}
+	})
 }
 
 // A chat process killed between a commit and its publish: the next fanout
 // to start publishes each recently changed conversation's newest event
 // again, so edges find the hole even if nothing else is sent there.
 func TestStartRepublishesTheNewestEventOfRecentConversations(t *testing.T) {
-	f := newFixture(t) // its service commits and publishes nothing
-	alice, aliceID := f.user("alice")
-	_, bobID := f.user("bob")
-	group := f.group(alice, bobID)
-	f.send(alice, group, "one")
-	last := f.send(alice, group, "unannounced")
-	direct, err := f.svc.CreateDirectConversation(alice, &chatv1.CreateDirectConversationRequest{PeerUserId: bobID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dm := direct.GetConversation().GetConversationId()
-	lastDirect := f.send(alice, dm, "unannounced too")
-	old := f.group(alice, bobID)
-	f.send(alice, old, "long ago")
-	if _, err := f.db.Exec(t.Context(), `UPDATE conversations SET update_time = now() - interval '1 hour' WHERE id = $1`, old); err != nil {
-		t.Fatal(err)
-	}
+	forEachStore(t, func(t *testing.T) {
+		f := newFixture(t) // its service commits and publishes nothing
+		alice, aliceID := f.user("alice")
+		_, bobID := f.user("bob")
+		group := f.group(alice, bobID)
+		f.send(alice, group, "one")
+		last := f.send(alice, group, "unannounced")
+		direct, err := f.svc.CreateDirectConversation(alice, &chatv1.CreateDirectConversationRequest{PeerUserId: bobID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dm := direct.GetConversation().GetConversationId()
+		lastDirect := f.send(alice, dm, "unannounced too")
+		old := f.group(alice, bobID)
+		f.send(alice, old, "long ago")
+		if _, err := f.db.Exec(t.Context(), `UPDATE conversations SET update_time = now() - interval '1 hour' WHERE id = $1`, old); err != nil {
+			t.Fatal(err)
+		}
 
-	b := bus.NewMemory()
-	defer b.Close()
-	channels := []string{bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.ConversationChannel(old)}
-	tp := newTap(t, b, channels...)
-	runFanout(t, NewFanout(FanoutConfig{}, f.db, nil, b, discardLog()))
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if len(tp.seqs(channels[0])) > 0 && len(tp.seqs(channels[1])) > 0 && len(tp.seqs(channels[2])) > 0 {
-			break
+		b := bus.NewMemory()
+		defer b.Close()
+		channels := []string{bus.ConversationChannel(group), bus.UserChannel(aliceID), bus.UserChannel(bobID), bus.ConversationChannel(old)}
+		tp := newTap(t, b, channels...)
+		runFanout(t, chat.NewFanout(chat.FanoutConfig{}, f.store, nil, b, discardLog()))
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if len(tp.seqs(channels[0])) > 0 && len(tp.seqs(channels[1])) > 0 && len(tp.seqs(channels[2])) > 0 {
+				break
+			}
 		}
-	}
-	for _, ch := range channels {
-		tp.settle(ch)
-	}
-	if got := tp.seqs(bus.ConversationChannel(old)); len(got) != 0 {
-		t.Errorf("a conversation last changed an hour ago got %v again", got)
-	}
-	if got := tp.seqs(bus.ConversationChannel(group)); !slices.Equal(got, []uint64{last.GetSeq()}) {
-		t.Errorf("the group's channel got seqs %v, want its newest, %d", got, last.GetSeq())
-	}
-	for _, u := range []string{aliceID, bobID} {
-		if got := tp.seqs(bus.UserChannel(u)); !slices.Equal(got, []uint64{lastDirect.GetSeq()}) {
-			t.Errorf("%s's channel got seqs %v, want the direct conversation's newest, %d", u, got, lastDirect.GetSeq())
+		for _, ch := range channels {
+			tp.settle(ch)
 		}
-	}
+		if got := tp.seqs(bus.ConversationChannel(old)); len(got) != 0 {
+			t.Errorf("a conversation last changed an hour ago got %v again", got)
+		}
+		if got := tp.seqs(bus.ConversationChannel(group)); !slices.Equal(got, []uint64{last.GetSeq()}) {
+			t.Errorf("the group's channel got seqs %v, want its newest, %d", got, last.GetSeq())
+		}
+		for _, u := range []string{aliceID, bobID} {
+			if got := tp.seqs(bus.UserChannel(u)); !slices.Equal(got, []uint64{lastDirect.GetSeq()}) {
+				t.Errorf("%s's channel got seqs %v, want the direct conversation's newest, %d", u, got, lastDirect.GetSeq())
+			}
+		}
+	})
 }

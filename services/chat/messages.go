@@ -11,7 +11,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wagglechat/waggle/auth"
@@ -76,12 +75,16 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 		if m != nil {
 			return s.duplicate(ctx, m), nil
 		}
-		return nil, s.internal(ctx, "send message", whyRefused(ctx, s.db, convID, uid))
+		// Refused: CanWrite says why (it may pass now: a block or removal
+		// was undone since).
+		if _, err := s.store.CanWrite(ctx, convID, uid); err != nil {
+			return nil, s.internal(ctx, "send message", err)
+		}
+		return nil, errNoConversation
 	}
-	seq, at := res.seq, res.at
-	row := eventRow{convID: convID, seq: seq, kind: kindMessage, actor: uid, device: nullUUID(id.DeviceID),
-		created: at, body: content, messageID: &msgID, clientMsgID: &req.ClientMsgId}
-	ev, err := row.event()
+	row := EventRow{Conv: convID, Seq: res.seq, Kind: KindMessage, Actor: uid, Device: nullUUID(id.DeviceID),
+		Created: res.at, Body: content, MessageID: &msgID, ClientMsgID: &req.ClientMsgId}
+	ev, err := decodeEvent(row)
 	if err != nil {
 		return nil, s.internal(ctx, "send message", err)
 	}
@@ -103,16 +106,14 @@ func (s *Service) duplicate(ctx context.Context, m *chatv1.Message) *chatv1.Send
 // messageByClientID returns the message this sender already sent with
 // clientMsgID, or nil.
 func (s *Service) messageByClientID(ctx context.Context, convID, sender uuid.UUID, clientMsgID string) (*chatv1.Message, error) {
-	var r eventRow
-	err := r.scan(s.db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events e
-		WHERE e.conversation_id = $1 AND e.actor_id = $2 AND e.client_msg_id = $3`, convID, sender, clientMsgID))
-	if errors.Is(err, pgx.ErrNoRows) {
+	r, err := s.store.MessageByClientID(ctx, convID, sender, clientMsgID)
+	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("find client_msg_id: %w", err)
+		return nil, err
 	}
-	return r.message()
+	return decodeMessage(r)
 }
 
 // encodeContent validates content and returns its stored form.
@@ -181,13 +182,7 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 		}
 	}
 
-	var joined int64
-	var left *int64
-	err = s.db.QueryRow(ctx, `SELECT joined_seq, left_seq FROM members WHERE conversation_id = $1 AND user_id = $2`,
-		convID, uid).Scan(&joined, &left)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, errNoConversation
-	}
+	joined, left, err := s.store.Span(ctx, convID, uid)
 	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
 	}
@@ -196,25 +191,14 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 	if left != nil {
 		hi = *left
 	}
-	query := `SELECT ` + eventColumns + ` FROM events e JOIN members m ON m.conversation_id = e.conversation_id AND m.user_id = $5
-		WHERE e.conversation_id = $1 AND e.kind = 1 AND e.seq BETWEEN $2 AND $3 AND ` + notHidden + `
-		ORDER BY e.seq DESC LIMIT $4`
 	if forward {
 		if start > lo {
 			lo = start
 		}
-		query = strings.Replace(query, "DESC", "ASC", 1)
 	} else if start > 0 && start < hi {
 		hi = start
 	}
-	rows, err := s.db.Query(ctx, query, convID, lo, hi, size+1, uid)
-	if err != nil {
-		return nil, s.internal(ctx, "list messages", err)
-	}
-	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventRow, error) {
-		var r eventRow
-		return r, r.scan(row)
-	})
+	found, err := s.store.Messages(ctx, convID, uid, lo, hi, forward, size+1)
 	if err != nil {
 		return nil, s.internal(ctx, "list messages", err)
 	}
@@ -225,7 +209,7 @@ func (s *Service) ListMessages(ctx context.Context, req *chatv1.ListMessagesRequ
 	}
 	msgs := make([]*chatv1.Message, len(found))
 	for i := range found {
-		if msgs[i], err = found[i].message(); err != nil {
+		if msgs[i], err = decodeMessage(found[i]); err != nil {
 			return nil, s.internal(ctx, "list messages", err)
 		}
 	}
@@ -258,23 +242,15 @@ func (s *Service) addReactions(ctx context.Context, convID, uid uuid.UUID, msgs 
 		bySeq[m.GetSeq()] = m
 		seqs[i] = int64(m.GetSeq())
 	}
-	rows, err := s.db.Query(ctx, `SELECT message_seq, emoji, count(*), bool_or(user_id = $3) FROM reactions
-		WHERE conversation_id = $1 AND message_seq = ANY($2) GROUP BY message_seq, emoji ORDER BY message_seq, min(create_time)`,
-		convID, seqs, uid)
+	counts, err := s.store.Reactions(ctx, convID, uid, seqs)
 	if err != nil {
-		return fmt.Errorf("reactions: %w", err)
+		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var seq int64
-		r := &chatv1.ReactionSummary{}
-		if err := rows.Scan(&seq, &r.Emoji, &r.Count, &r.ReactedByMe); err != nil {
-			return fmt.Errorf("reactions: %w", err)
-		}
-		m := bySeq[uint64(seq)]
-		m.Reactions = append(m.Reactions, r)
+	for _, r := range counts {
+		m := bySeq[uint64(r.Seq)]
+		m.Reactions = append(m.Reactions, &chatv1.ReactionSummary{Emoji: r.Emoji, Count: r.Count, ReactedByMe: r.Mine})
 	}
-	return rows.Err()
+	return nil
 }
 
 // History page tokens name the conversation and direction they belong to,

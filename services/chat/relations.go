@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 )
@@ -26,14 +25,7 @@ func (s *Service) FilterRelated(ctx context.Context, req *chatv1.FilterRelatedRe
 			ids = append(ids, id)
 		}
 	}
-	rows, err := s.db.Query(ctx, `SELECT u::text FROM unnest($2::uuid[]) AS u WHERE u = $1
-		OR EXISTS (SELECT 1 FROM contacts WHERE owner_id = $1 AND user_id = u)
-		OR EXISTS (SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id
-			WHERE a.user_id = $1 AND a.left_seq IS NULL AND b.user_id = u AND b.left_seq IS NULL)`, viewer, ids)
-	if err != nil {
-		return nil, s.internal(ctx, "filter related", err)
-	}
-	related, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	related, err := s.store.Related(ctx, viewer, ids)
 	if err != nil {
 		return nil, s.internal(ctx, "filter related", err)
 	}

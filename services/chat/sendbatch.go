@@ -2,12 +2,10 @@ package chat
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 )
 
 // Sends to one conversation are committed together, group-commit style:
@@ -91,10 +89,9 @@ func (s *Service) commitSends(conv uuid.UUID) {
 	}
 }
 
-// storeSends stores a batch in one transaction. Under the conversation's
-// lock, one statement keeps the sends whose sender may write (canWrite) and
-// whose client_msg_id is new, takes their seqs and inserts them. A send
-// repeated within the batch is answered like one stored before.
+// storeSends stores a batch with one Store.AppendMessages: one
+// transaction, one lock, one commit. A send repeated within the batch is
+// not passed on and is answered like one stored before.
 func (s *Service) storeSends(conv uuid.UUID, batch []*sendReq) {
 	// Not a caller's context: the batch serves every caller in it.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -104,69 +101,28 @@ func (s *Service) storeSends(conv uuid.UUID, batch []*sendReq) {
 		id    string
 	}
 	first := make(map[key]bool, len(batch))
-	var (
-		actors, mids []uuid.UUID
-		devices      []*uuid.UUID
-		bodies       [][]byte
-		cmids        []string
-		byMsg        = make(map[uuid.UUID]*sendReq, len(batch))
-	)
+	msgs := make([]NewMessage, 0, len(batch))
+	sent := make([]*sendReq, 0, len(batch)) // parallel to msgs
 	for _, r := range batch {
 		k := key{r.actor, r.clientMsgID}
 		if first[k] {
 			continue // a repeat of an earlier send of this batch: not stored
 		}
 		first[k] = true
-		actors, devices, bodies, mids, cmids = append(actors, r.actor), append(devices, r.device), append(bodies, r.content), append(mids, r.msgID), append(cmids, r.clientMsgID)
-		byMsg[r.msgID] = r
+		msgs = append(msgs, NewMessage{Actor: r.actor, Device: r.device, Body: r.content, MessageID: r.msgID, ClientMsgID: r.clientMsgID})
+		sent = append(sent, r)
 	}
+	stored, err := s.store.AppendMessages(ctx, conv, msgs)
 	results := make(map[*sendReq]sendResult, len(batch))
-	b := &pgx.Batch{}
-	b.Queue(lockConversation, conv)
-	b.Queue(`
-		WITH req AS (
-			SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::bytea[], $5::uuid[], $6::text[]) WITH ORDINALITY
-				AS r(actor, device, body, mid, cmid, ord)),
-		ok AS (
-			SELECT req.*, row_number() OVER (ORDER BY req.ord) AS n FROM req, conversations c
-			WHERE c.id = $1 AND `+canWriteOf("req.actor")+`
-				AND NOT EXISTS (SELECT 1 FROM events e WHERE e.conversation_id = $1 AND e.actor_id = req.actor AND e.client_msg_id = req.cmid)),
-		bump AS (
-			UPDATE conversations c SET last_seq = last_seq + (SELECT count(*) FROM ok), change_xid = pg_current_xact_id(), update_time = now()
-			WHERE c.id = $1 AND EXISTS (SELECT 1 FROM ok)
-			RETURNING last_seq, update_time)
-		INSERT INTO events (conversation_id, seq, kind, actor_id, actor_device_id, create_time, body, message_id, client_msg_id)
-		SELECT $1, bump.last_seq - (SELECT count(*) FROM ok) + ok.n, 1, ok.actor, ok.device, bump.update_time, ok.body, ok.mid, ok.cmid
-		FROM bump, ok
-		RETURNING message_id, seq, create_time`,
-		conv, actors, devices, bodies, mids, cmids)
-	br := s.db.SendBatch(ctx, b)
-	_, err := br.Exec()
-	if err == nil {
-		var rows pgx.Rows
-		rows, err = br.Query()
-		if err == nil {
-			var mid uuid.UUID
-			var seq int64
-			var at time.Time
-			_, err = pgx.ForEachRow(rows, []any{&mid, &seq, &at}, func() error {
-				if r := byMsg[mid]; r != nil {
-					results[r] = sendResult{stored: true, seq: seq, at: at}
-				}
-				return nil
-			})
+	for i, m := range stored {
+		if m.Stored {
+			results[sent[i]] = sendResult{stored: true, seq: m.Seq, at: m.At}
 		}
 	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
 	for _, r := range batch {
-		res, ok := results[r]
-		switch {
-		case err != nil:
-			res = sendResult{err: fmt.Errorf("store %d sends: %w", len(batch), err)}
-		case !ok:
-			res = sendResult{} // refused, or stored before
+		res := results[r] // not there: refused, or stored before
+		if err != nil {
+			res = sendResult{err: err}
 		}
 		r.done <- res
 	}

@@ -1,4 +1,4 @@
-package chat
+package chat_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 // Concurrent sends to one conversation share transactions: each is stored
@@ -20,7 +21,7 @@ import (
 // others, and a send costs the same rows however it was batched.
 func TestConcurrentSendsAreCommittedTogether(t *testing.T) {
 	f := newFixture(t)
-	f.svc = New(Config{SendRate: 1e6, SendBurst: 1e6}, f.db, nil, f.svc.log)
+	f.svc = chat.New(chat.Config{SendRate: 1e6, SendBurst: 1e6}, f.store, nil, testLog())
 	alice, _ := f.user("alice")
 	bob, bobID := f.user("bob")
 	stranger, _ := f.user("stranger")

@@ -3,10 +3,8 @@ package chat
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -34,36 +32,11 @@ func (s *Service) ListRoutes(ctx context.Context, req *chatv1.ListRoutesRequest)
 	if err != nil {
 		return nil, err
 	}
-	res := &chatv1.ListRoutesResponse{}
-	byUser := map[string]*chatv1.UserRoutes{}
-	rows, err := s.db.Query(ctx, `
-		SELECT u.id::text, coalesce(us.last_seq, 0), m.conversation_id::text, m.joined_seq, c.last_seq
-		FROM users u
-		LEFT JOIN user_streams us ON us.user_id = u.id
-		LEFT JOIN (members m JOIN conversations c ON c.id = m.conversation_id AND c.type = 2)
-			ON m.user_id = u.id AND m.left_seq IS NULL
-		WHERE u.id = ANY($1::uuid[])`, users)
+	routes, err := s.store.ListRoutes(ctx, users)
 	if err != nil {
 		return nil, s.internal(ctx, "list routes", err)
 	}
-	var user, conv *string
-	var userSeq int64
-	var joined, last *int64
-	if _, err := pgx.ForEachRow(rows, []any{&user, &userSeq, &conv, &joined, &last}, func() error {
-		r := byUser[*user]
-		if r == nil {
-			r = &chatv1.UserRoutes{UserId: *user, UserSeq: uint64(userSeq)}
-			byUser[*user] = r
-			res.Users = append(res.Users, r)
-		}
-		if conv != nil {
-			r.Groups = append(r.Groups, &chatv1.GroupMembership{ConversationId: *conv, JoinedSeq: uint64(*joined), LastSeq: uint64(*last)})
-		}
-		return nil
-	}); err != nil {
-		return nil, s.internal(ctx, "list routes", err)
-	}
-	return res, nil
+	return &chatv1.ListRoutesResponse{Users: routes}, nil
 }
 
 // ReadEvents reads the requested ranges, in order, within one answer's
@@ -73,12 +46,8 @@ func (s *Service) ReadEvents(ctx context.Context, req *chatv1.ReadEventsRequest)
 	if n := len(convs) + len(users); n > maxReadRanges {
 		return nil, invalid("at most %d ranges per call, got %d", maxReadRanges, n)
 	}
-	type parsed struct {
-		id       uuid.UUID
-		from, to int64
-	}
-	parse := func(list string, rs []*chatv1.StreamRange) ([]parsed, error) {
-		out := make([]parsed, len(rs))
+	parse := func(list string, rs []*chatv1.StreamRange) ([]Range, error) {
+		out := make([]Range, len(rs))
 		for i, r := range rs {
 			id, err := parseID(list+".id", r.GetId())
 			if err != nil {
@@ -95,7 +64,7 @@ func (s *Service) ReadEvents(ctx context.Context, req *chatv1.ReadEventsRequest)
 			if from == 0 || (to != 0 && to < from) {
 				return nil, invalid("%s[%d]: from_seq must be at least 1 and at most to_seq", list, i)
 			}
-			out[i] = parsed{id, from, to}
+			out[i] = Range{ID: id, From: from, To: to}
 		}
 		return out, nil
 	}
@@ -110,66 +79,42 @@ func (s *Service) ReadEvents(ctx context.Context, req *chatv1.ReadEventsRequest)
 	// Each range gets a fair share of the event budget; one batch, one
 	// round trip.
 	per := min(maxEventsPerRead, max(10, readBudgetEvents/max(1, len(cs)+len(us))))
-	batch := &pgx.Batch{}
-	for _, r := range cs {
-		batch.Queue(`SELECT `+eventColumns+` FROM events e WHERE e.conversation_id = $1 AND e.seq >= $2
-			AND ($3 = 0 OR e.seq <= $3) ORDER BY e.seq LIMIT $4`, r.id, r.from, r.to, per+1)
-	}
-	for _, r := range us {
-		batch.Queue(`SELECT seq, create_time, body FROM user_events WHERE user_id = $1 AND seq >= $2
-			AND ($3 = 0 OR seq <= $3) ORDER BY seq LIMIT $4`, r.id, r.from, r.to, per+1)
+	convEvents, userEvents, err := s.store.ReadEvents(ctx, cs, us, per+1)
+	if err != nil {
+		return nil, s.internal(ctx, "read events", err)
 	}
 	res := &chatv1.ReadEventsResponse{}
 	budget := readBudget
-	br := s.db.SendBatch(ctx, batch)
-	defer br.Close()
-	for _, r := range cs {
-		var row eventRow
-		evs, more, err := readRange(br, row.fields(), row.event, per, &budget)
+	for i, r := range cs {
+		evs, more, err := readRange(convEvents[i], decodeEvent, per, &budget)
 		if err != nil {
 			return nil, s.internal(ctx, "read events", err)
 		}
-		res.Conversations = append(res.Conversations, &chatv1.ConversationEvents{ConversationId: r.id.String(), Events: evs, More: more})
+		res.Conversations = append(res.Conversations, &chatv1.ConversationEvents{ConversationId: r.ID.String(), Events: evs, More: more})
 	}
-	for _, r := range us {
-		var seq int64
-		var at time.Time
-		var body []byte
-		evs, more, err := readRange(br, []any{&seq, &at, &body}, func() (*chatv1.UserEvent, error) {
-			return decodeUserEvent(r.id, seq, at, body)
-		}, per, &budget)
-		if err != nil {
-			return nil, s.internal(ctx, "read events", err)
-		}
-		res.Users = append(res.Users, &chatv1.UserEvents{UserId: r.id.String(), Events: evs, More: more})
+	for i, r := range us {
+		evs, more, _ := readRange(userEvents[i], func(ev *chatv1.UserEvent) (*chatv1.UserEvent, error) { return ev, nil }, per, &budget)
+		res.Users = append(res.Users, &chatv1.UserEvents{UserId: r.ID.String(), Events: evs, More: more})
 	}
 	return res, nil
 }
 
-// readRange takes the batch's next query's rows into at most per events,
-// within what is left of the answer's byte budget; more says some were
-// left out.
-func readRange[E proto.Message](br pgx.BatchResults, scans []any, decode func() (E, error), per int, budget *int) ([]E, bool, error) {
-	rows, err := br.Query()
-	if err != nil {
-		return nil, false, err
-	}
+// readRange takes a range's rows into at most per events, within what is
+// left of the answer's byte budget; more says some were left out.
+func readRange[R any, E proto.Message](rows []R, decode func(R) (E, error), per int, budget *int) ([]E, bool, error) {
 	var out []E
-	more := false
-	_, err = pgx.ForEachRow(rows, scans, func() error {
+	for _, r := range rows {
 		if len(out) == per || *budget <= 0 {
-			more = true
-			return nil
+			return out, true, nil
 		}
-		ev, err := decode()
+		ev, err := decode(r)
 		if err != nil {
-			return err
+			return nil, false, err
 		}
 		*budget -= proto.Size(ev)
 		out = append(out, ev)
-		return nil
-	})
-	return out, more, err
+	}
+	return out, false, nil
 }
 
 // ListDirectChanges lists the users' direct conversations with an event at
@@ -182,22 +127,11 @@ func (s *Service) ListDirectChanges(ctx context.Context, req *chatv1.ListDirectC
 	if req.GetSince() == nil {
 		return nil, invalid("since is required")
 	}
-	rows, err := s.db.Query(ctx, `SELECT m.user_id::text, c.id::text, c.last_seq FROM members m
-		JOIN conversations c ON c.id = m.conversation_id
-		WHERE m.user_id = ANY($1::uuid[]) AND c.type = 1 AND c.update_time >= $2`, users, req.GetSince().AsTime())
+	changes, err := s.store.DirectChanges(ctx, users, req.GetSince().AsTime())
 	if err != nil {
 		return nil, s.internal(ctx, "list direct changes", err)
 	}
-	res := &chatv1.ListDirectChangesResponse{}
-	var user, conv string
-	var last int64
-	if _, err := pgx.ForEachRow(rows, []any{&user, &conv, &last}, func() error {
-		res.Changes = append(res.Changes, &chatv1.DirectChange{UserId: user, ConversationId: conv, LastSeq: uint64(last)})
-		return nil
-	}); err != nil {
-		return nil, s.internal(ctx, "list direct changes", err)
-	}
-	return res, nil
+	return &chatv1.ListDirectChangesResponse{Changes: changes}, nil
 }
 
 // uuidList parses a list of ids of at most max entries.

@@ -1,4 +1,4 @@
-package chat
+package chat_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/postgres"
+	"github.com/wagglechat/waggle/services/chat"
 )
 
 // With Postgres down, a send is unavailable: the SDK resends it with its
@@ -28,7 +29,8 @@ func TestSendWithPostgresDownIsUnavailable(t *testing.T) {
 	if err := postgres.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, db: db, svc: New(Config{}, db, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	store := postgres.NewChatStore(db)
+	f := &fixture{t: t, db: db, store: store, svc: chat.New(chat.Config{}, store, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))}
 	alice, aliceID := f.user("alice")
 	_, bobID := f.user("bob")
 	conv := f.group(alice, aliceID, bobID)

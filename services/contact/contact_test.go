@@ -535,7 +535,7 @@ func (f *fixture) blockers(t *testing.T, user string) []string {
 func TestBlockHidesPresence(t *testing.T) {
 	f := newFixture(t)
 	alice, bob, carol := f.user(t, "alice"), f.user(t, "bob"), f.user(t, "carol")
-	reg := presence.NewRegistry(f.rdb, f.prefix, testLogger(t), presence.RegistryConfig{})
+	reg := presence.NewRedisRegistry(f.rdb, f.prefix, testLogger(t), presence.RegistryConfig{})
 	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.NewBlockVisibility(f.rdb, f.prefix)})
 	if _, err := reg.RegisterSessions(t.Context(), &presencev1.RegisterSessionsRequest{Sessions: []*presencev1.Session{
 		{SessionId: "s1", UserId: alice.String(), DeviceId: "d1", EdgeId: "edge-1"},

@@ -31,7 +31,7 @@ type Publisher interface {
 // then. Give its Change method to RegistryConfig.OnChange.
 type Announcer struct {
 	grace   time.Duration
-	reg     *Registry
+	reg     SessionReader
 	publish Publisher
 	rdb     *redis.Client
 	prefix  string
@@ -53,7 +53,7 @@ func NewAnnouncer(grace time.Duration, publish Publisher, rdb *redis.Client, pre
 
 // SetRegistry gives the announcer the registry it re-checks before
 // announcing an offline.
-func (a *Announcer) SetRegistry(r *Registry) { a.reg = r }
+func (a *Announcer) SetRegistry(r SessionReader) { a.reg = r }
 
 // Change is the registry's OnChange callback.
 func (a *Announcer) Change(userID string, online bool, at time.Time) {
@@ -76,7 +76,7 @@ func (a *Announcer) Change(userID string, online bool, at time.Time) {
 		a.mu.Unlock()
 		// Another presence process may have seen the user come back.
 		if a.reg != nil {
-			if states, err := a.reg.load(context.Background(), []string{userID}, false); err == nil && len(states) == 1 && len(states[0].sessions) > 0 {
+			if states, err := a.reg.UserStates(context.Background(), []string{userID}, false); err == nil && len(states) == 1 && len(states[0].Sessions) > 0 {
 				return
 			}
 		}
@@ -88,8 +88,8 @@ func (a *Announcer) Change(userID string, online bool, at time.Time) {
 func (a *Announcer) announceOnline(userID string) {
 	p := &presencev1.UserPresence{UserId: userID, Status: presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE}
 	if a.reg != nil {
-		if states, err := a.reg.load(context.Background(), []string{userID}, false); err == nil && len(states) == 1 {
-			p.DeviceCount = uint32(countDevices(states[0].sessions))
+		if states, err := a.reg.UserStates(context.Background(), []string{userID}, false); err == nil && len(states) == 1 {
+			p.DeviceCount = uint32(countDevices(states[0].Sessions))
 		}
 	}
 	a.announce(userID, p)

@@ -49,7 +49,7 @@ func TestAnnouncerAbsorbsQuickReconnects(t *testing.T) {
 	defer b.Close()
 	const grace = 300 * time.Millisecond
 	ann := presence.NewAnnouncer(grace, b, client, prefix, testLogger(t))
-	reg := presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{OnChange: ann.Change})
+	reg := presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{OnChange: ann.Change})
 	ann.SetRegistry(reg)
 	client.SAdd(context.Background(), presence.BlockedKey(prefix, "u1"), "blocked-by-u1")
 
@@ -104,32 +104,6 @@ func TestAnnouncerAbsorbsQuickReconnects(t *testing.T) {
 	}
 }
 
-// A user whose edge died (sessions never unregistered) is found by the
-// sweep and reported offline once.
-func TestSweepReportsUsersOfDeadEdges(t *testing.T) {
-	f := newFixture(t, nil)
-	f.register(t, f.session("s1", "gone", "d1"), f.session("s2", "alive", "d1"))
-	f.events.take()
-	f.clock.Advance(f.ttl / 2)
-	if _, err := f.reg.RenewSessions(t.Context(), &presencev1.RenewSessionsRequest{EdgeId: "edge-1",
-		Sessions: []*presencev1.Session{f.session("s2", "alive", "d1")}}); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := f.reg.Sweep(t.Context()); err != nil || n != 0 {
-		t.Fatalf("sweep before anything expired checked %d users (%v)", n, err)
-	}
-	f.clock.Advance(f.ttl/2 + time.Second) // "gone" expired; "alive" was renewed
-	if n, err := f.reg.Sweep(t.Context()); err != nil || n != 1 {
-		t.Fatalf("sweep checked %d users (%v), want 1", n, err)
-	}
-	if got := f.events.take(); len(got) != 1 || got[0].user != "gone" || got[0].online {
-		t.Fatalf("changes %v, want only gone going offline", got)
-	}
-	if n, _ := f.reg.Sweep(t.Context()); n != 0 {
-		t.Fatalf("a second sweep checked %d users again", n)
-	}
-}
-
 // relatedTo is a RelatedFilter relating the viewer to a fixed set of users.
 type relatedTo []string
 
@@ -147,7 +121,7 @@ func (r relatedTo) FilterRelated(_ context.Context, req *chatv1.FilterRelatedReq
 
 func TestPresenceIsShownToRelatedUsersOnly(t *testing.T) {
 	client, prefix := redistest.New(t)
-	reg := presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
+	reg := presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
 	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.AllOf{
 		presence.NewRelationVisibility(relatedTo{"friend", "blocker"}),
 		presence.NewBlockVisibility(client, prefix),

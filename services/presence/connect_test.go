@@ -26,7 +26,11 @@ var asViewer = connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect
 
 // TestOverConnect calls both services through generated clients over HTTP/2.
 func TestOverConnect(t *testing.T) {
-	f := newFixture(t, nil)
+	conform(t, testOverConnect)
+}
+
+func testOverConnect(t *testing.T, impl implementation) {
+	f := newFixture(t, impl, nil)
 	mux := http.NewServeMux()
 	mux.Handle(presencev1connect.NewSessionRegistryServiceHandler(f.reg))
 	mux.Handle(presencev1connect.NewPresenceServiceHandler(f.svc, connect.WithInterceptors(asViewer)))
@@ -92,7 +96,7 @@ func TestRedisRestart(t *testing.T) {
 	srv := redistest.StartServer(t)
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer client.Close()
-	reg := presence.NewRegistry(client, "test:", testLogger(t), presence.RegistryConfig{})
+	reg := presence.NewRedisRegistry(client, "test:", testLogger(t), presence.RegistryConfig{})
 	sessions := []*presencev1.Session{
 		{SessionId: "s1", UserId: "u1", DeviceId: "d1", EdgeId: "edge-1"},
 		{SessionId: "s2", UserId: "u2", DeviceId: "d1", EdgeId: "edge-1"},

@@ -73,31 +73,57 @@ func (r *recorder) take() []event {
 	return e
 }
 
+// implementation builds one kind of registry for a test. The conformance
+// tests run against each of implementations.
+type implementation struct {
+	name string
+	new  func(t testing.TB, cfg presence.RegistryConfig) *presence.Registry
+}
+
+var implementations = []implementation{
+	{"redis", func(t testing.TB, cfg presence.RegistryConfig) *presence.Registry {
+		client, prefix := redistest.New(t)
+		return presence.NewRedisRegistry(client, prefix, testLogger(t), cfg)
+	}},
+	{"memory", func(t testing.TB, cfg presence.RegistryConfig) *presence.Registry {
+		return presence.NewMemoryRegistry(testLogger(t), cfg)
+	}},
+}
+
+// conform runs test once against each implementation.
+func conform(t *testing.T, test func(t *testing.T, impl implementation)) {
+	for _, impl := range implementations {
+		t.Run(impl.name, func(t *testing.T) { test(t, impl) })
+	}
+}
+
 type fixture struct {
 	reg    *presence.Registry
 	svc    *presence.Service
 	clock  *clock
 	events *recorder
-	client *redis.Client
-	prefix string
 	ttl    time.Duration
 }
 
-func newFixture(t testing.TB, vis presence.Visibility) *fixture {
-	client, prefix := redistest.New(t)
+func newFixture(t testing.TB, impl implementation, vis presence.Visibility) *fixture {
 	f := &fixture{
 		clock:  &clock{now: time.Now().Truncate(time.Millisecond)},
 		events: &recorder{},
-		client: client,
-		prefix: prefix,
 		ttl:    presence.DefaultSessionTTL,
 	}
-	f.reg = presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{
+	f.reg = impl.new(t, presence.RegistryConfig{
 		OnChange: f.events.onChange,
 		Now:      f.clock.Now,
 	})
 	f.svc = presence.NewService(f.reg, testLogger(t), presence.ServiceConfig{Visibility: vis})
 	return f
+}
+
+// newRedisFixture is a fixture on client's Redis, for Redis-only tests.
+func newRedisFixture(t testing.TB, client *redis.Client, prefix string) *fixture {
+	return newFixture(t, implementation{"redis", func(t testing.TB, cfg presence.RegistryConfig) *presence.Registry {
+		return presence.NewRedisRegistry(client, prefix, testLogger(t), cfg)
+	}}, nil)
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -143,6 +169,16 @@ func (f *fixture) lookup(t *testing.T, users ...string) []string {
 		t.Fatalf("LookupSessions: %v", err)
 	}
 	return describe(res.GetSessions()...)
+}
+
+// sweep runs one Sweep and returns how many users it checked.
+func (f *fixture) sweep(t *testing.T) int {
+	t.Helper()
+	n, err := f.reg.Sweep(t.Context())
+	if err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	return n
 }
 
 func describe(sessions ...*presencev1.Session) []string {
@@ -314,6 +350,166 @@ func TestRegistry(t *testing.T) {
 			t0 := f.clock.Now()
 			equal(t, "events", f.events.take(), []event{{"u1", true, t0}, {"u1", false, t0}})
 		}},
+		{"keeps devices on several edges apart", func(t *testing.T, f *fixture) {
+			t0 := f.clock.Now()
+			phone, laptop, other := f.session("s1", "u1", "phone"), f.session("s2", "u1", "laptop"), f.session("s3", "u2", "d1")
+			laptop.EdgeId, other.EdgeId = "edge-2", "edge-2"
+			f.register(t, phone, laptop, other)
+			equal(t, "presence", f.presence(t, "u1", "u2"), []string{"u1 ONLINE devices=2", "u2 ONLINE devices=1"})
+			// edge-2 dies; edge-1 keeps renewing.
+			f.clock.Advance(f.ttl / 2)
+			f.renew(t, phone)
+			f.clock.Advance(f.ttl/2 + time.Second)
+			if n := f.sweep(t); n != 1 {
+				t.Fatalf("sweep checked %d users, want u2 only", n)
+			}
+			equal(t, "lookup", f.lookup(t, "u1", "u2"), []string{fmt.Sprintf("s1/u1/phone/edge-1/%d", ms(t0))})
+			equal(t, "presence after edge-2 died", f.presence(t, "u1", "u2"), []string{
+				"u1 ONLINE devices=1", fmt.Sprintf("u2 OFFLINE devices=0 seen=%d", ms(t0)),
+			})
+			equal(t, "events", f.events.take(), []event{{"u1", true, t0}, {"u2", true, t0}, {"u2", false, t0}})
+			// u1's laptop expired while the phone stayed: no offline for u1.
+			f.clock.Advance(time.Second)
+			f.unregister(t, phone)
+			equal(t, "presence after the phone left", f.presence(t, "u1"), []string{
+				fmt.Sprintf("u1 OFFLINE devices=0 seen=%d", ms(f.clock.Now())),
+			})
+			equal(t, "events after the phone left", f.events.take(), []event{{"u1", false, f.clock.Now()}})
+		}},
+		{"sweeps the users of dead edges once", func(t *testing.T, f *fixture) {
+			t0 := f.clock.Now()
+			f.register(t, f.session("s1", "gone", "d1"), f.session("s2", "alive", "d1"))
+			f.events.take()
+			f.clock.Advance(f.ttl / 2)
+			f.renew(t, f.session("s2", "alive", "d1"))
+			if n := f.sweep(t); n != 0 {
+				t.Fatalf("sweep before anything expired checked %d users", n)
+			}
+			f.clock.Advance(f.ttl/2 + time.Second) // "gone" expired; "alive" was renewed
+			if n := f.sweep(t); n != 1 {
+				t.Fatalf("sweep checked %d users, want 1", n)
+			}
+			equal(t, "events", f.events.take(), []event{{"gone", false, t0}})
+			if n := f.sweep(t); n != 0 {
+				t.Fatalf("a second sweep checked %d users again", n)
+			}
+			equal(t, "events after a second sweep", f.events.take(), nil)
+		}},
+		{"sweeps in batches", func(t *testing.T, f *fixture) {
+			const users = 1500
+			var sessions []*presencev1.Session
+			for i := range users {
+				sessions = append(sessions, f.session(fmt.Sprint("s", i), fmt.Sprint("u", i), "d1"))
+			}
+			f.register(t, sessions...)
+			f.events.take()
+			f.clock.Advance(f.ttl)
+			for _, want := range []int{1000, 500, 0} {
+				if n := f.sweep(t); n != want {
+					t.Fatalf("sweep checked %d users, want %d", n, want)
+				}
+			}
+			offline := map[string]bool{}
+			for _, e := range f.events.take() {
+				if e.online || offline[e.user] {
+					t.Fatalf("unexpected %v", e)
+				}
+				offline[e.user] = true
+			}
+			if len(offline) != users {
+				t.Fatalf("%d users reported offline, want %d", len(offline), users)
+			}
+		}},
+		{"sweeps users who left only once their sessions would have expired", func(t *testing.T, f *fixture) {
+			s := f.session("s1", "u1", "d1")
+			f.register(t, s)
+			f.unregister(t, s)
+			f.events.take()
+			if n := f.sweep(t); n != 0 {
+				t.Fatalf("sweep checked %d users before the expiry", n)
+			}
+			f.clock.Advance(f.ttl)
+			if n := f.sweep(t); n != 1 {
+				t.Fatalf("sweep checked %d users, want 1", n)
+			}
+			equal(t, "events", f.events.take(), nil)
+		}},
+		{"the sweeper reports dead edges' users", func(t *testing.T, f *fixture) {
+			t0 := f.clock.Now()
+			f.register(t, f.session("s1", "u1", "d1"))
+			f.events.take()
+			f.clock.Advance(f.ttl)
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				f.reg.RunSweeper(ctx, 10*time.Millisecond)
+			}()
+			var got []event
+			for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+				got = f.events.take()
+			}
+			cancel()
+			<-done
+			equal(t, "events", got, []event{{"u1", false, t0}})
+		}},
+		{"last seen is the last register, renew or unregister", func(t *testing.T, f *fixture) {
+			t0 := f.clock.Now()
+			s := f.session("s1", "u1", "d1")
+			f.register(t, s)
+			f.clock.Advance(10 * time.Second)
+			f.renew(t, s)
+			f.clock.Advance(f.ttl) // expired: last seen at the renewal
+			equal(t, "presence after expiry", f.presence(t, "u1"), []string{
+				fmt.Sprintf("u1 OFFLINE devices=0 seen=%d", ms(t0.Add(10*time.Second))),
+			})
+			f.register(t, s)
+			f.clock.Advance(time.Second)
+			f.unregister(t, s)
+			equal(t, "presence after unregister", f.presence(t, "u1"), []string{
+				fmt.Sprintf("u1 OFFLINE devices=0 seen=%d", ms(f.clock.Now())),
+			})
+			// Unregistering what is gone leaves last seen alone.
+			f.clock.Advance(time.Second)
+			f.unregister(t, s)
+			equal(t, "presence after a repeated unregister", f.presence(t, "u1"), []string{
+				fmt.Sprintf("u1 OFFLINE devices=0 seen=%d", ms(f.clock.Now().Add(-time.Second))),
+			})
+		}},
+		{"looks up many users in request order, oldest login first", func(t *testing.T, f *fixture) {
+			t0 := f.clock.Now()
+			var users, want []string
+			var sessions []*presencev1.Session
+			for i := range 2000 {
+				u := fmt.Sprint("u", i)
+				users = append(users, u)
+				if i%2 == 1 {
+					continue // never seen
+				}
+				// The newer session first, so order comes from login times.
+				newer, older := f.session(fmt.Sprint("b", i), u, "laptop"), f.session(fmt.Sprint("a", i), u, "phone")
+				older.LoginTime = timestamppb.New(t0.Add(-time.Hour))
+				sessions = append(sessions, newer, older)
+				want = append(want,
+					fmt.Sprintf("a%d/%s/phone/edge-1/%d", i, u, ms(t0.Add(-time.Hour))),
+					fmt.Sprintf("b%d/%s/laptop/edge-1/%d", i, u, ms(t0)))
+			}
+			f.register(t, sessions...)
+			// Repeated users are answered once.
+			equal(t, "lookup", f.lookup(t, append(users, users[:10]...)...), want)
+			equal(t, "lookup of nobody", f.lookup(t), nil)
+		}},
+		{"hands out copies", func(t *testing.T, f *fixture) {
+			f.register(t, f.session("s1", "u1", "d1"))
+			res, err := f.reg.LookupSessions(t.Context(), &presencev1.LookupSessionsRequest{UserIds: []string{"u1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := describe(res.GetSessions()...)
+			res.GetSessions()[0].DeviceId = "changed"
+			equal(t, "lookup", f.lookup(t, "u1"), want)
+		}},
 		{"answers presence per user", func(t *testing.T, f *fixture) {
 			t0 := f.clock.Now()
 			f.register(t, f.session("s1", "on", "d1"), f.session("s2", "gone", "d1"))
@@ -325,11 +521,13 @@ func TestRegistry(t *testing.T) {
 			})
 		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.run(t, newFixture(t, nil))
-		})
-	}
+	conform(t, func(t *testing.T, impl implementation) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				tt.run(t, newFixture(t, impl, nil))
+			})
+		}
+	})
 }
 
 // hideFrom hides users from one viewer, as blocking will.
@@ -346,13 +544,15 @@ func (h hideFrom) Hidden(_ context.Context, viewer string, users []string) (map[
 }
 
 func TestPresenceVisibility(t *testing.T) {
-	f := newFixture(t, hideFrom{"viewer": {"blocker", "blocker-gone"}})
-	gone := f.session("s3", "blocker-gone", "d1")
-	f.register(t, f.session("s1", "blocker", "d1"), f.session("s2", "friend", "d1"), gone)
-	f.unregister(t, gone)
-	// Hidden users look never seen, whether online or not.
-	equal(t, "presence", f.presence(t, "blocker", "blocker-gone", "friend"), []string{
-		"blocker OFFLINE devices=0", "blocker-gone OFFLINE devices=0", "friend ONLINE devices=1",
+	conform(t, func(t *testing.T, impl implementation) {
+		f := newFixture(t, impl, hideFrom{"viewer": {"blocker", "blocker-gone"}})
+		gone := f.session("s3", "blocker-gone", "d1")
+		f.register(t, f.session("s1", "blocker", "d1"), f.session("s2", "friend", "d1"), gone)
+		f.unregister(t, gone)
+		// Hidden users look never seen, whether online or not.
+		equal(t, "presence", f.presence(t, "blocker", "blocker-gone", "friend"), []string{
+			"blocker OFFLINE devices=0", "blocker-gone OFFLINE devices=0", "friend ONLINE devices=1",
+		})
 	})
 }
 
@@ -385,7 +585,8 @@ func (c *countPipelines) take() int {
 }
 
 func TestBatchesInOneRoundTrip(t *testing.T) {
-	f := newFixture(t, nil)
+	client, prefix := redistest.New(t)
+	f := newRedisFixture(t, client, prefix)
 	var users []string
 	var sessions []*presencev1.Session
 	for i := range 1000 {
@@ -395,7 +596,7 @@ func TestBatchesInOneRoundTrip(t *testing.T) {
 	}
 	f.register(t, sessions...) // loads the scripts if Redis lacks them
 	trips := &countPipelines{}
-	f.client.AddHook(trips)
+	client.AddHook(trips)
 
 	f.renew(t, sessions...)
 	if n := trips.take(); n != 1 {
@@ -419,7 +620,7 @@ func TestBatchesInOneRoundTrip(t *testing.T) {
 // edge's keys disappear from Redis without anyone reading them.
 func TestSessionsExpireInRedis(t *testing.T) {
 	client, prefix := redistest.New(t)
-	reg := presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{SessionTTL: 200 * time.Millisecond})
+	reg := presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{SessionTTL: 200 * time.Millisecond})
 	_, err := reg.RegisterSessions(t.Context(), &presencev1.RegisterSessionsRequest{Sessions: []*presencev1.Session{
 		{SessionId: "s1", UserId: "u1", DeviceId: "d1", EdgeId: "dead-edge"},
 	}})
@@ -450,7 +651,11 @@ func TestSessionsExpireInRedis(t *testing.T) {
 }
 
 func TestValidation(t *testing.T) {
-	f := newFixture(t, nil)
+	conform(t, testValidation)
+}
+
+func testValidation(t *testing.T, impl implementation) {
+	f := newFixture(t, impl, nil)
 	ok := func() *presencev1.Session { return f.session("s1", "u1", "d1") }
 	with := func(edit func(*presencev1.Session)) *presencev1.Session { s := ok(); edit(s); return s }
 	many := func(n int) []string {
@@ -542,7 +747,13 @@ func TestValidation(t *testing.T) {
 }
 
 func BenchmarkLookupSessions(b *testing.B) {
-	f := newFixture(b, nil)
+	for _, impl := range implementations {
+		b.Run(impl.name, func(b *testing.B) { benchmarkLookupSessions(b, impl) })
+	}
+}
+
+func benchmarkLookupSessions(b *testing.B, impl implementation) {
+	f := newFixture(b, impl, nil)
 	var users []string
 	var sessions []*presencev1.Session
 	for i := range 1000 {

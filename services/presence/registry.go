@@ -2,22 +2,19 @@
 // SessionRegistryService, where edges register the sessions they hold, and
 // the public PresenceService, which tells apps who is online.
 //
-// Sessions live in Redis with a TTL that edges renew in batches, so the
-// sessions of an edge that dies expire on their own. See store.go for the
-// key layout.
+// Sessions live in a store (Redis, or memory for a single process) with a
+// TTL that edges renew in batches, so the sessions of an edge that dies
+// expire on their own. See registry_redis.go for the Redis key layout.
 package presence
 
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	presencev1 "github.com/wagglechat/waggle/gen/go/waggle/presence/v1"
@@ -35,7 +32,8 @@ const (
 	MaxLookupUsers = 10000
 )
 
-// RegistryConfig tunes [NewRegistry]. The zero value is usable.
+// RegistryConfig tunes [NewRedisRegistry] and [NewMemoryRegistry]. The
+// zero value is usable.
 type RegistryConfig struct {
 	// SessionTTL is how long a session stays live without renewal.
 	// Zero (or negative) means DefaultSessionTTL.
@@ -43,7 +41,7 @@ type RegistryConfig struct {
 	// OnChange is called when a user goes online (their first live session
 	// was registered) or offline (their last one was unregistered, or was
 	// found expired; at is then the last time they were known connected).
-	// Each transition is detected atomically in Redis and reported once.
+	// Each transition is detected atomically in the store and reported once.
 	// It runs in the request's goroutine after the write and must be fast;
 	// calls for one user from concurrent requests may arrive out of order,
 	// so order them by at. Zero: transitions are not reported.
@@ -52,10 +50,52 @@ type RegistryConfig struct {
 	Now func() time.Time
 }
 
-// Registry implements the SessionRegistryService over Redis.
+// sessionStore keeps live sessions, each until its expiry, and when each
+// user was last seen. Each method is atomic per user and returns what it saw
+// of each user it changed, so that every transition is reported exactly once
+// however many registries share the store. Times are the registry's (now),
+// never the store's own.
+type sessionStore interface {
+	// write stores sessions (edge and login time filled in) live until
+	// expiry, prunes the users' expired ones and sets their last seen to
+	// now. Transitions come in first-seen user order, counting restored.
+	write(ctx context.Context, sessions []*presencev1.Session, now, expiry time.Time) ([]transition, error)
+	// unregister removes sessions by session and user id, and the users'
+	// expired ones; users whose session was found were last seen now.
+	unregister(ctx context.Context, sessions []*presencev1.Session, now time.Time) ([]transition, error)
+	// load reads the live sessions of userIDs (each user once), oldest
+	// login first, and if asked their last seen times, in userIDs order. It
+	// also returns the users it found expired sessions of, to prune.
+	load(ctx context.Context, userIDs []string, withLastSeen bool, now time.Time) (states []UserState, expired []string, err error)
+	// prune removes the expired sessions of userIDs.
+	prune(ctx context.Context, userIDs []string, now time.Time) ([]transition, error)
+	// sweep prunes up to limit users whose newest session expiry has
+	// passed, and returns how many users it checked.
+	sweep(ctx context.Context, now time.Time, limit int) (int, []transition, error)
+}
+
+// transition is what a store saw of one user's state in one change.
+type transition struct {
+	userID       string
+	liveBefore   bool
+	liveAfter    bool
+	foundExpired bool
+	// lastSeen is the store's last-seen value: the offline time to report.
+	lastSeen time.Time
+	restored int
+}
+
+// UserState is what the registry knows of one user.
+type UserState struct {
+	UserID   string
+	Sessions []*presencev1.Session // live ones, oldest login first
+	LastSeen time.Time             // zero if never seen or not asked for
+}
+
+// Registry implements the SessionRegistryService over a session store:
+// Redis for processes that share it, or memory for a single process.
 type Registry struct {
-	client   *redis.Client
-	prefix   string
+	store    sessionStore
 	log      *slog.Logger
 	ttl      time.Duration
 	onChange func(userID string, online bool, at time.Time)
@@ -64,27 +104,23 @@ type Registry struct {
 
 var _ presencev1connect.SessionRegistryServiceHandler = (*Registry)(nil)
 
-// NewRegistry returns a registry keeping its keys under prefix in client.
-// A nil logger discards logs.
-func NewRegistry(client *redis.Client, prefix string, logger *slog.Logger, cfg RegistryConfig) *Registry {
+// newRegistry returns a registry over store. A nil logger discards logs.
+func newRegistry(store sessionStore, logger *slog.Logger, cfg RegistryConfig) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Registry{
-		client:   client,
-		prefix:   prefix,
-		log:      logger,
-		ttl:      cfg.SessionTTL,
-		onChange: cfg.OnChange,
-		now:      cfg.Now,
-	}
-	if r.ttl <= 0 {
-		r.ttl = DefaultSessionTTL
-	}
+	r := &Registry{store: store, log: logger, ttl: cfg.sessionTTL(), onChange: cfg.OnChange, now: cfg.Now}
 	if r.now == nil {
 		r.now = time.Now
 	}
 	return r
+}
+
+func (c RegistryConfig) sessionTTL() time.Duration {
+	if c.SessionTTL <= 0 {
+		return DefaultSessionTTL
+	}
+	return c.SessionTTL
 }
 
 // RegisterSessions records new sessions. A missing login_time is taken as now.
@@ -134,12 +170,7 @@ func (r *Registry) UnregisterSessions(ctx context.Context, req *presencev1.Unreg
 		return &presencev1.UnregisterSessionsResponse{}, nil
 	}
 	now := r.now()
-	calls := groupByUser(sessions, func() []any {
-		return []any{now.UnixMilli(), r.ttl.Milliseconds()}
-	}, func(i int) []any {
-		return []any{sessions[i].GetSessionId()}
-	})
-	ts, err := r.runScripts(ctx, unregisterScript, calls)
+	ts, err := r.store.unregister(ctx, sessions, now)
 	if err != nil {
 		return nil, storeError(ctx, "unregister sessions", err)
 	}
@@ -158,12 +189,12 @@ func (r *Registry) LookupSessions(ctx context.Context, req *presencev1.LookupSes
 	if len(ids) == 0 {
 		return res, nil
 	}
-	states, err := r.load(ctx, ids, false)
+	states, err := r.UserStates(ctx, ids, false)
 	if err != nil {
 		return nil, storeError(ctx, "lookup sessions", err)
 	}
 	for _, st := range states {
-		res.Sessions = append(res.Sessions, st.sessions...)
+		res.Sessions = append(res.Sessions, st.Sessions...)
 	}
 	return res, nil
 }
@@ -202,40 +233,49 @@ func checkSessions(sessions []*presencev1.Session, edgeID string) error {
 	return nil
 }
 
-// write registers or renews sessions (on edgeID, if set), one script run per
-// user in one round trip, and returns how many were not live before.
+// UserStates reads the live sessions (and, if asked, last-seen times) of
+// userIDs, each once, in userIDs order. Users found with expired sessions
+// are pruned after the read, reporting the offline transitions that nobody
+// had seen yet.
+func (r *Registry) UserStates(ctx context.Context, userIDs []string, withLastSeen bool) ([]UserState, error) {
+	now := r.now()
+	states, expired, err := r.store.load(ctx, userIDs, withLastSeen, now)
+	if err != nil {
+		return nil, err
+	}
+	if len(expired) > 0 {
+		// The answer is already right; pruning only tidies and reports, so
+		// its failure is logged, not returned.
+		ts, err := r.store.prune(ctx, expired, now)
+		if err != nil {
+			r.log.Warn("presence: prune expired sessions", "users", len(expired), "err", err)
+		}
+		r.report(ts, now)
+	}
+	return states, nil
+}
+
+// write registers or renews sessions (on edgeID, if set) and returns how
+// many were not live before.
 func (r *Registry) write(ctx context.Context, sessions []*presencev1.Session, edgeID string) (int, error) {
 	if len(sessions) == 0 {
 		return 0, nil
 	}
 	now := r.now()
-	expiry := now.Add(r.ttl)
-	vals := make([][]byte, len(sessions))
+	stored := make([]*presencev1.Session, len(sessions))
 	for i, s := range sessions {
-		stored := &presencev1.Session{
+		stored[i] = &presencev1.Session{
+			SessionId: s.GetSessionId(),
+			UserId:    s.GetUserId(),
 			DeviceId:  s.GetDeviceId(),
 			EdgeId:    cmp.Or(s.GetEdgeId(), edgeID),
 			LoginTime: s.GetLoginTime(),
 		}
-		if stored.LoginTime == nil {
-			stored.LoginTime = timestamppb.New(now)
-		}
-		var err error
-		if vals[i], err = encodeSession(stored, expiry); err != nil {
-			return 0, fmt.Errorf("encode session %s: %w", s.GetSessionId(), err)
+		if stored[i].LoginTime == nil {
+			stored[i].LoginTime = timestamppb.New(now)
 		}
 	}
-	calls := groupByUser(sessions, func() []any {
-		return []any{now.UnixMilli(), r.ttl.Milliseconds()}
-	}, func(i int) []any {
-		return []any{sessions[i].GetSessionId(), vals[i]}
-	})
-	// The expiry index lets Sweep find users whose edge died.
-	members := make([]redis.Z, len(calls))
-	for i, c := range calls {
-		members[i] = redis.Z{Score: float64(expiry.UnixMilli()), Member: c.userID}
-	}
-	ts, err := r.runScripts(ctx, writeScript, calls, func(p redis.Pipeliner) { p.ZAddGT(ctx, r.expiryKey(), members...) })
+	ts, err := r.store.write(ctx, stored, now, now.Add(r.ttl))
 	if err != nil {
 		return 0, err
 	}
@@ -247,25 +287,30 @@ func (r *Registry) write(ctx context.Context, sessions []*presencev1.Session, ed
 	return restored, nil
 }
 
-// groupByUser makes one script call per user, users in first-seen order:
-// head() followed by each(i) for each of the user's sessions[i]. head must
-// return a fresh slice, since each call's arguments are appended to it.
-func groupByUser(sessions []*presencev1.Session, head func() []any, each func(i int) []any) []scriptCall {
-	index := make(map[string]int)
-	var calls []scriptCall
-	for i, s := range sessions {
-		c, ok := index[s.GetUserId()]
-		if !ok {
-			c = len(calls)
-			index[s.GetUserId()] = c
-			calls = append(calls, scriptCall{userID: s.GetUserId(), args: head()})
-		}
-		calls[c].args = append(calls[c].args, each(i)...)
-	}
-	return calls
+// userGroup is one user's sessions[i] for each i in indexes.
+type userGroup struct {
+	userID  string
+	indexes []int
 }
 
-// report passes the transitions scripts saw to OnChange.
+// groupByUser groups sessions by user, users in first-seen order, as stores
+// change one user at a time.
+func groupByUser(sessions []*presencev1.Session) []userGroup {
+	index := make(map[string]int)
+	var groups []userGroup
+	for i, s := range sessions {
+		g, ok := index[s.GetUserId()]
+		if !ok {
+			g = len(groups)
+			index[s.GetUserId()] = g
+			groups = append(groups, userGroup{userID: s.GetUserId()})
+		}
+		groups[g].indexes = append(groups[g].indexes, i)
+	}
+	return groups
+}
+
+// report passes the transitions the store saw to OnChange.
 func (r *Registry) report(ts []transition, now time.Time) {
 	if r.onChange == nil {
 		return
@@ -299,21 +344,8 @@ func sortSessions(ss []*presencev1.Session) {
 	})
 }
 
-func (r *Registry) expiryKey() string { return r.prefix + "sess-expiry" }
-
 // sweepBatch is how many users one Sweep checks.
 const sweepBatch = 1000
-
-// sweepScript removes users from the expiry index whose newest expiry is
-// still the one that passed (a renewal meanwhile raised it).
-// KEYS: the index. ARGV: now, then user ids.
-var sweepScript = redis.NewScript(`
-for i = 2, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) <= tonumber(ARGV[1]) then redis.call('ZREM', KEYS[1], ARGV[i]) end
-end
-return 0
-`)
 
 // Sweep finds users whose sessions all expired without being unregistered
 // (their edge died) and prunes them, which reports them offline. Without it
@@ -321,19 +353,9 @@ return 0
 // how many users it checked.
 func (r *Registry) Sweep(ctx context.Context) (int, error) {
 	now := r.now()
-	users, err := r.client.ZRangeByScore(ctx, r.expiryKey(), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: sweepBatch}).Result()
-	if err != nil || len(users) == 0 {
-		return 0, err
-	}
-	if _, err := r.load(ctx, users, false); err != nil {
-		return 0, err
-	}
-	args := append([]any{now.UnixMilli()}, anySlice(users)...)
-	if err := sweepScript.Run(ctx, r.client, []string{r.expiryKey()}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
-		return 0, fmt.Errorf("sweep expiry index: %w", err)
-	}
-	return len(users), nil
+	n, ts, err := r.store.sweep(ctx, now, sweepBatch)
+	r.report(ts, now)
+	return n, err
 }
 
 // RunSweeper sweeps every interval until ctx is done.
@@ -359,12 +381,4 @@ func (r *Registry) RunSweeper(ctx context.Context, interval time.Duration) {
 			}
 		}
 	}
-}
-
-func anySlice(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
 }

@@ -26,6 +26,13 @@ type Visibility interface {
 	Hidden(ctx context.Context, viewerID string, userIDs []string) (map[string]bool, error)
 }
 
+// SessionReader tells what the registry knows of users: their live
+// sessions and when they were last seen. *Registry is one.
+type SessionReader interface {
+	// UserStates answers for each of userIDs (without duplicates), in order.
+	UserStates(ctx context.Context, userIDs []string, withLastSeen bool) ([]UserState, error)
+}
+
 // ServiceConfig tunes [NewService]. The zero value is usable.
 type ServiceConfig struct {
 	// Visibility filters what a viewer sees. Zero: every authenticated
@@ -35,7 +42,7 @@ type ServiceConfig struct {
 
 // Service implements the public PresenceService.
 type Service struct {
-	reg        *Registry
+	reg        SessionReader
 	log        *slog.Logger
 	visibility Visibility
 }
@@ -43,7 +50,7 @@ type Service struct {
 var _ presencev1connect.PresenceServiceHandler = (*Service)(nil)
 
 // NewService answers presence questions from reg. A nil logger discards logs.
-func NewService(reg *Registry, logger *slog.Logger, cfg ServiceConfig) *Service {
+func NewService(reg SessionReader, logger *slog.Logger, cfg ServiceConfig) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -79,23 +86,23 @@ func (s *Service) GetPresence(ctx context.Context, req *presencev1.GetPresenceRe
 			visible = append(visible, id)
 		}
 	}
-	states, err := s.reg.load(ctx, visible, true)
+	states, err := s.reg.UserStates(ctx, visible, true)
 	if err != nil {
 		return nil, errcode.Public(ctx, s.log, "presence: load presence", err)
 	}
-	byUser := make(map[string]userState, len(states))
+	byUser := make(map[string]UserState, len(states))
 	for _, st := range states {
-		byUser[st.userID] = st
+		byUser[st.UserID] = st
 	}
 	for _, id := range ids {
 		p := &presencev1.UserPresence{UserId: id, Status: presencev1.PresenceStatus_PRESENCE_STATUS_OFFLINE, Hidden: hidden[id]}
 		st := byUser[id] // zero for hidden users
 		switch {
-		case len(st.sessions) > 0:
+		case len(st.Sessions) > 0:
 			p.Status = presencev1.PresenceStatus_PRESENCE_STATUS_ONLINE
-			p.DeviceCount = uint32(countDevices(st.sessions))
-		case !st.lastSeen.IsZero():
-			p.LastSeenTime = timestamppb.New(st.lastSeen)
+			p.DeviceCount = uint32(countDevices(st.Sessions))
+		case !st.LastSeen.IsZero():
+			p.LastSeenTime = timestamppb.New(st.LastSeen)
 		}
 		res.Presences = append(res.Presences, p)
 	}

@@ -30,7 +30,7 @@ type blockVisFixture struct {
 func newBlockVisFixture(t *testing.T) *blockVisFixture {
 	client, prefix := redistest.New(t)
 	f := &blockVisFixture{client: client, prefix: prefix, vis: presence.NewBlockVisibility(client, prefix)}
-	f.reg = presence.NewRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
+	f.reg = presence.NewRedisRegistry(client, prefix, testLogger(t), presence.RegistryConfig{})
 	f.svc = presence.NewService(f.reg, testLogger(t), presence.ServiceConfig{Visibility: f.vis})
 	return f
 }
@@ -144,7 +144,7 @@ func TestBlockVisibilityErrors(t *testing.T) {
 	// Redis unreachable: PresenceService answers Unavailable, not "online".
 	broken := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer broken.Close()
-	reg := presence.NewRegistry(f.client, f.prefix, testLogger(t), presence.RegistryConfig{})
+	reg := presence.NewRedisRegistry(f.client, f.prefix, testLogger(t), presence.RegistryConfig{})
 	svc := presence.NewService(reg, testLogger(t), presence.ServiceConfig{Visibility: presence.NewBlockVisibility(broken, f.prefix)})
 	_, err = svc.GetPresence(ctx, &presencev1.GetPresenceRequest{UserIds: []string{"a"}})
 	if connect.CodeOf(err) != connect.CodeUnavailable {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 //
 //	<prefix>sess:{<user_id>}      HASH session_id → "<expiry unix ms>:<Session protobuf>"
 //	<prefix>lastseen:{<user_id>}  STRING unix ms, no TTL
+//	<prefix>sess-expiry           ZSET user_id scored by the newest session expiry (unix ms)
 //
 // A session is live while its expiry is in the future. Reads skip expired
 // fields; writes and a prune after reads remove them. The hash's own PEXPIRE
@@ -29,7 +31,24 @@ import (
 //
 // All writes are Lua scripts, so the online/offline transitions they report
 // are exact even with several edges writing for one user. Times come from the
-// service's clock (passed in as ARGV), never Redis's.
+// service's clock (passed in as ARGV), never Redis's. The expiry index,
+// written with each register and renew, lets sweep find users whose edge
+// died.
+
+// redisStore is the sessionStore of processes sharing one Redis.
+type redisStore struct {
+	client *redis.Client
+	prefix string
+	// keyGrace is how long a user's keys outlive their newest session.
+	keyGrace time.Duration
+}
+
+// NewRedisRegistry returns a registry keeping its keys under prefix in
+// client, shared by every presence process using the same prefix. A nil
+// logger discards logs.
+func NewRedisRegistry(client *redis.Client, prefix string, logger *slog.Logger, cfg RegistryConfig) *Registry {
+	return newRegistry(&redisStore{client: client, prefix: prefix, keyGrace: cfg.sessionTTL()}, logger, cfg)
+}
 
 // The scripts share this prologue: now; expiry(), which reads the leading
 // number of a stored session; hdel(), field by field (unpack has a stack
@@ -120,8 +139,82 @@ if nlive == 0 then redis.call('DEL', KEYS[1]) end
 return {nlive, nlive, #dead, redis.call('GET', KEYS[2]) or ''}
 `)
 
-func (r *Registry) sessionsKey(userID string) string { return r.prefix + "sess:{" + userID + "}" }
-func (r *Registry) lastSeenKey(userID string) string { return r.prefix + "lastseen:{" + userID + "}" }
+func (r *redisStore) sessionsKey(userID string) string { return r.prefix + "sess:{" + userID + "}" }
+func (r *redisStore) lastSeenKey(userID string) string { return r.prefix + "lastseen:{" + userID + "}" }
+func (r *redisStore) expiryKey() string                { return r.prefix + "sess-expiry" }
+
+func (r *redisStore) write(ctx context.Context, sessions []*presencev1.Session, now, expiry time.Time) ([]transition, error) {
+	groups := groupByUser(sessions)
+	calls := make([]scriptCall, len(groups))
+	members := make([]redis.Z, len(groups))
+	for i, g := range groups {
+		args := []any{now.UnixMilli(), r.keyGrace.Milliseconds()}
+		for _, j := range g.indexes {
+			v, err := encodeSession(sessions[j], expiry)
+			if err != nil {
+				return nil, fmt.Errorf("encode session %s: %w", sessions[j].GetSessionId(), err)
+			}
+			args = append(args, sessions[j].GetSessionId(), v)
+		}
+		calls[i] = scriptCall{userID: g.userID, args: args}
+		members[i] = redis.Z{Score: float64(expiry.UnixMilli()), Member: g.userID}
+	}
+	return r.runScripts(ctx, writeScript, calls, func(p redis.Pipeliner) { p.ZAddGT(ctx, r.expiryKey(), members...) })
+}
+
+func (r *redisStore) unregister(ctx context.Context, sessions []*presencev1.Session, now time.Time) ([]transition, error) {
+	groups := groupByUser(sessions)
+	calls := make([]scriptCall, len(groups))
+	for i, g := range groups {
+		args := []any{now.UnixMilli(), r.keyGrace.Milliseconds()}
+		for _, j := range g.indexes {
+			args = append(args, sessions[j].GetSessionId())
+		}
+		calls[i] = scriptCall{userID: g.userID, args: args}
+	}
+	return r.runScripts(ctx, unregisterScript, calls)
+}
+
+func (r *redisStore) prune(ctx context.Context, userIDs []string, now time.Time) ([]transition, error) {
+	calls := make([]scriptCall, len(userIDs))
+	for i, id := range userIDs {
+		calls[i] = scriptCall{userID: id, args: []any{now.UnixMilli()}}
+	}
+	return r.runScripts(ctx, pruneScript, calls)
+}
+
+// sweepScript removes users from the expiry index whose newest expiry is
+// still the one that passed (a renewal meanwhile raised it).
+// KEYS: the index. ARGV: now, then user ids.
+var sweepScript = redis.NewScript(`
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return 0
+`)
+
+func (r *redisStore) sweep(ctx context.Context, now time.Time, limit int) (int, []transition, error) {
+	users, err := r.client.ZRangeByScore(ctx, r.expiryKey(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit)}).Result()
+	if err != nil || len(users) == 0 {
+		return 0, nil, err
+	}
+	ts, err := r.prune(ctx, users, now)
+	if err != nil {
+		// The users stay in the index, for the next sweep to retry.
+		return 0, nil, fmt.Errorf("prune swept users: %w", err)
+	}
+	args := make([]any, 0, 1+len(users))
+	args = append(args, now.UnixMilli())
+	for _, u := range users {
+		args = append(args, u)
+	}
+	if err := sweepScript.Run(ctx, r.client, []string{r.expiryKey()}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, ts, fmt.Errorf("sweep expiry index: %w", err)
+	}
+	return len(users), ts, nil
+}
 
 // scriptCall is one script run for one user.
 type scriptCall struct {
@@ -129,22 +222,11 @@ type scriptCall struct {
 	args   []any
 }
 
-// transition is what a script saw of one user's state.
-type transition struct {
-	userID       string
-	liveBefore   bool
-	liveAfter    bool
-	foundExpired bool
-	// lastSeen is the script's last-seen value: the offline time to report.
-	lastSeen time.Time
-	restored int
-}
-
 // runScripts runs script once per call in one pipelined round trip, plus
 // the idempotent commands also adds, if any. Redis forgets loaded scripts
 // when it restarts; on NOSCRIPT the script is loaded and the pipeline sent
 // again (no script ran, since every EVALSHA failed).
-func (r *Registry) runScripts(ctx context.Context, script *redis.Script, calls []scriptCall, also ...func(redis.Pipeliner)) ([]transition, error) {
+func (r *redisStore) runScripts(ctx context.Context, script *redis.Script, calls []scriptCall, also ...func(redis.Pipeliner)) ([]transition, error) {
 	for attempt := 0; ; attempt++ {
 		cmds := make([]*redis.Cmd, len(calls))
 		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -241,18 +323,7 @@ func decodeSession(userID, sessionID, v string) (*presencev1.Session, time.Time,
 	return s, time.UnixMilli(exp), nil
 }
 
-// userState is what a read found for one user.
-type userState struct {
-	userID   string
-	sessions []*presencev1.Session // live ones
-	lastSeen time.Time             // zero if never seen or not asked for
-}
-
-// load reads the live sessions (and, if asked, last-seen times) of userIDs
-// in one pipelined round trip. Users with expired sessions are pruned after
-// the read, reporting the offline transitions that nobody had seen yet.
-func (r *Registry) load(ctx context.Context, userIDs []string, withLastSeen bool) ([]userState, error) {
-	now := r.now()
+func (r *redisStore) load(ctx context.Context, userIDs []string, withLastSeen bool, now time.Time) ([]UserState, []string, error) {
 	sessCmds := make([]*redis.MapStringStringCmd, len(userIDs))
 	seenCmds := make([]*redis.StringCmd, len(userIDs))
 	// Pipelined's own error is the first command's, which for GET may be
@@ -266,49 +337,40 @@ func (r *Registry) load(ctx context.Context, userIDs []string, withLastSeen bool
 		}
 		return nil
 	})
-	out := make([]userState, len(userIDs))
-	var prune []scriptCall
+	out := make([]UserState, len(userIDs))
+	var expired []string
 	for i, id := range userIDs {
-		st := userState{userID: id}
+		st := UserState{UserID: id}
 		fields, err := sessCmds[i].Result()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		expired := false
+		found := false
 		for sid, v := range fields {
 			s, exp, err := decodeSession(id, sid, v)
 			if err != nil {
-				return nil, fmt.Errorf("decode session %s of user %s: %w", sid, id, err)
+				return nil, nil, fmt.Errorf("decode session %s of user %s: %w", sid, id, err)
 			}
 			if exp.After(now) {
-				st.sessions = append(st.sessions, s)
+				st.Sessions = append(st.Sessions, s)
 			} else {
-				expired = true
+				found = true
 			}
 		}
-		sortSessions(st.sessions)
-		if expired {
-			prune = append(prune, scriptCall{userID: id, args: []any{now.UnixMilli()}})
+		sortSessions(st.Sessions)
+		if found {
+			expired = append(expired, id)
 		}
 		if withLastSeen {
 			ms, err := seenCmds[i].Int64()
 			switch {
 			case err == nil:
-				st.lastSeen = time.UnixMilli(ms)
+				st.LastSeen = time.UnixMilli(ms)
 			case !errors.Is(err, redis.Nil):
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		out[i] = st
 	}
-	if len(prune) > 0 {
-		// The answer is already right; pruning only tidies and reports, so
-		// its failure is logged, not returned.
-		ts, err := r.runScripts(ctx, pruneScript, prune)
-		if err != nil {
-			r.log.Warn("presence: prune expired sessions", "users", len(prune), "err", err)
-		}
-		r.report(ts, now)
-	}
-	return out, nil
+	return out, expired, nil
 }
