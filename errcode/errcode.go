@@ -21,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/puddle/v2"
 	"github.com/redis/go-redis/v9"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Of returns the code for err, met by a handler whose own context is ctx.
@@ -30,7 +32,8 @@ import (
 //     a reset connection as canceled), which the caller did not ask for.
 //   - The caller's own cancellation or deadline: canceled, deadline_exceeded.
 //   - Postgres or Redis unreachable, restarting, out of connections or
-//     timing out: unavailable.
+//     timing out: unavailable. So is the embedded database locked by
+//     another process or out of disk.
 //   - A serialization failure or deadlock: aborted (the transaction may be
 //     retried as it is).
 //   - Anything else: internal.
@@ -53,6 +56,9 @@ func Of(ctx context.Context, err error) connect.Code {
 	if pe := new(pgconn.PgError); errors.As(err, &pe) {
 		return postgresCode(pe.Code)
 	}
+	if se := new(sqlite.Error); errors.As(err, &se) {
+		return sqliteCode(se.Code())
+	}
 	var reply redis.Error
 	if errors.As(err, &reply) && !errors.Is(err, redis.Nil) {
 		return redisCode(reply.Error())
@@ -72,6 +78,18 @@ func postgresCode(sqlstate string) connect.Code {
 		strings.HasPrefix(sqlstate, "53"),                             // insufficient resources: too many connections, disk full
 		sqlstate == "57P01", sqlstate == "57P02", sqlstate == "57P03", // shutting down, crashed, starting up
 		sqlstate == "57014": // query_canceled: statement_timeout
+		return connect.CodeUnavailable
+	}
+	return connect.CodeInternal
+}
+
+// sqliteCode maps an error of the embedded database by its primary result
+// code: the database's lock held by another process past the busy timeout,
+// or a full disk, is unavailable; anything else (a constraint, a syntax
+// error, a corrupt file) is internal.
+func sqliteCode(code int) connect.Code {
+	switch code & 0xff { // extended codes keep the primary one in their low byte
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_FULL:
 		return connect.CodeUnavailable
 	}
 	return connect.CodeInternal

@@ -2,10 +2,12 @@ package errcode_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +21,8 @@ import (
 	"github.com/wagglechat/waggle/errcode"
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/internal/redistest"
+	"github.com/wagglechat/waggle/internal/sqlitetest"
+	"github.com/wagglechat/waggle/sqlite"
 )
 
 // errorsFromServers makes each failure happen for real, against the
@@ -116,7 +120,54 @@ func errorsFromServers(t *testing.T) map[string]error {
 	closed := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	closed.Close()
 	errs["redis client closed"] = closed.Ping(ctx).Err()
+
+	embeddedErrors(t, errs)
 	return errs
+}
+
+// embeddedErrors makes the embedded database's failures happen for real.
+func embeddedErrors(t *testing.T, errs map[string]error) {
+	ctx := t.Context()
+	db := sqlitetest.New(t)
+	errs["sqlite syntax error"] = db.Write(ctx, func(tx *sqlite.Tx) error {
+		_, err := tx.ExecContext(ctx, "SELEC 1")
+		return err
+	})
+	errs["sqlite unique violation"] = db.Write(ctx, func(tx *sqlite.Tx) error {
+		_, err := tx.ExecContext(ctx, "CREATE TABLE t (k INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (1)")
+		return err
+	})
+	// The disk fills: the file may not grow past its size now.
+	errs["sqlite disk full"] = db.Write(ctx, func(tx *sqlite.Tx) error {
+		if _, err := tx.ExecContext(ctx, "PRAGMA max_page_count = 1"); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "CREATE TABLE big (b BLOB); INSERT INTO big VALUES (zeroblob(1 << 20))")
+		return err
+	})
+
+	// Another process holds the database's write lock: two connections of
+	// their own, the second one not waiting.
+	path := filepath.Join(t.TempDir(), "locked.db")
+	holder, err := sql.Open("sqlite", path+"?_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	held, err := holder.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Rollback()
+	if _, err := held.ExecContext(ctx, "CREATE TABLE x (k INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := sql.Open("sqlite", path+"?_txlock=immediate&_busy_timeout=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	_, errs["sqlite database locked"] = other.BeginTx(ctx, nil)
 }
 
 func TestOf(t *testing.T) {
@@ -137,6 +188,10 @@ func TestOf(t *testing.T) {
 		{"postgres pool exhausted", ctx, real["postgres pool exhausted"], connect.CodeDeadlineExceeded},
 		{"postgres stopped, pooled connection", ctx, real["postgres stopped, pooled connection"], connect.CodeUnavailable},
 		{"postgres stopped, new connection", ctx, real["postgres stopped, new connection"], connect.CodeUnavailable},
+		{"sqlite syntax error", ctx, real["sqlite syntax error"], connect.CodeInternal},
+		{"sqlite unique violation", ctx, real["sqlite unique violation"], connect.CodeInternal},
+		{"sqlite disk full", ctx, real["sqlite disk full"], connect.CodeUnavailable},
+		{"sqlite database locked", ctx, real["sqlite database locked"], connect.CodeUnavailable},
 		{"redis wrong type", ctx, real["redis wrong type"], connect.CodeInternal},
 		{"redis stopped", ctx, real["redis stopped"], connect.CodeUnavailable},
 		{"redis client closed", ctx, real["redis client closed"], connect.CodeUnavailable},
