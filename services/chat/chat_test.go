@@ -20,6 +20,7 @@ import (
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
 	"github.com/wagglechat/waggle/internal/sqlitetest"
+	"github.com/wagglechat/waggle/internal/storetest"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/chat"
 	"github.com/wagglechat/waggle/sqlite"
@@ -116,16 +117,19 @@ var backends = []backend{
 // testBackend holds the backend each forEachStore subtest runs on.
 var testBackend sync.Map // *testing.T -> backend
 
-// forEachStore runs test once per backend, as a subtest named after it;
-// the fixtures it makes are on that backend.
+// forEachStore runs test once per backend (storetest.Run: as a subtest
+// named after it, or on the one WAGGLE_TEST_STORE names); the fixtures it
+// makes are on that backend.
 func forEachStore(t *testing.T, test func(t *testing.T)) {
+	byName := map[string]func(testing.TB) backend{}
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			testBackend.Store(t, b)
-			t.Cleanup(func() { testBackend.Delete(t) })
-			test(t)
-		})
+		byName[b.name] = func(testing.TB) backend { return b }
 	}
+	storetest.Run(t, byName, func(t *testing.T, b backend) {
+		testBackend.Store(t, b)
+		t.Cleanup(func() { testBackend.Delete(t) })
+		test(t)
+	})
 }
 
 // backendOf is the backend t runs on: outside forEachStore, in tests of
