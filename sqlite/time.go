@@ -36,3 +36,22 @@ func (s timeScanner) Scan(v any) error {
 	}
 	return nil
 }
+
+// nullTimeScanner scans a stored time into *t; NULL is nil.
+type nullTimeScanner struct{ t **time.Time }
+
+// scanNullTime is a Scan destination for a stored time that may be NULL.
+func scanNullTime(t **time.Time) nullTimeScanner { return nullTimeScanner{t} }
+
+func (s nullTimeScanner) Scan(v any) error {
+	if v == nil {
+		*s.t = nil
+		return nil
+	}
+	var t time.Time
+	if err := scanTime(&t).Scan(v); err != nil {
+		return err
+	}
+	*s.t = &t
+	return nil
+}

@@ -1,6 +1,6 @@
 // Package chat is the chat service: conversations, members, messages, their
 // gap-free event sequences, sync and history. It is stateless over a Store
-// (store.go; the adapter is package postgres); after each commit it hands
+// (store.go; the adapters are packages postgres and sqlite); after each commit it hands
 // the new event to its Notifier, in its own terms. The real one is package
 // fanout, which publishes it on the bus topics that edges holding its
 // members subscribe to; this package knows neither the bus nor the edges'

@@ -2,6 +2,7 @@ package chat_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,58 +19,144 @@ import (
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
 	"github.com/wagglechat/waggle/internal/pgtest"
+	"github.com/wagglechat/waggle/internal/sqlitetest"
+	"github.com/wagglechat/waggle/internal/storetest"
 	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/services/chat"
+	"github.com/wagglechat/waggle/sqlite"
 )
 
 // fixture is a chat service on a fresh store of its own. db is the
 // store's database, where tests set up and inspect rows directly.
 type fixture struct {
-	t     *testing.T
-	db    *pgxpool.Pool
-	store chat.Store
-	svc   *chat.Service
+	t       *testing.T
+	backend string
+	db      testDB
+	store   chat.Store
+	svc     *chat.Service
 }
+
+// testDB is a store's database as tests set up and inspect it, in the SQL
+// every backend speaks ($n parameters, ids as uuids or their strings).
+type testDB interface {
+	exec(ctx context.Context, query string, args ...any) error
+	queryRow(ctx context.Context, query string, args ...any) scanner
+	// now is the store's clock, which stamps what commits.
+	now(ctx context.Context) (time.Time, error)
+	// time is t as a parameter for a time column.
+	time(t time.Time) any
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// pgDB is a Postgres store's database.
+type pgDB struct{ pool *pgxpool.Pool }
+
+func (d pgDB) exec(ctx context.Context, query string, args ...any) error {
+	_, err := d.pool.Exec(ctx, query, args...)
+	return err
+}
+
+func (d pgDB) queryRow(ctx context.Context, query string, args ...any) scanner {
+	return d.pool.QueryRow(ctx, query, args...)
+}
+
+func (d pgDB) now(ctx context.Context) (t time.Time, err error) {
+	return t, d.pool.QueryRow(ctx, `SELECT now()`).Scan(&t)
+}
+
+func (pgDB) time(t time.Time) any { return t }
+
+// sqliteDB is an embedded store's database.
+type sqliteDB struct{ db *sqlite.DB }
+
+func (d sqliteDB) exec(ctx context.Context, query string, args ...any) error {
+	return d.db.Write(ctx, func(tx *sqlite.Tx) error {
+		_, err := tx.ExecContext(ctx, query, args...)
+		return err
+	})
+}
+
+func (d sqliteDB) queryRow(ctx context.Context, query string, args ...any) scanner {
+	return scanFunc(func(dest ...any) error {
+		return d.db.Read(ctx, func(tx *sql.Tx) error { return tx.QueryRowContext(ctx, query, args...).Scan(dest...) })
+	})
+}
+
+// The embedded store takes its times from the process's clock.
+func (sqliteDB) now(context.Context) (time.Time, error) { return time.Now(), nil }
+
+func (sqliteDB) time(t time.Time) any { return t.UnixMicro() }
+
+type scanFunc func(dest ...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
 // backend is a Store implementation the tests run on.
 type backend struct {
 	name string
-	// open returns a fresh, migrated store and its database, where tests
-	// set up and inspect rows directly.
-	open func(t *testing.T) (chat.Store, *pgxpool.Pool)
+	// open returns a fresh, migrated store and its database.
+	open func(t *testing.T) (chat.Store, testDB)
+	// oneWriter: a transaction left open stops every other write until it
+	// ends (SQLite), so nothing commits past it.
+	oneWriter bool
 }
 
 // backends are the Store implementations; forEachStore runs a test on each.
-var backends = []backend{{"postgres", func(t *testing.T) (chat.Store, *pgxpool.Pool) {
-	db := pgtest.New(t)
-	return postgres.NewChatStore(db), db
-}}}
+var backends = []backend{
+	{name: "postgres", open: func(t *testing.T) (chat.Store, testDB) {
+		db := pgtest.New(t)
+		return postgres.NewChatStore(db), pgDB{db}
+	}},
+	{name: "sqlite", oneWriter: true, open: func(t *testing.T) (chat.Store, testDB) {
+		db := sqlitetest.New(t)
+		return sqlite.NewChatStore(db), sqliteDB{db}
+	}},
+}
 
 // testBackend holds the backend each forEachStore subtest runs on.
 var testBackend sync.Map // *testing.T -> backend
 
-// forEachStore runs test once per backend, as a subtest named after it;
-// the fixtures it makes are on that backend.
+// forEachStore runs test once per backend (storetest.Run: as a subtest
+// named after it, or on the one WAGGLE_TEST_STORE names); the fixtures it
+// makes are on that backend.
 func forEachStore(t *testing.T, test func(t *testing.T)) {
+	byName := map[string]func(testing.TB) backend{}
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			testBackend.Store(t, b)
-			t.Cleanup(func() { testBackend.Delete(t) })
-			test(t)
-		})
+		byName[b.name] = func(testing.TB) backend { return b }
 	}
+	storetest.Run(t, byName, func(t *testing.T, b backend) {
+		testBackend.Store(t, b)
+		t.Cleanup(func() { testBackend.Delete(t) })
+		test(t)
+	})
 }
 
-// newStore opens a store of the backend t runs on: outside forEachStore,
-// in tests of what only Postgres does (its lock waits, its writes), the
-// first one, Postgres.
-func newStore(t *testing.T) (chat.Store, *pgxpool.Pool) {
-	t.Helper()
-	b := backends[0]
+// backendOf is the backend t runs on: outside forEachStore, in tests of
+// what only Postgres does (its lock waits, its writes), the first one,
+// Postgres.
+func backendOf(t *testing.T) backend {
 	if v, ok := testBackend.Load(t); ok {
-		b = v.(backend)
+		return v.(backend)
 	}
-	return b.open(t)
+	return backends[0]
+}
+
+// newStore opens a store of the backend t runs on.
+func newStore(t *testing.T) (chat.Store, testDB) {
+	t.Helper()
+	return backendOf(t).open(t)
+}
+
+// postgres is the fixture's Postgres database, for tests of what only
+// Postgres does.
+func (f *fixture) postgres() *pgxpool.Pool {
+	f.t.Helper()
+	db, ok := f.db.(pgDB)
+	if !ok {
+		f.t.Fatalf("a Postgres test runs on %s", f.backend)
+	}
+	return db.pool
 }
 
 func testLog() *slog.Logger { return slog.New(slog.NewTextHandler(os.Stderr, nil)) }
@@ -77,7 +164,7 @@ func testLog() *slog.Logger { return slog.New(slog.NewTextHandler(os.Stderr, nil
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	store, db := newStore(t)
-	return &fixture{t: t, db: db, store: store, svc: chat.New(chat.Config{}, store, nil, testLog())}
+	return &fixture{t: t, backend: backendOf(t).name, db: db, store: store, svc: chat.New(chat.Config{}, store, nil, testLog())}
 }
 
 // user inserts a user row (accounts are the account service's business) and
@@ -85,7 +172,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) user(name string) (context.Context, string) {
 	f.t.Helper()
 	id := uuid.New()
-	if _, err := f.db.Exec(context.Background(), `INSERT INTO users (id, username, password_hash) VALUES ($1, $2, 'x')`,
+	if err := f.db.exec(context.Background(), `INSERT INTO users (id, username, password_hash) VALUES ($1, $2, 'x')`,
 		id, name+"-"+id.String()[:8]); err != nil {
 		f.t.Fatal(err)
 	}
@@ -228,7 +315,9 @@ func TestSendIsIdempotentPerClientMsgID(t *testing.T) {
 			}
 		}
 		var n int
-		f.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE kind = 1`).Scan(&n)
+		if err := f.db.queryRow(context.Background(), `SELECT count(*) FROM events WHERE kind = 1`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
 		if n != 2 {
 			t.Fatalf("%d messages stored, want 2", n)
 		}
@@ -270,7 +359,9 @@ func TestSendRejectsBadInputAndStoresNothing(t *testing.T) {
 			})
 		}
 		var n int
-		f.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE kind = 1`).Scan(&n)
+		if err := f.db.queryRow(context.Background(), `SELECT count(*) FROM events WHERE kind = 1`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
 		if n != 0 {
 			t.Fatalf("%d messages stored after bad sends", n)
 		}
@@ -324,7 +415,9 @@ func TestConcurrentSendsGetGapFreeSeqs(t *testing.T) {
 		}
 		wg.Wait()
 		var n, lo, hi int64
-		f.db.QueryRow(context.Background(), `SELECT count(*), min(seq), max(seq) FROM events WHERE conversation_id = $1`, conv).Scan(&n, &lo, &hi)
+		if err := f.db.queryRow(context.Background(), `SELECT count(*), min(seq), max(seq) FROM events WHERE conversation_id = $1`, conv).Scan(&n, &lo, &hi); err != nil {
+			t.Fatal(err)
+		}
 		if n != workers*each+1 || lo != 1 || hi != n {
 			t.Fatalf("events: count %d, seqs %d..%d; want %d contiguous from 1", n, lo, hi, workers*each+1)
 		}
@@ -515,7 +608,9 @@ func TestSendWaitingOnARemovalIsRefused(t *testing.T) {
 	commit()
 	wantCode(t, <-done, connect.CodeNotFound)
 	var n int
-	f.db.QueryRow(ctx, `SELECT count(*) FROM events WHERE conversation_id = $1 AND kind = 1`, conv).Scan(&n)
+	if err := f.db.queryRow(ctx, `SELECT count(*) FROM events WHERE conversation_id = $1 AND kind = 1`, conv).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	if n != 0 {
 		t.Fatalf("%d messages stored from a removed member", n)
 	}
@@ -527,7 +622,7 @@ func waitForLockWaiter(t *testing.T, f *fixture) {
 	t.Helper()
 	for range 500 {
 		var waiting bool
-		f.db.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+		f.postgres().QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting)
 		if waiting {
 			return

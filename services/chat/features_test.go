@@ -390,7 +390,9 @@ func TestEditDeleteForMeAndRecall(t *testing.T) {
 			t.Fatalf("bob's history shows %v, want a tombstone", h)
 		}
 		var body []byte
-		f.db.QueryRow(context.Background(), `SELECT body FROM events WHERE message_id = $1`, msg.GetMessageId()).Scan(&body)
+		if err := f.db.queryRow(context.Background(), `SELECT body FROM events WHERE message_id = $1`, msg.GetMessageId()).Scan(&body); err != nil {
+			t.Fatal(err)
+		}
 		if len(body) != 0 {
 			t.Fatalf("recalled content still stored: %q", body)
 		}
@@ -481,7 +483,7 @@ func TestBlockedUserCannotWriteToTheBlocker(t *testing.T) {
 		}
 		conv := res.GetConversation().GetConversationId()
 		f.send(mallory, conv, "before the block")
-		if _, err := f.db.Exec(context.Background(), `INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2)`, aliceID, malloryID); err != nil {
+		if err := f.db.exec(context.Background(), `INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2)`, aliceID, malloryID); err != nil {
 			t.Fatal(err)
 		}
 		before := f.conversation(alice, conv).GetLastSeq()
@@ -561,7 +563,7 @@ func TestFilterRelated(t *testing.T) {
 		_, daveID := f.user("dave")
 		_, eveID := f.user("eve")
 		f.group(alice, bobID)
-		if _, err := f.db.Exec(context.Background(), `INSERT INTO contacts (owner_id, user_id) VALUES ($1, $2)`, aliceID, carolID); err != nil {
+		if err := f.db.exec(context.Background(), `INSERT INTO contacts (owner_id, user_id) VALUES ($1, $2)`, aliceID, carolID); err != nil {
 			t.Fatal(err)
 		}
 		left := f.group(alice, eveID)

@@ -11,7 +11,7 @@ import (
 )
 
 // The chat service keeps its state behind Store; the SQL lives in the
-// adapters, one package per dependency (package postgres). The domain rules (who may do
+// adapters, one package per dependency (packages postgres, sqlite). The domain rules (who may do
 // what, which event a change appends, what is notified) stay in this
 // package; a Store only reads and writes rows, and the few rules that must
 // be evaluated where the rows are (who may write, below) are spelled out in

@@ -176,11 +176,12 @@ func TestListDirectChangesSince(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The database clock decides; step past its now() for a clean boundary.
-		var since time.Time
-		if err := f.db.QueryRow(context.Background(), `SELECT now() + interval '10 ms'`).Scan(&since); err != nil {
+		// The database clock decides; step past its now for a clean boundary.
+		since, err := f.db.now(context.Background())
+		if err != nil {
 			t.Fatal(err)
 		}
+		since = since.Add(10 * time.Millisecond)
 		time.Sleep(20 * time.Millisecond)
 		busy, err := f.svc.CreateDirectConversation(alice, &chatv1.CreateDirectConversationRequest{PeerUserId: bobID})
 		if err != nil {

@@ -166,7 +166,7 @@ func TestSendWritesTheSameRowsWhateverTheGroupSize(t *testing.T) {
 		t.Fatalf("group has %d members, want 1000", n)
 	}
 
-	written := pgtest.CountWrites(t, f.db)
+	written := pgtest.CountWrites(t, f.postgres())
 	count := func(conv string) int64 {
 		written()
 		f.send(alice, conv, "hello")
@@ -181,7 +181,9 @@ func TestSendWritesTheSameRowsWhateverTheGroupSize(t *testing.T) {
 
 func (f *fixture) memberCount(conv string) int {
 	var n int
-	f.db.QueryRow(context.Background(), `SELECT count(*) FROM members WHERE conversation_id = $1 AND left_seq IS NULL`, conv).Scan(&n)
+	if err := f.db.queryRow(context.Background(), `SELECT count(*) FROM members WHERE conversation_id = $1 AND left_seq IS NULL`, conv).Scan(&n); err != nil {
+		f.t.Fatal(err)
+	}
 	return n
 }
 
@@ -195,11 +197,15 @@ func TestSyncSendsEachEventOnceWhileTheWatermarkIsHeldBack(t *testing.T) {
 		convs := []string{f.group(alice), f.group(alice), f.group(alice)}
 		ctx := context.Background()
 		other := f.group(bob)
-		f.openTx(func(tx chat.Tx) error {
-			_, err := chat.AppendEvent(ctx, tx, uuid.MustParse(other), uuid.MustParse(f.userID(bob)), "", &chatv1.Event{
-				Kind: &chatv1.Event_ConversationRenamed{ConversationRenamed: &chatv1.ConversationRenamed{Title: "open"}}}, true, nil)
-			return err
-		})
+		// With one writer nothing commits while a transaction is open, so
+		// nothing can hold the watermark back: only the paging is tested.
+		if !backendOf(t).oneWriter {
+			f.openTx(func(tx chat.Tx) error {
+				_, err := chat.AppendEvent(ctx, tx, uuid.MustParse(other), uuid.MustParse(f.userID(bob)), "", &chatv1.Event{
+					Kind: &chatv1.Event_ConversationRenamed{ConversationRenamed: &chatv1.ConversationRenamed{Title: "open"}}}, true, nil)
+				return err
+			})
+		}
 
 		seen := map[string]map[uint64]int{}
 		cursor := ""

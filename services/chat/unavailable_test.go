@@ -30,7 +30,7 @@ func TestSendWithPostgresDownIsUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := postgres.NewChatStore(db)
-	f := &fixture{t: t, db: db, store: store, svc: chat.New(chat.Config{}, store, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	f := &fixture{t: t, backend: "postgres", db: pgDB{db}, store: store, svc: chat.New(chat.Config{}, store, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))}
 	alice, aliceID := f.user("alice")
 	_, bobID := f.user("bob")
 	conv := f.group(alice, aliceID, bobID)
