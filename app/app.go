@@ -1,6 +1,8 @@
 // Package app builds Waggle's object graph for the chosen roles and runs it:
-// it opens Postgres and Redis when a role needs them, applies migrations,
-// mounts the services on one rpcserver and drains gracefully on stop.
+// it opens the stack (Postgres and Redis as the roles need them, or the
+// embedded SQLite store with the in-process bus and presence; see
+// [Config.Stack]), applies migrations, mounts the services on one rpcserver
+// and drains gracefully on stop.
 package app
 
 import (
@@ -29,6 +31,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cfg, sec, err := cfg.resolve()
 	if err != nil {
 		return err
+	}
+	st, err := openStack(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	if sec.tokenSeed == nil {
+		sec.tokenSeed = st.tokenSeed
+	}
+	if sec.internalSecret == "" {
+		sec.internalSecret = st.internalSecret
 	}
 	signer, err := auth.NewSigner(sec.tokenSeed, 0)
 	if err != nil {
@@ -59,37 +72,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	d := deps{cfg: cfg, log: log, signer: signer, internalSecret: sec.internalSecret}
-	defer d.close()
-	if cfg.Roles.needsPostgres() {
-		if d.pg, err = openPostgres(ctx, cfg.PostgresURL); err != nil {
-			return err
-		}
-		if !cfg.SkipMigrate {
-			if err := postgres.Migrate(ctx, d.pg, log); err != nil {
-				return err
-			}
-		}
-	}
-	// Every role uses Redis: edges and chat for the bus, presence for sessions.
-	// The connection name shows up in Redis CLIENT LIST, so operators (and
-	// the failure tests) can tell which node holds which connection.
-	if d.redis, err = openRedis(ctx, cfg.RedisURL, "waggle-"+strings.ReplaceAll(cfg.Roles.String(), "+", "-")+"-"+cfg.EdgeID); err != nil {
-		return err
-	}
-
-	g, err := build(srv, d)
+	d := deps{cfg: cfg, log: log, stack: st, signer: signer, internalSecret: sec.internalSecret}
+	g, err := build(ctx, srv, d)
 	if err != nil {
 		return err
 	}
-	defer g.close()
 	if err := srv.Listen(); err != nil {
 		return err
 	}
 	for _, w := range sec.warnings {
 		log.Warn(w)
 	}
-	log.Info("waggle started", "roles", cfg.Roles.String(), "edge_id", cfg.EdgeID)
+	attrs := append([]any{"roles", cfg.Roles.String()}, st.attrs...)
+	log.Info("waggle started", append(attrs, "edge_id", cfg.EdgeID)...)
 	if cfg.Ready != nil {
 		cfg.Ready(srv.Addr())
 	}
@@ -130,23 +125,13 @@ func ResyncBlockers(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return contact.New(postgres.NewContactStore(pool), mirror, nil, log).ResyncBlockers(ctx)
 }
 
-// deps is what services are built from. Fields a role does not need are nil.
+// deps is what services are built from.
 type deps struct {
 	cfg            Config // resolved: defaults applied
 	log            *slog.Logger
-	pg             *pgxpool.Pool
-	redis          *redis.Client
+	stack          *stack
 	signer         *auth.Signer
 	internalSecret string
-}
-
-func (d deps) close() {
-	if d.redis != nil {
-		_ = d.redis.Close()
-	}
-	if d.pg != nil {
-		d.pg.Close()
-	}
 }
 
 func openPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {

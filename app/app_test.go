@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wagglechat/waggle/app"
+	"github.com/wagglechat/waggle/datadir"
 	accountv1 "github.com/wagglechat/waggle/gen/go/waggle/account/v1"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	"github.com/wagglechat/waggle/internal/pgtest"
@@ -67,6 +70,7 @@ func start(t *testing.T, cfg app.Config) string {
 func TestRunRoles(t *testing.T) {
 	pgURL := pgtest.NewURL(t)
 	_, prefix := redistest.New(t)
+	redisURL := redistest.URL()
 	chatServices := []string{
 		"waggle.account.v1.AccountService",
 		"waggle.chat.v1.ConversationService",
@@ -86,11 +90,12 @@ func TestRunRoles(t *testing.T) {
 		services []string
 		internal []string
 	}{
-		{"serve", app.Config{PostgresURL: pgURL}, slices.Concat(chatServices, presenceServices, edgeServices), slices.Concat(chatInternal, presenceInternal)},
-		{"chat", app.Config{Roles: app.RoleChat, PostgresURL: pgURL, PresenceURL: "http://127.0.0.1:1"}, chatServices, chatInternal},
+		{"serve", app.Config{PostgresURL: pgURL, RedisURL: redisURL}, slices.Concat(chatServices, presenceServices, edgeServices), slices.Concat(chatInternal, presenceInternal)},
+		{"serve embedded", app.Config{DataDir: t.TempDir()}, slices.Concat(chatServices, presenceServices, edgeServices), slices.Concat(chatInternal, presenceInternal)},
+		{"chat", app.Config{Roles: app.RoleChat, PostgresURL: pgURL, RedisURL: redisURL, PresenceURL: "http://127.0.0.1:1"}, chatServices, chatInternal},
 		// Only chat uses Postgres: the other roles start with it unreachable.
-		{"presence", app.Config{Roles: app.RolePresence, PostgresURL: unreachablePostgres, ChatURL: "http://127.0.0.1:1"}, presenceServices, presenceInternal},
-		{"edge", app.Config{Roles: app.RoleEdge, PostgresURL: unreachablePostgres, ChatURL: "http://127.0.0.1:1", PresenceURL: "http://127.0.0.1:1"}, edgeServices, nil},
+		{"presence", app.Config{Roles: app.RolePresence, PostgresURL: unreachablePostgres, RedisURL: redisURL, ChatURL: "http://127.0.0.1:1"}, presenceServices, presenceInternal},
+		{"edge", app.Config{Roles: app.RoleEdge, PostgresURL: unreachablePostgres, RedisURL: redisURL, ChatURL: "http://127.0.0.1:1", PresenceURL: "http://127.0.0.1:1"}, edgeServices, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,7 +134,7 @@ func TestRunRoles(t *testing.T) {
 // The auth interceptor guards every mounted service.
 func TestRunAuthenticates(t *testing.T) {
 	_, prefix := redistest.New(t)
-	addr := start(t, app.Config{Addr: "127.0.0.1:0", PostgresURL: pgtest.NewURL(t), RedisPrefix: prefix})
+	addr := start(t, app.Config{Addr: "127.0.0.1:0", PostgresURL: pgtest.NewURL(t), RedisURL: redistest.URL(), RedisPrefix: prefix})
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	client := accountv1connect.NewAccountServiceClient(&http.Client{Transport: &http.Transport{Protocols: &p}}, "http://"+addr)
@@ -165,18 +170,33 @@ func TestRunFailsFast(t *testing.T) {
 	defer taken.Close()
 	pgURL := pgtest.NewURL(t)
 	missingDB := strings.Replace(pgURL, "/waggle_test_", "/waggle_missing_", 1)
+	redisURL := redistest.URL()
+	locked := t.TempDir()
+	holder, err := datadir.Open(locked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close() }) // and kept from the finalizer until then
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name    string
 		cfg     app.Config
 		wantErr []string
 	}{
-		{"postgres unreachable", app.Config{PostgresURL: unreachablePostgres}, []string{"postgres: cannot reach 127.0.0.1:1"}},
-		{"database missing", app.Config{PostgresURL: missingDB}, []string{"does not exist", "createdb"}},
+		{"postgres unreachable", app.Config{PostgresURL: unreachablePostgres, RedisURL: redisURL}, []string{"postgres: cannot reach 127.0.0.1:1"}},
+		{"database missing", app.Config{PostgresURL: missingDB, RedisURL: redisURL}, []string{"does not exist", "createdb"}},
 		{"redis unreachable", app.Config{PostgresURL: pgURL, RedisURL: "redis://127.0.0.1:1/0"}, []string{"redis: cannot reach 127.0.0.1:1"}},
 		{"redis url invalid", app.Config{PostgresURL: pgURL, RedisURL: "http://nope"}, []string{"redis: parse url"}},
-		{"address taken", app.Config{PostgresURL: pgURL, Addr: taken.Addr().String()}, []string{"address already in use"}},
-		{"tls files missing", app.Config{TLSCertFile: "/nonexistent.crt", TLSKeyFile: "/nonexistent.key"}, []string{"load TLS key pair"}},
+		{"redis missing", app.Config{PostgresURL: pgURL}, []string{"Redis is not", "--redis or WAGGLE_REDIS_URL"}},
+		{"address taken", app.Config{PostgresURL: pgURL, RedisURL: redisURL, Addr: taken.Addr().String()}, []string{"address already in use"}},
+		{"address taken, embedded", app.Config{DataDir: t.TempDir(), Addr: taken.Addr().String()}, []string{"address already in use"}},
+		{"tls files missing", app.Config{DataDir: t.TempDir(), TLSCertFile: "/nonexistent.crt", TLSKeyFile: "/nonexistent.key"}, []string{"load TLS key pair"}},
+		{"data dir locked", app.Config{DataDir: locked}, []string{"data directory " + locked + " is in use by", "pid"}},
+		{"data dir not creatable", app.Config{DataDir: filepath.Join(notADir, "data")}, []string{"data directory", "cannot be created"}},
 		{"config invalid", app.Config{Roles: app.RoleEdge}, []string{"config: "}},
 	}
 	for _, tt := range tests {

@@ -167,10 +167,27 @@ func as[Req, Res any](t *testing.T, hc *http.Client, url, token string, req *Req
 
 // TestAuthorizationMatrix calls every procedure the app mounts with each
 // kind of wrong credential, naming the first user's ids, and checks the
-// documented code and that nothing of hers leaks or changes.
+// documented code and that nothing of hers leaks or changes, on both
+// stacks.
 func TestAuthorizationMatrix(t *testing.T) {
-	_, prefix := redistest.New(t)
-	addr := start(t, app.Config{Addr: "127.0.0.1:0", PostgresURL: pgtest.NewURL(t), RedisPrefix: prefix, TokenKey: testTokenKey, InternalSecret: testSecret})
+	stacks := []struct {
+		name string
+		cfg  func(t *testing.T) app.Config
+	}{
+		{"postgres+redis", func(t *testing.T) app.Config {
+			_, prefix := redistest.New(t)
+			return app.Config{PostgresURL: pgtest.NewURL(t), RedisURL: redistest.URL(), RedisPrefix: prefix}
+		}},
+		{"embedded", func(t *testing.T) app.Config { return app.Config{DataDir: t.TempDir()} }},
+	}
+	for _, st := range stacks {
+		t.Run(st.name, func(t *testing.T) { testAuthorizationMatrix(t, st.cfg(t)) })
+	}
+}
+
+func testAuthorizationMatrix(t *testing.T, cfg app.Config) {
+	cfg.Addr, cfg.TokenKey, cfg.InternalSecret = "127.0.0.1:0", testTokenKey, testSecret
+	addr := start(t, cfg)
 	base := "http://" + addr
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)

@@ -19,7 +19,12 @@ import (
 
 // Defaults for the zero values of Config. cmd/waggle shows them in --help.
 const (
-	DefaultAddr            = ":8080"
+	DefaultAddr    = ":8080"
+	DefaultDataDir = "./waggle-data"
+	// DefaultPostgresURL and DefaultRedisURL are the defaults of the
+	// commands that only work on Postgres and Redis (Migrate,
+	// ResyncBlockers). A server never assumes them: without URLs, serve
+	// runs embedded and the split roles refuse to start.
 	DefaultPostgresURL     = "postgres://postgres@127.0.0.1:5432/waggle?sslmode=disable"
 	DefaultRedisURL        = "redis://127.0.0.1:6379/0"
 	DefaultRedisPrefix     = "waggle:"
@@ -67,6 +72,64 @@ func (r Roles) String() string {
 // (with accounts and contacts) does.
 func (r Roles) needsPostgres() bool { return r.Has(RoleChat) }
 
+// Stack is what a deployment stores its data in and carries its events on.
+type Stack uint8
+
+const (
+	// StackEmbedded is SQLite in the data directory with the in-process bus
+	// and presence registry: one `waggle serve` process, nothing to install.
+	StackEmbedded Stack = iota + 1
+	// StackProduction is Postgres and Redis, shared by any number of
+	// processes of any roles.
+	StackProduction
+)
+
+func (s Stack) String() string {
+	switch s {
+	case StackEmbedded:
+		return "embedded"
+	case StackProduction:
+		return "postgres+redis"
+	}
+	return fmt.Sprintf("Stack(%d)", uint8(s))
+}
+
+const (
+	postgresSetting = "--postgres or WAGGLE_POSTGRES_URL"
+	redisSetting    = "--redis or WAGGLE_REDIS_URL"
+)
+
+// Stack chooses the stack cfg runs on. All roles in one process with
+// neither Postgres nor Redis configured run embedded; with both, on them.
+// Only one of the two is a mistake, not a mix: the embedded bus and
+// presence cannot serve a second process, and a half-configured
+// production deployment should not start on a local file. The split roles
+// exist to share Postgres and Redis, so they need them (chat both, edge
+// and presence Redis).
+func (cfg Config) Stack() (Stack, error) {
+	pg, rds := cfg.PostgresURL != "", cfg.RedisURL != ""
+	if roles := cfg.Roles; roles != 0 && roles != RoleServe {
+		switch {
+		case roles.needsPostgres() && !pg && !rds:
+			return 0, fmt.Errorf("config: roles %v need Postgres and Redis (set %s, and %s); only serve runs without them, embedded", roles, postgresSetting, redisSetting)
+		case roles.needsPostgres() && !pg:
+			return 0, fmt.Errorf("config: roles %v need Postgres (set %s); only serve runs without it, embedded", roles, postgresSetting)
+		case !rds:
+			return 0, fmt.Errorf("config: roles %v need Redis (set %s); only serve runs without it, embedded", roles, redisSetting)
+		}
+		return StackProduction, nil
+	}
+	switch {
+	case pg && rds:
+		return StackProduction, nil
+	case pg:
+		return 0, fmt.Errorf("config: Postgres is configured but Redis is not: the Postgres and Redis stack needs both (set %s), and the embedded one neither (unset %s)", redisSetting, postgresSetting)
+	case rds:
+		return 0, fmt.Errorf("config: Redis is configured but Postgres is not: the Postgres and Redis stack needs both (set %s), and the embedded one neither (unset %s)", postgresSetting, redisSetting)
+	}
+	return StackEmbedded, nil
+}
+
 // Config configures Run. Each field's zero value means the default given.
 type Config struct {
 	// Roles to run. Default RoleServe (all of them).
@@ -79,26 +142,32 @@ type Config struct {
 	TLSCertFile string
 	TLSKeyFile  string
 
-	// PostgresURL is the database of the chat role. Default DefaultPostgresURL.
+	// PostgresURL is the database of the chat role, and RedisURL the Redis
+	// holding sessions and carrying the bus. Set both to run on them (see
+	// [Config.Stack]); default "": RoleServe runs embedded, in DataDir.
 	PostgresURL string
-	// SkipMigrate disables applying migrations at start. Default false:
-	// migrations run at start.
+	RedisURL    string
+	// SkipMigrate disables applying the Postgres migrations at start.
+	// Default false: migrations run at start. (The embedded store always
+	// migrates: it has a single process.)
 	SkipMigrate bool
-	// RedisURL is the Redis holding sessions and carrying the bus.
-	// Default DefaultRedisURL.
-	RedisURL string
+	// DataDir holds the embedded stack's database and secrets (see package
+	// datadir); only one process may use it at a time. Unused on Postgres
+	// and Redis. Default DefaultDataDir.
+	DataDir string
 	// RedisPrefix starts every Redis key and channel, so several
 	// deployments (or tests) share one Redis. Default "waggle:".
 	RedisPrefix string
 
 	// TokenKey is the base64 32-byte Ed25519 seed access tokens are signed
 	// and verified with; every process of a deployment needs the same one.
-	// Default: a random key, allowed with RoleServe only (tokens then die
-	// with the process).
+	// Default: embedded, the one kept in DataDir (made on first start); on
+	// Postgres and Redis, a random key, allowed with RoleServe only (tokens
+	// then die with the process).
 	TokenKey string
 	// InternalSecret authenticates edges and services to each other.
-	// Default: random, allowed with RoleServe only, where no call leaves
-	// the process.
+	// Default: embedded, the one kept in DataDir; on Postgres and Redis,
+	// random, allowed with RoleServe only, where no call leaves the process.
 	InternalSecret string
 	// ChatURL and PresenceURL are where a process reaches chat and presence
 	// when it does not run them itself, e.g. "http://chat:8080". Default ""
@@ -162,10 +231,14 @@ type Config struct {
 	// Ready, if set, is called with the bound address once the process
 	// accepts connections. Default nil.
 	Ready func(addr net.Addr)
+
+	// stack is set by resolve.
+	stack Stack
 }
 
 // secrets are the keys resolved from Config, with warnings to log once the
-// process is up.
+// process is up. On the embedded stack, a key not configured is nil here
+// and comes from the data directory.
 type secrets struct {
 	tokenSeed      []byte
 	internalSecret string
@@ -182,9 +255,15 @@ func (cfg Config) resolve() (Config, secrets, error) {
 	if cfg.Roles&^RoleServe != 0 {
 		return cfg, s, fmt.Errorf("config: unknown roles %v", cfg.Roles)
 	}
+	stack, err := cfg.Stack()
+	if err != nil {
+		return cfg, s, err
+	}
+	cfg.stack = stack
+	if stack == StackEmbedded {
+		cfg.DataDir = or(cfg.DataDir, DefaultDataDir)
+	}
 	cfg.Addr = or(cfg.Addr, DefaultAddr)
-	cfg.PostgresURL = or(cfg.PostgresURL, DefaultPostgresURL)
-	cfg.RedisURL = or(cfg.RedisURL, DefaultRedisURL)
 	cfg.RedisPrefix = or(cfg.RedisPrefix, DefaultRedisPrefix)
 	if cfg.MaxMessageBytes == 0 {
 		cfg.MaxMessageBytes = DefaultMaxMessageBytes
@@ -213,7 +292,9 @@ func (cfg Config) resolve() (Config, secrets, error) {
 		}
 	}
 
-	// Split roles must agree on keys; one process may invent its own.
+	// Split roles must agree on keys; one process may invent its own, and
+	// an embedded one keeps its own in the data directory.
+	embedded := stack == StackEmbedded
 	alone := cfg.Roles == RoleServe
 	switch {
 	case cfg.TokenKey != "":
@@ -225,6 +306,7 @@ func (cfg Config) resolve() (Config, secrets, error) {
 			return cfg, s, fmt.Errorf("config: token key is %d bytes, want %d (generate one with: head -c32 /dev/urandom | base64)", len(seed), ed25519.SeedSize)
 		}
 		s.tokenSeed = seed
+	case embedded:
 	case alone:
 		s.tokenSeed = make([]byte, ed25519.SeedSize)
 		_, _ = rand.Read(s.tokenSeed)
@@ -238,6 +320,7 @@ func (cfg Config) resolve() (Config, secrets, error) {
 			return cfg, s, errors.New("config: internal secret must be at least 16 characters")
 		}
 		s.internalSecret = cfg.InternalSecret
+	case embedded:
 	case alone:
 		s.internalSecret = randomHex(32)
 	default:

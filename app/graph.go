@@ -9,15 +9,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 
 	"github.com/wagglechat/waggle/auth"
-	"github.com/wagglechat/waggle/blockmirror"
-	"github.com/wagglechat/waggle/bus"
 	"github.com/wagglechat/waggle/edge"
 	"github.com/wagglechat/waggle/gen/go/waggle/account/v1/accountv1connect"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -25,7 +22,6 @@ import (
 	"github.com/wagglechat/waggle/gen/go/waggle/contact/v1/contactv1connect"
 	"github.com/wagglechat/waggle/gen/go/waggle/presence/v1/presencev1connect"
 	"github.com/wagglechat/waggle/notify"
-	"github.com/wagglechat/waggle/postgres"
 	"github.com/wagglechat/waggle/rpcserver"
 	"github.com/wagglechat/waggle/services/account"
 	"github.com/wagglechat/waggle/services/chat"
@@ -37,7 +33,6 @@ import (
 // graph is the services of this process and their background work.
 type graph struct {
 	runners []func(context.Context)
-	closers []func()
 }
 
 // start runs the background work; the channel closes when all of it ended.
@@ -51,28 +46,18 @@ func (g *graph) start(ctx context.Context) <-chan struct{} {
 	return done
 }
 
-func (g *graph) close() {
-	for _, c := range g.closers {
-		c()
-	}
-}
-
 // build creates the services of d.cfg.Roles and mounts them on srv. A role
 // running in this process is called directly; one running elsewhere is
 // reached over Connect at its configured URL, with the internal credential.
-func build(srv *rpcserver.Server, d deps) (*graph, error) {
+//
+// The stack's in-memory block mirror is filled from the store here, before
+// anything is served, so presence never shows a blocker to the blocked.
+func build(ctx context.Context, srv *rpcserver.Server, d deps) (*graph, error) {
 	g := &graph{}
 	opts := srv.HandlerOptions()
 	roles := d.cfg.Roles
-	// Pushes published while the bus was reconnecting are lost; the edge
-	// (built below) repairs them.
-	var onResubscribe atomic.Pointer[func(bus.Resubscribed)]
-	b := bus.NewRedis(d.redis, d.cfg.RedisPrefix, d.log, bus.RedisConfig{OnResubscribe: func(r bus.Resubscribed) {
-		if f := onResubscribe.Load(); f != nil {
-			(*f)(r)
-		}
-	}})
-	g.closers = append(g.closers, func() { _ = b.Close() })
+	st := d.stack
+	b := st.bus
 
 	// The chat service, once built below, answers presence's relation
 	// questions in this process.
@@ -85,10 +70,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 	}
 	var presenceReader edge.PresenceReader
 	// The blocks mirror contacts write and presence reads.
-	blocks := blockmirror.NewRedis(d.redis, d.cfg.RedisPrefix)
+	blocks := st.blocks
 	if roles.Has(RolePresence) {
 		ann := presence.NewAnnouncer(d.cfg.PresenceGrace, b, blocks, d.log)
-		reg := presence.NewRedisRegistry(d.redis, d.cfg.RedisPrefix, d.log, presence.RegistryConfig{OnChange: ann.Change})
+		reg := st.newRegistry(d.log, presence.RegistryConfig{OnChange: ann.Change})
 		ann.SetRegistry(reg)
 		g.runners = append(g.runners, func(ctx context.Context) { reg.RunSweeper(ctx, presenceSweepInterval) })
 		// Presence is for contacts and conversation partners (asked of the
@@ -124,16 +109,21 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			g.runners = append(g.runners, hook.Run)
 			push = hook
 		}
-		chatStore := postgres.NewChatStore(d.pg)
-		fan := fanout.New(fanout.Config{Push: push}, chatStore, registry, b, d.log)
+		fan := fanout.New(fanout.Config{Push: push}, st.chat, registry, b, d.log)
 		g.runners = append(g.runners, fan.Run)
-		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, chatStore, fan, d.log)
-		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(postgres.NewAccountStore(d.pg), d.signer, d.log, account.Options{
+		chatSvc := chat.New(chat.Config{SendRate: d.cfg.SendRate, SendBurst: d.cfg.SendBurst}, st.chat, fan, d.log)
+		contacts := contact.New(st.contacts, blocks, fan, d.log)
+		if st.blocksInMemory {
+			if err := contacts.ResyncBlockers(ctx); err != nil {
+				return nil, err
+			}
+		}
+		srv.Handle(accountv1connect.NewAccountServiceHandler(account.New(st.accounts, d.signer, d.log, account.Options{
 			Revoker:   fan,
 			Passwords: auth.NewPasswords(auth.DefaultPasswordParams, d.cfg.PasswordHashes),
 			Limits:    d.cfg.AccountLimits,
 		}), opts...))
-		srv.Handle(contactv1connect.NewContactServiceHandler(contact.New(postgres.NewContactStore(d.pg), blocks, fan, d.log), opts...))
+		srv.Handle(contactv1connect.NewContactServiceHandler(contacts, opts...))
 		srv.Handle(chatv1connect.NewConversationServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewMessageServiceHandler(chatSvc, opts...))
 		srv.Handle(chatv1connect.NewDeliveryServiceHandler(chatSvc, opts...))
@@ -182,8 +172,10 @@ func build(srv *rpcserver.Server, d deps) (*graph, error) {
 			})
 			d.log.Info("edge grpc listener", "addr", lis.Addr().String())
 		}
-		resubscribed := e.Resubscribed
-		onResubscribe.Store(&resubscribed)
+		if st.resubscribed != nil {
+			resubscribed := e.Resubscribed
+			st.resubscribed.Store(&resubscribed)
+		}
 		g.runners = append(g.runners, func(ctx context.Context) {
 			if err := e.Run(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("edge stopped", "err", err)

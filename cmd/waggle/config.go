@@ -100,19 +100,33 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		})
 		fs.add("cors-origins", "WAGGLE_CORS_ORIGINS")
 	}
+	// A server given neither Postgres nor Redis runs embedded (serve) or
+	// refuses to start (the split roles): no default URL. The commands
+	// that only work on them keep the local defaults.
 	if usesPostgres {
-		str(&c.PostgresURL, "postgres", "WAGGLE_POSTGRES_URL", app.DefaultPostgresURL, "Postgres URL")
+		if server {
+			str(&c.PostgresURL, "postgres", "WAGGLE_POSTGRES_URL", "", serverURLUsage(roles, "Postgres URL", "--redis"))
+		} else {
+			str(&c.PostgresURL, "postgres", "WAGGLE_POSTGRES_URL", app.DefaultPostgresURL, "Postgres URL")
+		}
 	}
 	if server && usesPostgres {
-		boolean(&c.SkipMigrate, "no-migrate", "WAGGLE_NO_MIGRATE", "do not apply database migrations at start")
-	}
-	if server || cmd.name == "resync-blockers" {
-		str(&c.RedisURL, "redis", "WAGGLE_REDIS_URL", app.DefaultRedisURL, "Redis URL (sessions and the bus)")
-		str(&c.RedisPrefix, "redis-prefix", "WAGGLE_REDIS_PREFIX", app.DefaultRedisPrefix, "prefix of every Redis key and channel")
+		boolean(&c.SkipMigrate, "no-migrate", "WAGGLE_NO_MIGRATE", "do not apply the Postgres migrations at start")
 	}
 	if server {
-		str(&c.TokenKey, "token-key", "WAGGLE_TOKEN_KEY", "", "base64 32-byte Ed25519 seed signing access tokens, the same in every process (required unless serve; generate: head -c32 /dev/urandom | base64)")
-		str(&c.InternalSecret, "internal-secret", "WAGGLE_INTERNAL_SECRET", "", "shared secret of calls between processes, at least 16 characters (required unless serve)")
+		str(&c.RedisURL, "redis", "WAGGLE_REDIS_URL", "", serverURLUsage(roles, "Redis URL (sessions and the bus)", "--postgres"))
+	} else if cmd.name == "resync-blockers" {
+		str(&c.RedisURL, "redis", "WAGGLE_REDIS_URL", app.DefaultRedisURL, "Redis URL")
+	}
+	if server || cmd.name == "resync-blockers" {
+		str(&c.RedisPrefix, "redis-prefix", "WAGGLE_REDIS_PREFIX", app.DefaultRedisPrefix, "prefix of every Redis key and channel")
+	}
+	if roles == app.RoleServe {
+		str(&c.DataDir, "data-dir", "WAGGLE_DATA_DIR", app.DefaultDataDir, "directory of the embedded stack's database, token key and internal secret (created on first start; one process at a time); unused with --postgres and --redis")
+	}
+	if server {
+		str(&c.TokenKey, "token-key", "WAGGLE_TOKEN_KEY", "", "base64 32-byte Ed25519 seed signing access tokens, the same in every process (required unless serve; embedded serve keeps one in --data-dir; generate: head -c32 /dev/urandom | base64)")
+		str(&c.InternalSecret, "internal-secret", "WAGGLE_INTERNAL_SECRET", "", "shared secret of calls between processes, at least 16 characters (required unless serve; embedded serve keeps one in --data-dir)")
 	}
 	if (roles.Has(app.RoleEdge) || roles.Has(app.RolePresence)) && !roles.Has(app.RoleChat) {
 		str(&c.ChatURL, "chat-url", "WAGGLE_CHAT_URL", "", "URL of the chat service, e.g. http://chat:8080 (required)")
@@ -173,6 +187,15 @@ func newFlagSet(cmd command, inv *invocation) *flagSet {
 		str(&inv.logFormat, "log-format", "WAGGLE_LOG_FORMAT", "text", "log format: text or json")
 	}
 	return fs
+}
+
+// serverURLUsage is the help of a server's --postgres or --redis: what
+// happens without it.
+func serverURLUsage(roles app.Roles, what, other string) string {
+	if roles == app.RoleServe {
+		return what + "; with " + other + ", serve runs on Postgres and Redis, and without both, embedded in --data-dir"
+	}
+	return what + " (required)"
 }
 
 // parse reads args (without the program name). A flag wins over its

@@ -22,7 +22,7 @@ func TestParse(t *testing.T) {
 		{name: "serve defaults", args: []string{"serve"}, check: func(t *testing.T, inv invocation) {
 			c := inv.app
 			if inv.cmd.name != "serve" || c.Roles != app.RoleServe || c.Addr != ":8080" ||
-				c.PostgresURL != app.DefaultPostgresURL || c.RedisURL != app.DefaultRedisURL ||
+				c.PostgresURL != "" || c.RedisURL != "" || c.DataDir != "./waggle-data" ||
 				c.RedisPrefix != "waggle:" || c.SkipMigrate || c.MaxMessageBytes != 1<<20 ||
 				c.ShutdownTimeout != 15*time.Second || inv.logLevel != slog.LevelInfo || inv.logFormat != "text" {
 				t.Errorf("got %+v", inv)
@@ -106,6 +106,16 @@ func TestParse(t *testing.T) {
 				t.Errorf("roles = %v", inv.app.Roles)
 			}
 		}},
+		{name: "migrate defaults to the local postgres", args: []string{"migrate"}, check: func(t *testing.T, inv invocation) {
+			if inv.app.PostgresURL != app.DefaultPostgresURL {
+				t.Errorf("postgres = %q", inv.app.PostgresURL)
+			}
+		}},
+		{name: "resync-blockers defaults to the local servers", args: []string{"resync-blockers"}, check: func(t *testing.T, inv invocation) {
+			if inv.app.PostgresURL != app.DefaultPostgresURL || inv.app.RedisURL != app.DefaultRedisURL {
+				t.Errorf("postgres = %q, redis = %q", inv.app.PostgresURL, inv.app.RedisURL)
+			}
+		}},
 		{name: "migrate", args: []string{"migrate", "--postgres", "postgres://db/w"}, check: func(t *testing.T, inv invocation) {
 			if inv.cmd.name != "migrate" || inv.app.PostgresURL != "postgres://db/w" {
 				t.Errorf("got %+v", inv)
@@ -127,6 +137,7 @@ func TestParse(t *testing.T) {
 		{name: "help for unknown command", args: []string{"help", "serv"}, wantErr: `unknown command "serv"`},
 		{name: "unknown flag", args: []string{"serve", "--nope"}, wantErr: "flag provided but not defined: -nope"},
 		{name: "edge has no postgres", args: []string{"edge", "--postgres", "x"}, wantErr: "not defined: -postgres"},
+		{name: "only serve has a data dir", args: []string{"chat", "--data-dir", "x"}, wantErr: "not defined: -data-dir"},
 		{name: "serve has no chat url", args: []string{"serve", "--chat-url", "x"}, wantErr: "not defined: -chat-url"},
 		{name: "presence has no peers", args: []string{"presence", "--presence-url", "x"}, wantErr: "not defined: -presence-url"},
 		{name: "migrate has no addr", args: []string{"migrate", "--addr", "x"}, wantErr: "not defined: -addr"},
@@ -153,6 +164,69 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestStack checks which stack a command line selects, and the one-line
+// error when it selects none.
+func TestStack(t *testing.T) {
+	const pg, rds = "postgres://db/w", "redis://r:1/0"
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    app.Stack
+		dataDir string // want, for the embedded stack
+		wantErr []string
+	}{
+		{name: "serve with nothing configured", args: []string{"serve"}, want: app.StackEmbedded, dataDir: "./waggle-data"},
+		{name: "serve with a data dir flag", args: []string{"serve", "--data-dir", "/srv/w"}, want: app.StackEmbedded, dataDir: "/srv/w"},
+		{name: "serve with a data dir from env", args: []string{"serve"}, env: map[string]string{"WAGGLE_DATA_DIR": "/srv/e"}, want: app.StackEmbedded, dataDir: "/srv/e"},
+		{name: "serve with a redis prefix only", args: []string{"serve", "--redis-prefix", "p:"}, want: app.StackEmbedded, dataDir: "./waggle-data"},
+		{name: "serve with both flags", args: []string{"serve", "--postgres", pg, "--redis", rds}, want: app.StackProduction},
+		{name: "serve with both from env", args: []string{"serve"}, env: map[string]string{"WAGGLE_POSTGRES_URL": pg, "WAGGLE_REDIS_URL": rds}, want: app.StackProduction},
+		{name: "serve with one flag and one env", args: []string{"serve", "--postgres", pg}, env: map[string]string{"WAGGLE_REDIS_URL": rds}, want: app.StackProduction},
+		{name: "serve with postgres only", args: []string{"serve", "--postgres", pg},
+			wantErr: []string{"Postgres is configured but Redis is not", "set --redis or WAGGLE_REDIS_URL", "unset --postgres or WAGGLE_POSTGRES_URL"}},
+		{name: "serve with redis only", args: []string{"serve"}, env: map[string]string{"WAGGLE_REDIS_URL": rds},
+			wantErr: []string{"Redis is configured but Postgres is not", "set --postgres or WAGGLE_POSTGRES_URL"}},
+		{name: "chat with nothing", args: []string{"chat"}, wantErr: []string{"roles chat need Postgres and Redis", "--postgres or WAGGLE_POSTGRES_URL", "--redis or WAGGLE_REDIS_URL"}},
+		{name: "chat without postgres", args: []string{"chat", "--redis", rds}, wantErr: []string{"roles chat need Postgres (set --postgres or WAGGLE_POSTGRES_URL)"}},
+		{name: "chat without redis", args: []string{"chat", "--postgres", pg}, wantErr: []string{"roles chat need Redis (set --redis or WAGGLE_REDIS_URL)"}},
+		{name: "chat with both", args: []string{"chat", "--postgres", pg, "--redis", rds}, want: app.StackProduction},
+		{name: "edge without redis", args: []string{"edge"}, wantErr: []string{"roles edge need Redis (set --redis or WAGGLE_REDIS_URL)"}},
+		{name: "edge with redis", args: []string{"edge"}, env: map[string]string{"WAGGLE_REDIS_URL": rds}, want: app.StackProduction},
+		{name: "presence without redis", args: []string{"presence"}, wantErr: []string{"roles presence need Redis"}},
+		{name: "presence with redis", args: []string{"presence", "--redis", rds}, want: app.StackProduction},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inv, err := parse(tt.args, func(k string) string { return tt.env[k] })
+			if err != nil {
+				t.Fatalf("parse() error = %v", err)
+			}
+			got, err := inv.app.Stack()
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("Stack() = %v, want an error", got)
+				}
+				if strings.Contains(err.Error(), "\n") {
+					t.Errorf("error is not one line: %q", err)
+				}
+				for _, want := range tt.wantErr {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("Stack() error = %q, want it to contain %q", err, want)
+					}
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("Stack() = %v, %v; want %v", got, err, tt.want)
+			}
+			if tt.want == app.StackEmbedded && inv.app.DataDir != tt.dataDir {
+				t.Errorf("data dir = %q, want %q", inv.app.DataDir, tt.dataDir)
+			}
+		})
+	}
+}
+
 func wantHelp(cmd string) func(*testing.T, invocation) {
 	return func(t *testing.T, inv invocation) {
 		if !inv.help || inv.cmd.name != cmd {
@@ -172,10 +246,12 @@ func TestUsage(t *testing.T) {
 			"env WAGGLE_POSTGRES_URL", "env WAGGLE_REDIS_URL", "env WAGGLE_REDIS_PREFIX",
 			"env WAGGLE_TLS_CERT", "env WAGGLE_TLS_KEY", "env WAGGLE_TOKEN_KEY", "env WAGGLE_INTERNAL_SECRET",
 			"env WAGGLE_EDGE_ID", "--no-migrate\n", "env WAGGLE_NO_MIGRATE, default false",
+			"env WAGGLE_POSTGRES_URL, default none", "without both, embedded in --data-dir", `env WAGGLE_DATA_DIR, default "./waggle-data"`,
 			"env WAGGLE_LOG_LEVEL", "env WAGGLE_LOG_FORMAT", "--shutdown-timeout DURATION",
 		}},
 		{"edge", []string{"env WAGGLE_CHAT_URL", "env WAGGLE_PRESENCE_URL"}},
-		{"migrate", []string{"env WAGGLE_POSTGRES_URL"}},
+		{"migrate", []string{`env WAGGLE_POSTGRES_URL, default "postgres://postgres@127.0.0.1:5432/waggle?sslmode=disable"`}},
+		{"chat", []string{"Postgres URL (required)", "env WAGGLE_REDIS_URL, default none"}},
 		{"version", []string{"print the version"}},
 	}
 	for _, tt := range tests {

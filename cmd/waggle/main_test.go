@@ -37,7 +37,9 @@ func TestRun(t *testing.T) {
 		{"command help", []string{"serve", "--help"}, 0, "env WAGGLE_ADDR", ""},
 		{"version", []string{"version"}, 0, "waggle ", ""},
 		{"usage error", []string{"nope"}, 2, "", `waggle: unknown command "nope" (see waggle --help)` + "\n"},
-		{"config error", []string{"edge"}, 1, "", "waggle: config: roles edge need a token key"},
+		{"config error", []string{"edge", "--redis", "redis://127.0.0.1:1/0"}, 1, "", "waggle: config: roles edge need a token key"},
+		{"split role without redis", []string{"edge"}, 1, "", "waggle: config: roles edge need Redis (set --redis or WAGGLE_REDIS_URL); only serve runs without it, embedded\n"},
+		{"half-configured serve", []string{"serve", "--postgres", "postgres://127.0.0.1:1/x"}, 1, "", "waggle: config: Postgres is configured but Redis is not"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,8 +150,49 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("embedded, and a second process on its data dir", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "data")
+		addr := freeAddr(t)
+		cmd := exec.Command(bin, "serve", "--addr", addr, "--data-dir", dir)
+		cmd.Env = cleanEnv()
+		var stderr lockedBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		defer func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			<-exited
+		}()
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		waitServing(t, conn, exited, &stderr)
+		if want := "stack=embedded data_dir=" + dir; !strings.Contains(stderr.String(), want) {
+			t.Errorf("start-up log lacks %q:\n%s", want, stderr.String())
+		}
+
+		second := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data-dir", dir)
+		second.Env = cleanEnv()
+		var secondErr bytes.Buffer
+		second.Stderr = &secondErr
+		err = second.Run()
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
+			t.Fatalf("second serve on the same data dir: exit = %v, want code 1 (stderr %q)", err, secondErr.String())
+		}
+		want := fmt.Sprintf("waggle: data directory %s is in use by another waggle process (pid %d): stop it or choose another --data-dir\n", dir, cmd.Process.Pid)
+		if secondErr.String() != want {
+			t.Errorf("stderr = %q, want %q", secondErr.String(), want)
+		}
+	})
+
 	t.Run("unreachable postgres", func(t *testing.T) {
-		cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--postgres", "postgres://postgres@127.0.0.1:1/x")
+		cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--postgres", "postgres://postgres@127.0.0.1:1/x", "--redis", "redis://127.0.0.1:1/0")
 		cmd.Env = cleanEnv()
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
