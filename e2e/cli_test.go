@@ -104,12 +104,16 @@ type cliConversation struct {
 
 // TestCLIScriptedSession drives waggle-cli as two people would from a
 // shell: register, create a group, send, read history, unread counts,
-// a live tail, an interactive chat fed from stdin, and the exit codes.
+// a live tail, an interactive chat fed from stdin, and the exit codes, on
+// each deployment.
 func TestCLIScriptedSession(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server and many processes")
 	}
-	c := newCluster(t)
+	forEachDeployment(t, testCLIScriptedSession)
+}
+
+func testCLIScriptedSession(t *testing.T, c *cluster) {
 	srv := c.start("serve", "serve")
 	alice, bob := newCLIUser(t, srv.url(), "alice"), newCLIUser(t, srv.url(), "bob")
 

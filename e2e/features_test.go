@@ -74,15 +74,19 @@ func command(t *testing.T, d *device, f *edgev1.ClientFrame) *edgev1.Result {
 }
 
 // TestConversationFeatures drives every conversation feature through real
-// clients over HTTP/2 against one `waggle serve`: two devices of one user,
-// a second user, and a third who stays offline and catches up by sync.
+// clients over HTTP/2 against one `waggle serve`, on each deployment: two
+// devices of one user, a second user, and a third who stays offline and
+// catches up by sync.
 func TestConversationFeatures(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
 	}
+	forEachDeployment(t, testConversationFeatures)
+}
+
+func testConversationFeatures(t *testing.T, c *cluster) {
 	const secret = "webhook-secret-for-the-test"
 	hook := newWebhook(t, secret)
-	c := newCluster(t)
 	srv := c.start("serve", "serve", "--push-webhook-url", hook.URL, "--push-webhook-secret", secret, "--presence-grace", "500ms")
 	ctx := context.Background()
 

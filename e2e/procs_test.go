@@ -1,6 +1,7 @@
 // Package e2e runs Waggle as separate processes (presence, chat and two
-// edges) against the machine's real Postgres and Redis and drives them with
-// real generated clients over HTTP/2.
+// edges) against the machine's real Postgres and Redis, or as one embedded
+// `waggle serve` on its own data directory, and drives them with real
+// generated clients over HTTP/2.
 package e2e
 
 import (
@@ -14,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -47,12 +50,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cluster is one Waggle deployment of separate processes sharing a test
-// database and Redis prefix.
+// cluster is one Waggle deployment: processes sharing a test database and
+// Redis prefix, or (embedded) a `waggle serve` and its data directory.
 type cluster struct {
 	t           testing.TB
 	dbURL       string
 	redisPrefix string
+	dataDir     string // embedded only
 	tokenSeed   []byte // the processes' --token-key, to mint tokens for users made in the database
 	env         []string
 	mu          sync.Mutex
@@ -76,12 +80,51 @@ func newClusterWith(t testing.TB, dbURL, redisURL string) *cluster {
 	seed := make([]byte, 32)
 	rand.Read(seed)
 	c := &cluster{t: t, dbURL: dbURL, redisPrefix: prefix, tokenSeed: seed}
-	c.env = append(os.Environ(),
+	c.env = append(testEnv(),
 		"WAGGLE_POSTGRES_URL="+c.dbURL,
 		"WAGGLE_REDIS_URL="+redisURL,
 		"WAGGLE_REDIS_PREFIX="+prefix,
 		"WAGGLE_TOKEN_KEY="+base64.StdEncoding.EncodeToString(seed),
 		"WAGGLE_INTERNAL_SECRET=e2e-internal-secret-"+base64.RawURLEncoding.EncodeToString(seed[:8]),
+	)
+	c.stopAtCleanup()
+	return c
+}
+
+// newEmbedded is a deployment of one embedded `waggle serve` (start it
+// with role "serve") on a data directory of its own: neither Postgres nor
+// Redis is configured, and the token key and internal secret are the ones
+// the server keeps in the directory.
+func newEmbedded(t testing.TB) *cluster {
+	t.Helper()
+	c := &cluster{t: t, dataDir: t.TempDir()}
+	c.env = append(testEnv(), "WAGGLE_DATA_DIR="+c.dataDir)
+	c.stopAtCleanup()
+	return c
+}
+
+// deployments are the two ways Waggle runs, for the tests of features every
+// deployment must have.
+var deployments = []struct {
+	name string
+	new  func(testing.TB) *cluster
+}{
+	{"postgres+redis", newCluster},
+	{"embedded", newEmbedded},
+}
+
+// forEachDeployment runs test as a subtest on each deployment.
+func forEachDeployment(t *testing.T, test func(t *testing.T, c *cluster)) {
+	for _, d := range deployments {
+		t.Run(d.name, func(t *testing.T) { test(t, d.new(t)) })
+	}
+}
+
+// testEnv is the environment of every test process: this one's without
+// its WAGGLE_ settings (a developer's WAGGLE_POSTGRES_URL must not pick the
+// stack), plus the settings tests need.
+func testEnv() []string {
+	return append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "WAGGLE_") }),
 		"WAGGLE_LOG_LEVEL=warn",
 		// The tests send faster than any person: lift the per-user limit.
 		"WAGGLE_SEND_RATE=100000",
@@ -89,14 +132,16 @@ func newClusterWith(t testing.TB, dbURL, redisURL string) *cluster {
 		// per-address limits (services/account tests them).
 		"WAGGLE_LOGIN_LIMIT=-1", "WAGGLE_LOGIN_ADDRESS_LIMIT=-1", "WAGGLE_REGISTER_LIMIT=-1", "WAGGLE_REFRESH_LIMIT=-1",
 	)
-	t.Cleanup(func() {
+}
+
+func (c *cluster) stopAtCleanup() {
+	c.t.Cleanup(func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, p := range c.procs {
 			p.stop()
 		}
 	})
-	return c
 }
 
 // proc is one running waggle process.
@@ -119,8 +164,16 @@ func (c *cluster) start(name, role string, args ...string) *proc {
 // other's address before either starts.
 func (c *cluster) startAt(name, addr, role string, args ...string) *proc {
 	c.t.Helper()
+	return c.startIn("", name, addr, append([]string{role, "--addr", addr}, args...)...)
+}
+
+// startIn runs `waggle args...` in directory dir ("": this process's) and
+// waits until it answers at addr.
+func (c *cluster) startIn(dir, name, addr string, args ...string) *proc {
+	c.t.Helper()
 	p := &proc{name: name, addr: addr, stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, append([]string{role, "--addr", addr}, args...)...)
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Dir = dir
 	p.cmd.Env = c.env
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -131,9 +184,16 @@ func (c *cluster) startAt(name, addr, role string, args ...string) *proc {
 	c.procs = append(c.procs, p)
 	c.mu.Unlock()
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	waitHealthy(c.t, p)
+	return p
+}
+
+// waitHealthy waits until p's health check answers SERVING.
+func waitHealthy(t testing.TB, p *proc) {
+	t.Helper()
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer conn.Close()
 	health := healthpb.NewHealthClient(conn)
@@ -143,15 +203,15 @@ func (c *cluster) startAt(name, addr, role string, args ...string) *proc {
 		res, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
 		cancel()
 		if err == nil && res.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return p
+			return
 		}
 		select {
 		case <-p.done:
-			c.t.Fatalf("%s exited at start: %s", name, p.stderr.String())
+			t.Fatalf("%s exited at start: %s", p.name, p.stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("%s not healthy after 30s (%v): %s", name, err, p.stderr.String())
+			t.Fatalf("%s not healthy after 30s (%v): %s", p.name, err, p.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
