@@ -1,11 +1,16 @@
-// Runs the tests against a live `waggle serve`:
+// Runs the tests against a live `waggle serve`, once on each deployment:
 //
 //   1. builds cmd/waggle (or uses WAGGLE_BIN),
-//   2. creates a temporary Postgres database and picks a Redis key prefix,
+//   2. for each deployment (WAGGLE_TS_DEPLOYMENTS, comma-separated; default
+//      "postgres+redis,embedded"):
+//      - postgres+redis: creates a temporary Postgres database and picks a
+//        Redis key prefix;
+//      - embedded: neither, only a temporary --data-dir;
 //   3. starts `waggle serve --addr 127.0.0.1:<free port>` and waits for its
 //      health check,
 //   4. runs `node --test` on the compiled *.test.js files with WAGGLE_URL set,
-//   5. stops the server, drops the database and deletes the prefix's keys.
+//   5. stops the server, drops the database and deletes the prefix's keys
+//      (or the data directory).
 //
 // With WAGGLE_URL already set it only runs the tests, against that server.
 // Postgres and Redis come from WAGGLE_TEST_POSTGRES_URL (an admin
@@ -85,36 +90,11 @@ function stop(child: ChildProcess, exited: Promise<void>): Promise<void> {
   return exited.finally(() => clearTimeout(timer));
 }
 
-async function main(): Promise<number> {
-  if (process.env.WAGGLE_URL) {
-    return runTests(process.env.WAGGLE_URL);
-  }
+type Cleanups = (() => void | Promise<void>)[];
 
-  const started = Date.now();
-  const cleanups: (() => void | Promise<void>)[] = [];
-  const cleanup = async () => {
-    for (const c of cleanups.splice(0).reverse()) {
-      try {
-        await c();
-      } catch (e) {
-        log(`cleanup: ${(e as Error).message}`);
-      }
-    }
-  };
-  process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
-  process.once("SIGTERM", () => void cleanup().then(() => process.exit(143)));
-
-  try {
-    const tmp = mkdtempSync(join(tmpdir(), "waggle-ts-"));
-    cleanups.push(() => rmSync(tmp, { recursive: true, force: true }));
-
-    let bin = process.env.WAGGLE_BIN;
-    if (!bin) {
-      bin = join(tmp, "waggle");
-      log("go build ./cmd/waggle");
-      run("go", ["build", "-o", bin, "./cmd/waggle"], { cwd: root });
-    }
-
+// deployments prepare the server's environment, registering what to undo.
+const deployments: Record<string, (tmp: string, cleanups: Cleanups) => { env: Record<string, string>; about: string }> = {
+  "postgres+redis": (_tmp, cleanups) => {
     const admin = new URL(process.env.WAGGLE_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable");
     const db = `waggle_ts_${randomBytes(6).toString("hex")}`;
     run("psql", [admin.href, "-qc", `CREATE DATABASE ${db}`]);
@@ -130,46 +110,121 @@ async function main(): Promise<number> {
       const keys = run("redis-cli", ["-u", redisURL, "--scan", "--pattern", `${prefix}*`]).split("\n").filter(Boolean);
       if (keys.length > 0) run("redis-cli", ["-u", redisURL, "DEL", ...keys]);
     });
-
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const logFile = join(tmp, "waggle.log");
-    const out = openSync(logFile, "a");
-    const server = spawn(bin, ["serve", "--addr", `127.0.0.1:${port}`], {
-      stdio: ["ignore", out, out],
+    return {
       env: {
-        ...process.env,
         WAGGLE_POSTGRES_URL: dbURL.href,
         WAGGLE_REDIS_URL: redisURL,
         WAGGLE_REDIS_PREFIX: prefix,
         WAGGLE_TOKEN_KEY: randomBytes(32).toString("base64"),
         WAGGLE_INTERNAL_SECRET: randomBytes(24).toString("base64"),
-        WAGGLE_LOG_LEVEL: process.env.WAGGLE_LOG_LEVEL ?? "info",
-        // Every test registers from 127.0.0.1: lift the per-address limits.
-        WAGGLE_LOGIN_LIMIT: "-1",
-        WAGGLE_LOGIN_ADDRESS_LIMIT: "-1",
-        WAGGLE_REGISTER_LIMIT: "-1",
-        WAGGLE_REFRESH_LIMIT: "-1",
       },
-    });
-    const exited = new Promise<void>((resolveExit) => server.once("exit", () => resolveExit()));
-    // Stop the server before dropping its database (cleanups run in reverse).
-    cleanups.push(() => stop(server, exited));
-    const serverLog = () => readFileSync(logFile, "utf8");
+      about: `database ${db}, Redis prefix ${prefix}`,
+    };
+  },
+  // Nothing configured: the server keeps its data and keys in the directory.
+  embedded: (tmp) => {
+    const dataDir = join(tmp, "data");
+    return { env: { WAGGLE_DATA_DIR: dataDir }, about: `data directory ${dataDir}` };
+  },
+};
 
-    const deadline = Date.now() + 30_000;
-    while (!(await healthy(url))) {
-      if (server.exitCode !== null) throw new Error(`waggle serve exited with ${server.exitCode}:\n${serverLog()}`);
-      if (Date.now() > deadline) throw new Error(`waggle serve not healthy after 30s:\n${serverLog()}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    log(`waggle serve is up on ${url} (database ${db}, Redis prefix ${prefix}) after ${Date.now() - started} ms`);
+// serverEnv is this process's environment without WAGGLE_ settings, which
+// would choose the stack, plus env.
+function serverEnv(env: Record<string, string>): Record<string, string | undefined> {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("WAGGLE_")));
+  return {
+    ...base,
+    ...env,
+    WAGGLE_LOG_LEVEL: process.env.WAGGLE_LOG_LEVEL ?? "info",
+    // Every test registers from 127.0.0.1: lift the per-address limits.
+    WAGGLE_LOGIN_LIMIT: "-1",
+    WAGGLE_LOGIN_ADDRESS_LIMIT: "-1",
+    WAGGLE_REGISTER_LIMIT: "-1",
+    WAGGLE_REFRESH_LIMIT: "-1",
+  };
+}
 
-    const code = await runTests(url);
-    if (code !== 0) {
-      log(`tests failed; the server's log:\n${serverLog()}`);
+async function runOn(name: string, bin: string, tmp: string, cleanups: Cleanups): Promise<number> {
+  const started = Date.now();
+  const { env, about } = deployments[name](tmp, cleanups);
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const logFile = join(tmp, "waggle.log");
+  const out = openSync(logFile, "a");
+  const server = spawn(bin, ["serve", "--addr", `127.0.0.1:${port}`], { stdio: ["ignore", out, out], env: serverEnv(env) });
+  const exited = new Promise<void>((resolveExit) => server.once("exit", () => resolveExit()));
+  // Stop the server before dropping its database (cleanups run in reverse).
+  cleanups.push(() => stop(server, exited));
+  const serverLog = () => readFileSync(logFile, "utf8");
+
+  const deadline = Date.now() + 30_000;
+  while (!(await healthy(url))) {
+    if (server.exitCode !== null) throw new Error(`waggle serve (${name}) exited with ${server.exitCode}:\n${serverLog()}`);
+    if (Date.now() > deadline) throw new Error(`waggle serve (${name}) not healthy after 30s:\n${serverLog()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  log(`${name}: waggle serve is up on ${url} (${about}) after ${Date.now() - started} ms`);
+
+  const code = await runTests(url);
+  if (code !== 0) {
+    log(`${name}: tests failed; the server's log:\n${serverLog()}`);
+  }
+  return code;
+}
+
+async function main(): Promise<number> {
+  if (process.env.WAGGLE_URL) {
+    return runTests(process.env.WAGGLE_URL);
+  }
+  const names = (process.env.WAGGLE_TS_DEPLOYMENTS ?? Object.keys(deployments).join(",")).split(",").filter(Boolean);
+  const unknown = names.filter((n) => !(n in deployments));
+  if (unknown.length > 0) {
+    log(`unknown deployment ${unknown.join(", ")} in WAGGLE_TS_DEPLOYMENTS (known: ${Object.keys(deployments).join(", ")})`);
+    return 2;
+  }
+
+  const cleanups: Cleanups = [];
+  // unwind runs the cleanups registered after the first downTo, newest first.
+  const unwind = async (downTo: number) => {
+    while (cleanups.length > downTo) {
+      try {
+        await cleanups.pop()!();
+      } catch (e) {
+        log(`cleanup: ${(e as Error).message}`);
+      }
     }
-    return code;
+  };
+  const cleanup = () => unwind(0);
+  process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
+  process.once("SIGTERM", () => void cleanup().then(() => process.exit(143)));
+
+  try {
+    const tmp = mkdtempSync(join(tmpdir(), "waggle-ts-"));
+    cleanups.push(() => rmSync(tmp, { recursive: true, force: true }));
+
+    let bin = process.env.WAGGLE_BIN;
+    if (!bin) {
+      bin = join(tmp, "waggle");
+      log("go build ./cmd/waggle");
+      run("go", ["build", "-o", bin, "./cmd/waggle"], { cwd: root });
+    }
+
+    const failed: string[] = [];
+    for (const name of names) {
+      const mark = cleanups.length;
+      try {
+        if ((await runOn(name, bin, mkdtempSync(join(tmp, "run-")), cleanups)) !== 0) failed.push(name);
+      } finally {
+        // Undo this deployment's set-up before the next one starts.
+        await unwind(mark);
+      }
+    }
+    if (failed.length > 0) {
+      log(`tests failed on: ${failed.join(", ")}`);
+      return 1;
+    }
+    log(`tests passed on: ${names.join(", ")}`);
+    return 0;
   } catch (e) {
     log((e as Error).message);
     return 1;
