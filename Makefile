@@ -4,9 +4,12 @@ SHELL := /bin/bash
 
 BUF := node_modules/.bin/buf
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-# The development database `make serve` uses, created on first use.
+# The development database and Redis `make serve-pg` uses (the database is
+# created on first use).
 DEV_DB ?= waggle
 PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+DEV_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/$(DEV_DB)?sslmode=disable
+DEV_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: help
 help: ## list the targets
@@ -69,16 +72,21 @@ db: ## create the development database if it does not exist
 		|| psql "$(PG_ADMIN_URL)" -qc 'CREATE DATABASE "$(DEV_DB)"'
 
 .PHONY: serve
-serve: build db ## build and run every role on :8080 (ARGS="--addr :9090" to pass flags)
+serve: build ## build and run every role on :8080, embedded in ./waggle-data (ARGS="--addr :9090" to pass flags)
 	./bin/waggle serve $(ARGS)
 
+.PHONY: serve-pg
+serve-pg: build db ## the same on this machine's Postgres and Redis (make deps)
+	./bin/waggle serve --postgres '$(DEV_POSTGRES_URL)' --redis '$(DEV_REDIS_URL)' $(ARGS)
+
 # The TypeScript client (clients/ts) has its own pinned dependencies; its
-# tests start a `waggle serve` of their own (clients/ts/test/harness.ts).
+# tests start a `waggle serve` of their own on each deployment
+# (clients/ts/test/harness.ts).
 clients/ts/node_modules/.package-lock.json: clients/ts/package-lock.json
 	cd clients/ts && npm ci --no-audit --no-fund
 
 .PHONY: test-ts
-test-ts: clients/ts/node_modules/.package-lock.json ## TypeScript client tests against a live server (Node 20+, Postgres, Redis)
+test-ts: clients/ts/node_modules/.package-lock.json ## TypeScript client tests against a live server, on Postgres and Redis and embedded (Node 20+)
 	cd clients/ts && npm test
 
 .PHONY: test-recipes
