@@ -148,8 +148,8 @@ func TestWriteTable(t *testing.T) {
 	var b bytes.Buffer
 	WriteTable(&b, &Result{Shape: ShapeGroups, GroupSize: 10, Users: 20, ConnsPerUser: 1, StreamsPerConn: 1, Rate: 100,
 		Duration: 10 * time.Second, Protocol: "connect", Edges: []string{"http://e"}, Acked: 1000, Expected: 9000, Delivered: 8991,
-		Errors: map[string]int64{"unavailable": 2}, Latency: Summary{P50: 2 * time.Millisecond, P99: 9 * time.Millisecond}})
-	for _, want := range []string{"groups of 10", "8991 of 9000 expected (99.90%)", "p50 2.0ms", "p99 9.0ms", "unavailable: 2"} {
+		Errors: map[string]int64{"unavailable": 2}, Latency: Summary{P50: 2 * time.Millisecond, P99: 9 * time.Millisecond}, Idle: 42})
+	for _, want := range []string{"groups of 10", "8991 of 9000 expected (99.90%)", "p50 2.0ms", "p99 9.0ms", "unavailable: 2", "42% idle while measuring"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}

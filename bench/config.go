@@ -76,6 +76,11 @@ type Config struct {
 	RegisterParallel int
 	// ConnectParallel is how many sessions are opened at once. Default 100.
 	ConnectParallel int
+	// State is a file keeping the registered users between runs against
+	// one server ("": register anew each run). A later run registers only
+	// the users the file lacks and refreshes the others' tokens, which
+	// costs no password hash; see setupUsers.
+	State string
 	// PIDs are server processes whose memory and CPU are reported.
 	PIDs []int
 	// Progress, if set, is called every second while sending.

@@ -224,6 +224,12 @@ func TestCPUStatAndDelta(t *testing.T) {
 	if _, _, err := cpuStat([]byte("intr 1 2 3")); err == nil {
 		t.Fatal("a line without cpu parsed")
 	}
+	if idle, err := (machineCPU{idle: 100, total: 200}).idleUntil(machineCPU{idle: 130, total: 240}); err != nil || idle != 75 {
+		t.Fatalf("idleUntil = %v, %v; want 75", idle, err)
+	}
+	if _, err := (machineCPU{idle: 100, total: 200}).idleUntil(machineCPU{idle: 100, total: 200}); err == nil {
+		t.Fatal("idleUntil of no ticks did not fail")
+	}
 	s := time.Second
 	start := map[int]time.Duration{1: 2 * s, 2: 5 * s, 3: s}
 	end := map[int]time.Duration{1: 3 * s, 2: 5 * s, 4: 2 * s} // 3 ended, 4 started

@@ -170,14 +170,7 @@ func cpuStat(b []byte) (idle, total uint64, err error) {
 // idlePercent measures how idle the whole machine is over d, from
 // /proc/stat: 100 is every core idle.
 func idlePercent(ctx context.Context, d time.Duration) (float64, error) {
-	read := func() (uint64, uint64, error) {
-		b, err := os.ReadFile("/proc/stat")
-		if err != nil {
-			return 0, 0, fmt.Errorf("read /proc/stat: %w", err)
-		}
-		return cpuStat(b)
-	}
-	idle0, total0, err := read()
+	from, err := readMachineCPU()
 	if err != nil {
 		return 0, err
 	}
@@ -186,12 +179,29 @@ func idlePercent(ctx context.Context, d time.Duration) (float64, error) {
 		return 0, ctx.Err()
 	case <-time.After(d):
 	}
-	idle1, total1, err := read()
+	to, err := readMachineCPU()
 	if err != nil {
 		return 0, err
 	}
-	if total1 <= total0 {
+	return from.idleUntil(to)
+}
+
+// machineCPU is a reading of the machine's CPU ticks.
+type machineCPU struct{ idle, total uint64 }
+
+func readMachineCPU() (machineCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineCPU{}, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	idle, total, err := cpuStat(b)
+	return machineCPU{idle, total}, err
+}
+
+// idleUntil is the idle share, in %, between m and a later reading.
+func (m machineCPU) idleUntil(later machineCPU) (float64, error) {
+	if later.total <= m.total {
 		return 0, errors.New("/proc/stat did not advance")
 	}
-	return 100 * float64(idle1-idle0) / float64(total1-total0), nil
+	return 100 * float64(later.idle-m.idle) / float64(later.total-m.total), nil
 }

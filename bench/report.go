@@ -59,6 +59,10 @@ type Result struct {
 
 	Servers  []ServerStats `json:"servers"`
 	BenchCPU time.Duration `json:"bench_cpu_ns"` // this process, measured window
+	// Idle is the machine's idle share over the measured window (100 =
+	// every core idle; -1 not measured): what else ran beside the bench
+	// and the servers, when the server's own CPU is known.
+	Idle float64 `json:"idle_percent"`
 }
 
 // ServerStats is one server process, from /proc.
@@ -82,6 +86,9 @@ type procWatch struct {
 	maxRSS       map[int]int64
 	window       time.Duration
 	warnedFailed map[int]bool
+	// The machine's CPU at the measured window's start and end.
+	machineStart, machineEnd machineCPU
+	machineErr               error
 }
 
 func newProcWatch(pids []int, log *slog.Logger) *procWatch {
@@ -122,6 +129,7 @@ func (p *procWatch) markBefore() {
 }
 
 func (p *procWatch) markStart() {
+	p.machineStart, p.machineErr = readMachineCPU()
 	for _, pid := range p.pids {
 		if s, ok := p.read(pid); ok {
 			p.start[pid] = s
@@ -131,11 +139,27 @@ func (p *procWatch) markStart() {
 
 func (p *procWatch) markEnd(window time.Duration) {
 	p.window = window
+	if p.machineErr == nil {
+		p.machineEnd, p.machineErr = readMachineCPU()
+	}
 	for _, pid := range p.pids {
 		if s, ok := p.read(pid); ok {
 			p.end[pid] = s
 		}
 	}
+}
+
+// idle is the machine's idle share over the measured window, -1 if
+// /proc/stat could not tell.
+func (p *procWatch) idle() float64 {
+	if p.machineErr != nil || p.machineStart.total == 0 { // unread, or never measuring
+		return -1
+	}
+	idle, err := p.machineStart.idleUntil(p.machineEnd)
+	if err != nil {
+		return -1
+	}
+	return idle
 }
 
 func (p *procWatch) results() []ServerStats {
@@ -204,6 +228,9 @@ func WriteTable(w io.Writer, r *Result) {
 		row("", "pid %d: CPU %.1fs while measuring = %.0f%% of a core%s", s.PID, s.CPU.Seconds(), s.CPUPercent, perCPU)
 	}
 	row("bench", "CPU %.1fs = %.0f%% of a core", r.BenchCPU.Seconds(), 100*r.BenchCPU.Seconds()/r.Duration.Seconds())
+	if r.Idle >= 0 {
+		row("machine", "%.0f%% idle while measuring", r.Idle)
+	}
 	tw.Flush()
 }
 

@@ -87,9 +87,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer api.CloseIdleConnections()
 
 	t := time.Now()
-	users, err := register(ctx, cfg.API, api, cfg.Users, cfg.RegisterParallel)
+	users, err := setupUsers(ctx, cfg.API, api, cfg.State, cfg.Users, cfg.RegisterParallel)
 	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
+		return nil, err
 	}
 	res.RegisterTime = time.Since(t)
 	log.Info("bench: users registered", "users", cfg.Users, "in", res.RegisterTime)
@@ -375,7 +375,7 @@ func (r *runner) send(ctx context.Context, res *Result, slots []slot, procs *pro
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	res.Servers = procs.results()
+	res.Servers, res.Idle = procs.results(), procs.idle()
 }
 
 func phase(now, measureFrom time.Time) string {

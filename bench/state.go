@@ -18,10 +18,11 @@ import (
 	"github.com/wagglechat/waggle/gen/go/waggle/chat/v1/chatv1connect"
 )
 
-// groupState is a fanout run's set-up on a Waggle server: its members and
-// their one group. Registration costs each member an argon2id hash on the
-// server, so it is kept in a file and later runs only refresh tokens
-// (which rotates the refresh tokens: the file is rewritten each time).
+// groupState is a set-up on a Waggle server: its users (Members) and,
+// for fanout runs, their one group. Registration costs each user an
+// argon2id hash on the server, so it is kept in a file and later runs
+// only refresh tokens (which rotates the refresh tokens: the file is
+// rewritten each time).
 type groupState struct {
 	Server       string        `json:"server"`
 	Conversation string        `json:"conversation_id"`
@@ -182,4 +183,56 @@ func refreshMember(ctx context.Context, api string, hc *http.Client, st *groupSt
 	st.Members[i].RefreshToken = res.GetTokens().GetRefreshToken()
 	st.mu.Unlock()
 	return res.GetTokens().GetAccessToken(), nil
+}
+
+// setupUsers returns n users with fresh access tokens: registered now, or
+// kept in statePath ("" keeps nothing) from an earlier run against api,
+// whose refresh tokens are traded for new ones. The state's group, if a
+// fanout run made one, is left as it is. Conversations are not kept: a
+// direct conversation created again is the same one.
+func setupUsers(ctx context.Context, api string, hc *http.Client, statePath string, n, parallel int) ([]account, error) {
+	if statePath == "" {
+		users, err := register(ctx, api, hc, n, parallel)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		return users, nil
+	}
+	st, err := loadState(statePath)
+	if err != nil {
+		return nil, err
+	}
+	if st.Server != "" && st.Server != api {
+		return nil, configErrorf("state %s is for %s, not %s: use another --state", statePath, st.Server, api)
+	}
+	users := make([]account, n)
+	fresh := map[int]bool{}
+	if have := len(st.Members); have < n {
+		registered, err := register(ctx, api, hc, n-have, parallel)
+		for _, a := range registered {
+			if a.id == "" {
+				continue // failed or not reached
+			}
+			i := len(st.Members)
+			users[i], fresh[i] = a, true
+			st.Members = append(st.Members, stateMember{UserID: a.id, DeviceID: a.device, RefreshToken: a.refresh})
+		}
+		st.Server = api
+		if serr := st.save(statePath); err != nil || serr != nil {
+			return nil, fmt.Errorf("bench: %w", errors.Join(err, serr))
+		}
+	}
+	err = forEach(ctx, n, 16, func(ctx context.Context, i int) error {
+		if fresh[i] {
+			return nil
+		}
+		token, err := refreshMember(ctx, api, hc, st, i)
+		m := st.Members[i]
+		users[i] = account{id: m.UserID, device: m.DeviceID, token: token}
+		return err
+	})
+	if serr := st.save(statePath); err != nil || serr != nil {
+		return nil, fmt.Errorf("bench: refresh tokens: %w", errors.Join(err, serr))
+	}
+	return users, nil
 }

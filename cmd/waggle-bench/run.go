@@ -52,6 +52,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&c.PayloadBytes, "size", 100, "payload bytes per message (at least 12)")
 	fs.DurationVar(&c.SendTimeout, "send-timeout", 10*time.Second, "deadline of each send")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 10000, "sends awaiting their ack beyond which due sends are skipped (and counted)")
+	fs.StringVar(&c.State, "state", "", "file keeping the registered users between runs against one server (later runs refresh their tokens instead of registering)")
 	pids := fs.String("pids", "", "comma-separated server process ids whose RSS and CPU to report (Linux /proc)")
 	o.register(fs)
 	if err := fs.Parse(args); err != nil {
