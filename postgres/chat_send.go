@@ -25,12 +25,14 @@ import (
 // transaction at once. See docs/architecture.md (send path) for the
 // measurements behind both limits.
 const (
-	// maxSendTxs transactions of sends run at once. One keeps the queue
-	// waiting a whole round trip; two of the pool's 32 connections hide
-	// it (one fills while the other commits); more only splits the queue
-	// into smaller batches, and each combined transaction costs the 2
-	// vCPUs here about the same whatever its size.
-	maxSendTxs = 2
+	// maxSendTxs transactions of sends run at once. Measured with
+	// BenchmarkSendMessage (200 senders, 1:1; docs/benchmarks.md): one
+	// makes the queue wait a whole round trip and commit; up to 4,
+	// throughput rose with each one more while Postgres CPU per send did
+	// not; 8 rose a little further at twice the Postgres CPU per send,
+	// which a server sharing its cores with Postgres pays for. 4 also
+	// leaves most of the pool's 32 connections to everything else.
+	maxSendTxs = 4
 	// maxTxSends bounds the messages of one transaction, so one
 	// transaction's statement stays a few milliseconds and its locks
 	// short.

@@ -1,14 +1,21 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wagglechat/waggle/auth"
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
@@ -21,7 +28,9 @@ import (
 // 100 1:1 pairs do through the edge: each of the 200 members has one send
 // in flight at a time (an edge session's commands are serial). No edge,
 // no bus: the CPU profile is the send path from SendMessage to commit.
-// Reported: sends/s and Postgres transactions per send.
+// Reported: sends/s, Postgres transactions per send and, where /proc
+// shows the database's backends (Postgres on this machine), their CPU
+// per send.
 //
 //	go test ./postgres -run '^$' -bench SendMessage -benchtime 20000x -cpuprofile /tmp/send.prof
 func BenchmarkSendMessage(b *testing.B) {
@@ -55,6 +64,7 @@ func BenchmarkSendMessage(b *testing.B) {
 		work <- struct{}{}
 	}
 	close(work)
+	pgCPU := backendCPU(b, db)
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -71,10 +81,41 @@ func BenchmarkSendMessage(b *testing.B) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	if used := backendCPU(b, db) - pgCPU; used > 0 {
+		b.ReportMetric(float64(used.Microseconds())/float64(b.N), "pg-cpu-µs/send")
+	}
 	var txs int
 	if err := db.QueryRow(ctx, `SELECT count(DISTINCT xid) FROM events WHERE kind = 1`).Scan(&txs); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "sends/s")
 	b.ReportMetric(float64(txs)/float64(b.N), "txs/send")
+}
+
+// backendCPU sums the CPU time the backends of db's database have used,
+// read from /proc; 0 if it cannot be read.
+func backendCPU(b *testing.B, db *pgxpool.Pool) time.Duration {
+	rows, err := db.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ticks int64
+	for _, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0
+		}
+		// Fields after the parenthesised command: utime and stime are the
+		// 12th and 13th.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		for _, s := range f[11:13] {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }
