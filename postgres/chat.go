@@ -21,7 +21,8 @@ import (
 // inserts of events referencing it are not blocked); sync uses the xid8
 // watermark (chat_sync.go); sends are group-committed (chat_send.go).
 type ChatStore struct {
-	db *pgxpool.Pool
+	db    *pgxpool.Pool
+	sends sendQueue
 }
 
 var _ chat.Store = (*ChatStore)(nil)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/wagglechat/waggle/auth"
 	"github.com/wagglechat/waggle/errcode"
@@ -56,7 +57,8 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 	}
 	// Stored with whatever else is being sent to the conversation now, in
 	// one transaction (sendbatch.go).
-	res, err := s.submit(ctx, convID, &sendReq{actor: uid, device: nullUUID(id.DeviceID), content: content,
+	device := nullUUID(id.DeviceID)
+	res, err := s.submit(ctx, convID, &sendReq{actor: uid, device: device, content: content,
 		msgID: msgID, clientMsgID: req.GetClientMsgId(), done: make(chan sendResult, 1)})
 	if err == nil {
 		err = res.err
@@ -82,12 +84,15 @@ func (s *Service) SendMessage(ctx context.Context, req *chatv1.SendMessageReques
 		}
 		return nil, errNoConversation
 	}
-	row := EventRow{Conv: convID, Seq: res.seq, Kind: KindMessage, Actor: uid, Device: nullUUID(id.DeviceID),
-		Created: res.at, Body: content, MessageID: &msgID, ClientMsgID: &req.ClientMsgId}
-	ev, err := DecodeEvent(row)
-	if err != nil {
-		return nil, s.internal(ctx, "send message", err)
+	// The event as DecodeEvent would read the row back, with the
+	// request's content rather than a decode of its encoding.
+	m := &chatv1.Message{ConversationId: convID.String(), Seq: uint64(res.seq), SenderUserId: uid.String(),
+		CreateTime: timestamppb.New(res.at), MessageId: msgID.String(), ClientMsgId: req.GetClientMsgId(), Content: req.GetContent()}
+	if device != nil {
+		m.SenderDeviceId = device.String()
 	}
+	ev := &chatv1.Event{ConversationId: m.ConversationId, Seq: m.Seq, CreateTime: timestamppb.New(res.at),
+		ActorUserId: m.SenderUserId, Kind: &chatv1.Event_Message{Message: m}}
 	s.notify.Notify(ctx, Committed{Event: ev, SenderSessionID: sessionID(ctx)})
 	return &chatv1.SendMessageResponse{Message: ev.GetMessage()}, nil
 }

@@ -129,3 +129,92 @@ func (f *fixture) countTransactions() func(n int) int64 {
 	before := counter()
 	return func(int) int64 { return counter() - before }
 }
+
+// Concurrent sends to many 1:1 conversations, each member one send at a
+// time as an edge session sends, with some sent twice at once: every send
+// is stored once, a repeat gets its original's seq marked duplicate, and
+// each conversation's seqs are gap-free, however the store combines them.
+func TestConcurrentSendsAcrossConversations(t *testing.T) {
+	forEachStore(t, func(t *testing.T) {
+		f := newFixture(t)
+		f.svc = chat.New(chat.Config{SendRate: 1e6, SendBurst: 1e6}, f.store, nil, testLog())
+		const pairs, each = 30, 6
+		type member struct {
+			ctx  context.Context
+			conv string
+		}
+		var members []member
+		for i := range pairs {
+			alice, _ := f.user(fmt.Sprint("a", i))
+			bob, bobID := f.user(fmt.Sprint("b", i))
+			res, err := f.svc.CreateDirectConversation(alice, &chatv1.CreateDirectConversationRequest{PeerUserId: bobID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			conv := res.GetConversation().GetConversationId()
+			members = append(members, member{alice, conv}, member{bob, conv})
+		}
+		type outcome struct {
+			conv, id string
+			seq      uint64
+			dup      bool
+		}
+		out := make(chan outcome, len(members)*each*2)
+		var wg sync.WaitGroup
+		for mi, m := range members {
+			wg.Go(func() {
+				for i := range each {
+					id := fmt.Sprint(mi, "-", i)
+					send := func() {
+						res, err := f.svc.SendMessage(m.ctx, textReq(m.conv, id, id))
+						if err != nil {
+							t.Errorf("send %s: %v", id, err)
+							return
+						}
+						out <- outcome{m.conv, id, res.GetMessage().GetSeq(), res.GetDuplicate()}
+					}
+					if i%3 == 0 { // the same send twice, at the same moment
+						var twice sync.WaitGroup
+						twice.Go(send)
+						twice.Go(send)
+						twice.Wait()
+						continue
+					}
+					send()
+				}
+			})
+		}
+		wg.Wait()
+		close(out)
+		stored := map[string]uint64{}
+		byConv := map[string][]uint64{}
+		answers, originals := 0, 0
+		for o := range out {
+			answers++
+			if !o.dup {
+				originals++
+			}
+			if prev, ok := stored[o.id]; ok {
+				if prev != o.seq {
+					t.Fatalf("%s stored at %d and %d", o.id, prev, o.seq)
+				}
+				continue
+			}
+			stored[o.id] = o.seq
+			byConv[o.conv] = append(byConv[o.conv], o.seq)
+		}
+		// Each send is answered once as stored, and each repeat as a
+		// duplicate of it.
+		if want := len(members) * each; len(stored) != want || originals != want || answers != want+want/3 {
+			t.Fatalf("%d sends stored, %d answers, %d not duplicates; want %d, %d, %d", len(stored), answers, originals, want, want+want/3, want)
+		}
+		for conv, seqs := range byConv {
+			slices.Sort(seqs)
+			for i, seq := range seqs {
+				if seq != uint64(i+2) { // seq 1: the conversation's creation
+					t.Fatalf("%s: seqs %v not gap-free from 2", conv, seqs)
+				}
+			}
+		}
+	})
+}
