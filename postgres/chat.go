@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/internal/chatsql"
 	"github.com/wagglechat/waggle/services/chat"
 )
 
@@ -47,25 +48,14 @@ const lockConversation = `SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY U
 
 // canWrite is the condition, on conversations c, that user $2 may write
 // (chat.Store's terms).
-var canWrite = canWriteOf("$2")
-
-// canWriteOf is canWrite for the user the SQL expression user names.
-func canWriteOf(user string) string {
-	return `EXISTS (SELECT 1 FROM members WHERE conversation_id = c.id AND user_id = ` + user + ` AND left_seq IS NULL)
-	AND NOT (c.type = 1 AND EXISTS (SELECT 1 FROM members p JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = ` + user + `
-		WHERE p.conversation_id = c.id AND p.user_id <> ` + user + `))`
-}
+var canWrite = chatsql.CanWrite("$2")
 
 // whyRefused tells a write that was refused why: chat.ErrBlocked if the
 // other member of a direct conversation blocked the writer, else
 // chat.ErrNotFound.
 func whyRefused(ctx context.Context, q querier, convID, writer uuid.UUID) error {
 	var blocked bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM conversations c
-		JOIN members me ON me.conversation_id = c.id AND me.user_id = $2 AND me.left_seq IS NULL
-		JOIN members p ON p.conversation_id = c.id AND p.user_id <> $2
-		JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
-		WHERE c.id = $1 AND c.type = 1)`, convID, writer).Scan(&blocked)
+	err := q.QueryRow(ctx, chatsql.BlockedWriter, convID, writer).Scan(&blocked)
 	switch {
 	case err != nil:
 		return fmt.Errorf("check block: %w", err)

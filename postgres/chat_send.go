@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/wagglechat/waggle/internal/chatsql"
 	"github.com/wagglechat/waggle/services/chat"
 )
 
@@ -74,7 +75,7 @@ var appendMessages = `
 	ok AS (
 		SELECT req.*, row_number() OVER (PARTITION BY req.conv ORDER BY req.ord) AS n
 		FROM req JOIN conversations c ON c.id = req.conv
-		WHERE ` + canWriteOf("req.actor") + `
+		WHERE ` + chatsql.CanWrite("req.actor") + `
 			AND NOT EXISTS (SELECT 1 FROM events e WHERE e.conversation_id = req.conv AND e.actor_id = req.actor AND e.client_msg_id = req.cmid)),
 	counts AS (SELECT conv, count(*) AS k FROM ok GROUP BY conv),
 	bump AS (
