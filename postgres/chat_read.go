@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/internal/chatsql"
 	"github.com/wagglechat/waggle/services/chat"
 )
 
@@ -49,10 +50,6 @@ const unreadFilter = `u.kind = 1 AND u.seq > greatest(m.read_seq, m.joined_seq)
 	AND NOT EXISTS (SELECT 1 FROM hidden_messages h
 		WHERE h.user_id = m.user_id AND h.conversation_id = u.conversation_id AND h.message_seq = u.seq)`
 
-// notHidden excludes messages e that member m deleted for themselves.
-const notHidden = `NOT EXISTS (SELECT 1 FROM hidden_messages h
-	WHERE h.user_id = m.user_id AND h.conversation_id = e.conversation_id AND h.message_seq = e.seq)`
-
 // conversationQuery reads conversations as member $1 sees them.
 const conversationQuery = `
 	SELECT c.id, c.type, c.title, c.last_seq, c.member_count, c.create_time, c.update_time,
@@ -63,7 +60,7 @@ const conversationQuery = `
 	FROM members m JOIN conversations c ON c.id = m.conversation_id
 	LEFT JOIN LATERAL (
 		SELECT ` + eventColumns + ` FROM events e
-		WHERE e.conversation_id = c.id AND e.kind = 1 AND e.seq > m.joined_seq AND ` + notHidden + `
+		WHERE e.conversation_id = c.id AND e.kind = 1 AND e.seq > m.joined_seq AND ` + chatsql.NotHidden + `
 		ORDER BY e.seq DESC LIMIT 1) last ON true
 	WHERE m.user_id = $1 AND m.left_seq IS NULL`
 
@@ -170,7 +167,7 @@ func (s *ChatStore) Span(ctx context.Context, conv, user uuid.UUID) (int64, *int
 
 func (s *ChatStore) Messages(ctx context.Context, conv, viewer uuid.UUID, lo, hi int64, forward bool, limit int) ([]chat.EventRow, error) {
 	query := `SELECT ` + eventColumns + ` FROM events e JOIN members m ON m.conversation_id = e.conversation_id AND m.user_id = $5
-		WHERE e.conversation_id = $1 AND e.kind = 1 AND e.seq BETWEEN $2 AND $3 AND ` + notHidden + `
+		WHERE e.conversation_id = $1 AND e.kind = 1 AND e.seq BETWEEN $2 AND $3 AND ` + chatsql.NotHidden + `
 		ORDER BY e.seq DESC LIMIT $4`
 	if forward {
 		query = strings.Replace(query, "DESC", "ASC", 1)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/wagglechat/waggle/gen/go/waggle/chat/v1"
+	"github.com/wagglechat/waggle/internal/chatsql"
 	"github.com/wagglechat/waggle/services/chat"
 )
 
@@ -68,10 +69,6 @@ const unreadFilter = `u.kind = 1 AND u.seq > max(m.read_seq, m.joined_seq)
 	AND NOT EXISTS (SELECT 1 FROM hidden_messages h
 		WHERE h.user_id = m.user_id AND h.conversation_id = u.conversation_id AND h.message_seq = u.seq)`
 
-// notHidden excludes messages e that member m deleted for themselves.
-const notHidden = `NOT EXISTS (SELECT 1 FROM hidden_messages h
-	WHERE h.user_id = m.user_id AND h.conversation_id = e.conversation_id AND h.message_seq = e.seq)`
-
 // conversationQuery reads conversations as member $1 sees them, with the
 // newest message the member sees and has not hidden (last, if any).
 var conversationQuery = `
@@ -83,7 +80,7 @@ var conversationQuery = `
 	FROM members m JOIN conversations c ON c.id = m.conversation_id
 	LEFT JOIN events last ON last.conversation_id = c.id AND last.seq = (
 		SELECT e.seq FROM events e
-		WHERE e.conversation_id = c.id AND e.kind = 1 AND e.seq > m.joined_seq AND ` + notHidden + `
+		WHERE e.conversation_id = c.id AND e.kind = 1 AND e.seq > m.joined_seq AND ` + chatsql.NotHidden + `
 		ORDER BY e.seq DESC LIMIT 1)
 	WHERE m.user_id = $1 AND m.left_seq IS NULL`
 
@@ -187,7 +184,7 @@ func (s *ChatStore) Messages(ctx context.Context, conv, viewer uuid.UUID, lo, hi
 	err = s.read(ctx, "list messages", func(tx *sql.Tx) (err error) {
 		found, err = queryAll(ctx, tx, scanEvent, `SELECT `+eventColumns+` FROM events e
 			JOIN members m ON m.conversation_id = e.conversation_id AND m.user_id = $5
-			WHERE e.conversation_id = $1 AND e.kind = 1 AND e.seq BETWEEN $2 AND $3 AND `+notHidden+`
+			WHERE e.conversation_id = $1 AND e.kind = 1 AND e.seq BETWEEN $2 AND $3 AND `+chatsql.NotHidden+`
 			ORDER BY e.seq `+order+` LIMIT $4`, conv, lo, hi, limit, viewer)
 		return err
 	})

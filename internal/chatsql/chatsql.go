@@ -18,3 +18,7 @@ const BlockedWriter = `SELECT EXISTS (SELECT 1 FROM conversations c
 		JOIN members p ON p.conversation_id = c.id AND p.user_id <> $2
 		JOIN blocks b ON b.blocker_id = p.user_id AND b.blocked_id = $2
 		WHERE c.id = $1 AND c.type = 1)`
+
+// NotHidden excludes messages e that member m deleted for themselves.
+const NotHidden = `NOT EXISTS (SELECT 1 FROM hidden_messages h
+	WHERE h.user_id = m.user_id AND h.conversation_id = e.conversation_id AND h.message_seq = e.seq)`
